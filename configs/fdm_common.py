@@ -1,0 +1,70 @@
+"""Shared defaults of the FDM configs (seed 000 §2.4 "Implementation Details").
+
+Every FDM config calls `fdm_config(...)` with what differs; the result has the
+sections data, model, diffusion, train, eval of SPEC's command-line contract.
+Paper settings: U-Net encoder/middle/decoder as in Ho et al., mask generator =
+decoder-shaped, K = 3, C = 128, Adam 1e-4, EMA 0.9999, linear β, T = 1000.
+"""
+import ml_collections
+
+
+def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
+               num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
+               num_masks: int = 3, num_classes: int = 0, dropout: float = 0.0,
+               attn_resolutions=(16,)) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = name
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = dataset
+    c.data.data_dir = data_dir
+    c.data.image_size = image_size
+    c.data.random_flip = True
+    c.data.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "fdm"
+    c.model.ch = ch
+    c.model.ch_mult = tuple(ch_mult)
+    c.model.num_res_blocks = num_res_blocks
+    c.model.attn_resolutions = tuple(attn_resolutions)
+    c.model.dropout = dropout
+    c.model.num_classes = num_classes
+    c.model.num_groups = 32
+    c.model.num_masks = num_masks
+    c.model.decoding = "shared"      # shared | unshared | mask_hmid | concat (Table 2.6)
+    c.model.hierarchical = False     # 2-level FDM (appendix 2.5.1)
+    c.model.level2_masks = 3
+
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.beta_schedule = "linear"
+    c.diffusion.beta_start = 1e-4
+    c.diffusion.beta_end = 0.02
+    c.diffusion.prediction = "eps"
+    c.diffusion.loss = "simple"
+    c.diffusion.variance = "fixed_small"
+    c.diffusion.clip_x0 = True
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = num_steps
+    c.train.batch_size = batch_size
+    c.train.learning_rate = 1e-4
+    c.train.grad_clip = 1.0
+    c.train.ema_decay = 0.9999
+    c.train.seed = 0
+    c.train.log_every = 100
+    c.train.checkpoint_every = 5000
+    c.train.keep_checkpoints = 3
+    c.train.image_every = 5000
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_examples = 64
+    c.eval.batch_size = 64
+    c.eval.sampler = "ancestral"     # Alg. 2; "ddim" for fast previews
+    c.eval.sample_steps = 100        # DDIM steps (ancestral always takes T)
+    c.eval.ddim_eta = 0.0
+    c.eval.segment_t = 30            # §2.3.4: noise real images to t = 30, one pass
+    c.eval.record_every = 100        # mask trajectory for the refinement strip (Fig. 2.10)
+    c.eval.sample_stats = True
+    return c

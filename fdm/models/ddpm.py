@@ -1,0 +1,260 @@
+"""DDPM model family (Ho et al. 2020; seed 004 ch. 3): a U-Net denoiser trained with L_simple.
+
+Notation: x0 [B, H, W, C] data in [-1, 1]; t [B] int32 in [0, T) (0-indexed as
+in diffusers); y [B] int32 class labels (only when model.num_classes > 0). The
+U-Net predicts eps or x0 (`diffusion.prediction`), trained with
+`diffusion.loss` in {"simple", "weighted"}.
+
+Logged scalars: `loss` (batch mean) and `loss_q0`..`loss_q3`, the mean loss of
+the examples whose t falls in the k-th quarter [kT/4, (k+1)T/4) (0 when the
+batch has none there).
+
+Config keys used: model.* (U-Net, see `fdm.nn.unet`), diffusion.{num_timesteps,
+beta_schedule, beta_start, beta_end, prediction, loss, variance, clip_x0},
+eval.{num_examples, batch_size, sampler (ancestral | ddim), sample_steps (DDIM
+only; ancestral always takes T steps), ddim_eta, sample_stats (default True)}.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm import viz
+from fdm.diffusion import (DiffusionSchedule, SampleOutput, ancestral_sample, ddim_sample,
+                           diffusion_loss)
+from fdm.diffusion.losses import PREDICTIONS, VARIANCES, WEIGHTINGS
+from fdm.errors import UserError
+from fdm.models.base import LossOutput, ModelFamily
+from fdm.nn.unet import unet_from_config
+from fdm.train.mesh import to_host
+
+SAMPLERS = ("ancestral", "ddim")
+NUM_T_BINS = 4
+NUM_SUMMARY_SAMPLES = 8
+SUMMARY_DDIM_STEPS = 20
+
+
+class DDPMFamily(ModelFamily):
+    """U-Net eps/x0-predictor with the DDPM loss, ancestral/DDIM sampling and loss evaluation."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        _check_config(config)
+        self.model = self.build_model()
+        self.schedule = DiffusionSchedule.from_config(config.diffusion)
+        self._eval_losses = jax.jit(
+            lambda p, b, k: self.per_example_loss(p, b, k, train=False).loss)
+
+    # ---- the network (subclasses swap it) -------------------------------
+    def build_model(self):
+        """The flax module; called once in __init__."""
+        return unet_from_config(self.config.model)
+
+    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None):
+        """Denoiser call: (prediction [B,H,W,C], aux pytree or None)."""
+        out = self.model.apply({"params": params}, x_t, t, y=y, train=train, rngs=rngs)
+        return out, None
+
+    def loss_scalars(self, loss_out, weight) -> dict:
+        """Extra logged scalars from the DiffusionLossOutput (its aux); none for DDPM."""
+        return {}
+
+    # ---- training -----------------------------------------------------
+    def init_params(self, rng, batch):
+        """U-Net parameters from one dummy example shaped like batch['image'][:1]."""
+        x = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
+        y = jnp.zeros((1,), jnp.int32) if self.num_classes else None
+        return self.model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32), y=y)["params"]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.model.get("num_classes", 0))
+
+    def _labels(self, batch):
+        if not self.num_classes:
+            return None
+        if "label" not in batch:
+            raise UserError(f"model.num_classes={self.num_classes} but the dataset "
+                            f"{self.config.data.get('dataset')!r} has no labels; set "
+                            "--config.model.num_classes=0 or use a labelled dataset")
+        return batch["label"]
+
+    def per_example_loss(self, params, batch, rng, train: bool):
+        """DiffusionLossOutput(loss [B], t [B]) of batch['image'] [B, H, W, C]."""
+        key_loss, key_dropout = jax.random.split(rng)
+        y = self._labels(batch)
+
+        def denoise(x_t, t):
+            return self.apply_model(params, x_t, t, y=y, train=train,
+                                    rngs={"dropout": key_dropout})
+
+        d = self.config.diffusion
+        return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
+                              prediction=d.get("prediction", "eps"),
+                              weighting=d.get("loss", "simple"),
+                              variance=d.get("variance", "fixed_small"))
+
+    def loss_fn(self, params, batch, rng, train):
+        """Mean loss over valid examples plus loss per t-quarter (see module doc)."""
+        out = self.per_example_loss(params, batch, rng, train)
+        weight = batch.get("valid", jnp.ones_like(out.loss)).astype(jnp.float32)
+        loss = jnp.sum(out.loss * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+        scalars = {"loss": loss, **self._binned_losses(out.loss, out.t, weight),
+                   **self.loss_scalars(out, weight)}
+        return LossOutput(loss=loss, scalars=scalars)
+
+    def _binned_losses(self, losses, t, weight):
+        """loss_q{k}: mean of `losses` [B] over examples with t [B] in quarter k."""
+        bins = t * NUM_T_BINS // self.schedule.num_timesteps
+        out = {}
+        for k in range(NUM_T_BINS):
+            w = weight * (bins == k)
+            out[f"loss_q{k}"] = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
+        return out
+
+    # ---- evaluation ---------------------------------------------------
+    def evaluate(self, params, batches, workdir, rng):
+        """eval_loss / train_loss: mean per-example loss over the first eval.num_examples
+        images of each split, with the same fixed keys; plus sample statistics
+        (`sample_stats`) against the eval images unless eval.sample_stats is False."""
+        from fdm.data import make_iterator
+        num = self.config.eval.num_examples
+        key = jax.random.fold_in(rng, 0)
+        eval_loss, eval_images = self._mean_loss(params, batches, num, key)
+        train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
+        train_loss, _ = self._mean_loss(params, train_batches, num, key)
+        metrics = {"eval_loss": eval_loss, "train_loss": train_loss}
+        if self.config.eval.get("sample_stats", True):
+            samples = self.generate(params, len(eval_images), jax.random.fold_in(rng, 1)).x0
+            metrics.update(sample_stats(samples, eval_images))
+        return metrics
+
+    def _mean_loss(self, params, batches, num: int, rng):
+        """(mean loss over the first `num` valid examples of `batches`, their images [n,H,W,C])."""
+        losses, images = [], []
+        for i, batch in enumerate(batches):
+            inputs = {k: batch[k] for k in ("image", "label") if k in batch}
+            loss = to_host(self._eval_losses(params, inputs, jax.random.fold_in(rng, i)))
+            valid = to_host(batch["valid"]) if "valid" in batch else np.ones(len(loss), bool)
+            losses.append(loss[valid])
+            images.append(to_host(batch["image"])[valid])
+            if sum(map(len, losses)) >= num:
+                break
+        losses = np.concatenate(losses)[:num]
+        if not len(losses):
+            raise UserError("the evaluation split is empty; check data.num_eval / data.data_dir")
+        return float(losses.mean()), np.concatenate(images)[:num]
+
+    # ---- sampling -----------------------------------------------------
+    def _batch_size(self) -> int:
+        return int(self.config.eval.get("batch_size", 64))
+
+    def _denoise(self, params, y, x_t, t):
+        """Sampler denoiser: (x_t [B,H,W,C], t [B]) -> (prediction [B,H,W,C], None)."""
+        return self.apply_model(params, x_t, t, y=y, train=False)
+
+    def sample_labels(self, num: int):
+        """Class labels [num] cycling over the classes, or None when unconditional."""
+        return np.arange(num, dtype=np.int32) % self.num_classes if self.num_classes else None
+
+    def sample_batch(self, params, x_T, rng, y=None, sampler=None, num_steps=None,
+                     progress=True, record_every=None) -> SampleOutput:
+        """x_T [B, H, W, C] ~ N(0, I) -> SampleOutput(x0 [B, H, W, C], aux of the last
+        denoiser call, trajectory every `record_every` steps or None); clipping per
+        diffusion.clip_x0."""
+        d, e = self.config.diffusion, self.config.eval
+        fn = jax.tree_util.Partial(self._denoise, params, y)
+        common = dict(prediction=d.get("prediction", "eps"), clip_x0=d.get("clip_x0", True),
+                      progress=progress, record_every=record_every)
+        if (sampler or e.get("sampler", "ddim")) == "ancestral":
+            return ancestral_sample(fn, self.schedule, x_T, rng,
+                                    variance=d.get("variance", "fixed_small"), **common)
+        return ddim_sample(fn, self.schedule, x_T, rng, num_steps or e.sample_steps,
+                           e.get("ddim_eta", 0.0), **common)
+
+    def generate(self, params, num: int, rng, progress: bool = True,
+                 record_every=None) -> SampleOutput:
+        """`num` samples with eval.sampler as a SampleOutput of numpy arrays: x0 float32
+        [num, S, S, C] in [-1, 1], aux leaves [num, ...], trajectory leaves [T', num, ...].
+        Runs fixed-size batches of eval.batch_size (the last one padded) so the sampler
+        compiles once."""
+        b = self._batch_size()
+        shape = (b, self.config.data.image_size, self.config.data.image_size,
+                 self.model.out_ch)
+        labels = self.sample_labels(-(-num // b) * b)
+        out = []
+        for i, start in enumerate(range(0, num, b)):
+            key_x, key_s = jax.random.split(jax.random.fold_in(rng, i))
+            y = None if labels is None else jnp.asarray(labels[start:start + b])
+            x_T = jax.random.normal(key_x, shape, jnp.float32)
+            out.append(jax.device_get(self.sample_batch(params, x_T, key_s, y, progress=progress,
+                                                        record_every=record_every)))
+        return _concat_samples(out, num)
+
+    def sample(self, params, workdir, rng):
+        """Writes DIR/samples/grid.png and samples.npz ('images' float32 [N,S,S,C] in [-1, 1],
+        'labels' int32 [N] when class-conditional), N = eval.num_examples."""
+        num = self.config.eval.num_examples
+        images = self.generate(params, num, rng).x0
+        out_dir = os.path.join(workdir, "samples")
+        arrays = {"images": images}
+        if self.num_classes:
+            arrays["labels"] = self.sample_labels(num)
+        viz.save_npz(os.path.join(out_dir, "samples.npz"), **arrays)
+        viz.save_png(os.path.join(out_dir, "grid.png"), viz.make_grid(viz.to_uint8(images)))
+
+    def summary_images(self, params, batch, rng):
+        """{'samples': a few quick DDIM samples [8, H, W, C] in [0, 1]} (EMA params)."""
+        shape = (NUM_SUMMARY_SAMPLES,) + tuple(batch["image"].shape[1:])
+        key_x, key_s = jax.random.split(rng)
+        labels = self.sample_labels(NUM_SUMMARY_SAMPLES)
+        steps = min(SUMMARY_DDIM_STEPS, self.schedule.num_timesteps)
+        x = self.sample_batch(params, jax.random.normal(key_x, shape), key_s,
+                              None if labels is None else jnp.asarray(labels), sampler="ddim",
+                              num_steps=steps, progress=False).x0
+        return {"samples": jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)}
+
+
+def _concat_samples(outs: list[SampleOutput], num: int) -> SampleOutput:
+    """Joins per-batch SampleOutputs: batch axis 0 (x0, aux) or 1 (trajectory), first `num`."""
+    join = lambda axis: (lambda *a: np.concatenate(a, axis)[(slice(None),) * axis + (slice(num),)])
+    traj = None
+    if outs[0].trajectory is not None:
+        first = outs[0].trajectory
+        traj = first.replace(
+            x_t=join(1)(*[o.trajectory.x_t for o in outs]),
+            aux=jax.tree_util.tree_map(join(1), *[o.trajectory.aux for o in outs]))
+    return SampleOutput(x0=join(0)(*[o.x0 for o in outs]),
+                        aux=jax.tree_util.tree_map(join(0), *[o.aux for o in outs]),
+                        trajectory=traj)
+
+
+def _check_config(config) -> None:
+    """UserError for out-of-range diffusion / eval choices (before anything runs)."""
+    d, e = config.diffusion, config.eval
+    choices = [("diffusion.prediction", d.get("prediction", "eps"), PREDICTIONS),
+               ("diffusion.loss", d.get("loss", "simple"), WEIGHTINGS),
+               ("diffusion.variance", d.get("variance", "fixed_small"), VARIANCES),
+               ("eval.sampler", e.get("sampler", "ddim"), SAMPLERS)]
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise UserError(f"{name}={value!r} is not supported; use one of {list(allowed)}")
+
+
+def sample_stats(samples: np.ndarray, data: np.ndarray) -> dict[str, float]:
+    """Cheap distribution checks of samples vs data (both [N, H, W, C] in [-1, 1]).
+
+    sample_mean_err / sample_std_err: mean over channels of |difference| of the
+    per-channel pixel mean / std; sample_pixel_w1: mean over channels of the
+    1-D Wasserstein-1 distance between the pixel-value marginals. Not FID.
+    """
+    s, x = samples.reshape(-1, samples.shape[-1]), data.reshape(-1, data.shape[-1])
+    levels = np.linspace(0.0, 1.0, 101)
+    w1 = np.abs(np.quantile(s, levels, axis=0) - np.quantile(x, levels, axis=0)).mean()
+    return {"sample_mean_err": float(np.abs(s.mean(0) - x.mean(0)).mean()),
+            "sample_std_err": float(np.abs(s.std(0) - x.std(0)).mean()),
+            "sample_pixel_w1": float(w1)}
+

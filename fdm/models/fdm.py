@@ -1,0 +1,237 @@
+"""Factorized Diffusion Model family (seed 000 ch. 2, seed 001): DDPM training of the
+factorized U-Net, unsupervised segmentation, and image+mask generation.
+
+Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
+(softmax over K = model.num_masks); labels = argmax_k m, int [B, S, S].
+
+  * Training: exactly the DDPM loss ‖ε − ε̂‖² (Eq. 2.8) of `DDPMFamily`, with the
+    factorized U-Net as denoiser; no mask regulariser. Logged extra scalars:
+    `mask_area_k` (mean of m_k) and `mask_entropy` (mean per-pixel entropy / log K).
+  * Segmentation of real images (§2.3.4): x_t = q_sample(x0, t_seg) with
+    t_seg = eval.segment_t (30), one forward pass with the EMA params, read m.
+  * Generation (Alg. 2): a sampler run whose last denoiser call (t = 0 here,
+    t = 1 in the paper's 1-indexing) gives the masks; the mask trajectory is
+    recorded every eval.record_every steps for the refinement strip (Fig. 2.10).
+  * Evaluation: fg/bg Acc / IoU / DICE with one global K→{fg, bg} mapping and
+    mIoU with Hungarian matching (`fdm.metrics.segmentation`), next to the
+    all-foreground and centre-prior baselines.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm import viz
+from fdm.diffusion import q_sample
+from fdm.errors import UserError
+from fdm.metrics import segmentation as seg_metrics
+from fdm.models.ddpm import DDPMFamily
+from fdm.nn.factorized import fdm_from_config
+
+NUM_FIGURE_EXAMPLES = 16
+
+
+class FDMFamily(DDPMFamily):
+    """The factorized U-Net trained as a DDPM; segments images and generates image+mask."""
+
+    def build_model(self):
+        return fdm_from_config(self.config.model)
+
+    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None):
+        """(ε̂ [B,S,S,C], {'masks': m [B,S,S,K], 'fine_masks' (hierarchical)})."""
+        out = self.model.apply({"params": params}, x_t, t, y=y, train=train, rngs=rngs)
+        aux = {"masks": out.masks}
+        if out.fine_masks is not None:
+            aux["fine_masks"] = out.fine_masks
+        return out.eps, aux
+
+    @property
+    def num_masks(self) -> int:
+        return int(self.config.model.num_masks)
+
+    def loss_scalars(self, loss_out, weight):
+        """Mask statistics: mask_area_k and the normalised mask entropy (batch means)."""
+        m = loss_out.aux["masks"]
+        w = weight[:, None, None] / jnp.maximum(jnp.sum(weight), 1.0) / (m.shape[1] * m.shape[2])
+        area = jnp.einsum("bhwk,bhw->k", m, jnp.broadcast_to(w, m.shape[:3]))
+        ent = -jnp.sum(m * jnp.log(m + 1e-8), -1) / np.log(max(self.num_masks, 2))
+        scalars = {f"mask_area_{k}": area[k] for k in range(self.num_masks)}
+        scalars["mask_entropy"] = jnp.sum(ent * w)
+        return scalars
+
+    # ---- segmentation ---------------------------------------------------
+    def segment_fn(self, params, x0, rng, y=None):
+        """Soft masks m [B,S,S,K] of clean images x0 [B,S,S,C] in [-1, 1] (§2.3.4)."""
+        t = jnp.full((x0.shape[0],), self.segment_t, jnp.int32)
+        x_t = q_sample(self.schedule, x0, t, jax.random.normal(rng, x0.shape, x0.dtype))
+        return self.apply_model(params, x_t, t, y=y, train=False)[1]["masks"]
+
+    @property
+    def segment_t(self) -> int:
+        t = int(self.config.eval.get("segment_t", 30))
+        if not 0 <= t < self.schedule.num_timesteps:
+            raise UserError(f"eval.segment_t={t} must be in [0, {self.schedule.num_timesteps})")
+        return t
+
+    def segment_images(self, params, images, rng, labels=None) -> tuple[np.ndarray, np.ndarray]:
+        """Segments uint8 images [N, S, S, 3] (S = data.image_size).
+
+        Returns (hard labels int32 [N, S, S], soft masks float32 [N, S, S, K]).
+        Runs in batches of eval.batch_size with one compiled function.
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise UserError(f"segment_images takes uint8 images [N, H, W, 3], got "
+                            f"{images.dtype} {images.shape}; convert with fdm.viz.to_uint8")
+        if not hasattr(self, "_segment_jit"):
+            self._segment_jit = jax.jit(self.segment_fn)
+        b = self._batch_size()
+        masks = []
+        for i, start in enumerate(range(0, len(images), b)):
+            chunk = images[start:start + b]
+            x0 = np.zeros((b,) + chunk.shape[1:], np.float32)
+            x0[:len(chunk)] = chunk.astype(np.float32) / 127.5 - 1.0
+            y = None if labels is None else jnp.asarray(_pad_rows(labels[start:start + b], b))
+            m = self._segment_jit(params, jnp.asarray(x0), jax.random.fold_in(rng, i), y)
+            masks.append(np.asarray(m)[:len(chunk)])
+        masks = np.concatenate(masks)
+        return masks.argmax(-1).astype(np.int32), masks
+
+    # ---- evaluation -----------------------------------------------------
+    def evaluate(self, params, batches, workdir, rng):
+        """DDPM metrics plus segmentation metrics on every eval image that has a mask."""
+        batches = list(batches)
+        metrics = super().evaluate(params, iter(batches), workdir, rng)
+        images, targets = _valid_images_and_masks(batches)
+        if targets is None:
+            return metrics
+        pred, masks = self.segment_images(params, images, jax.random.fold_in(rng, 7))
+        metrics.update(segmentation_metrics(pred, targets, self.num_masks))
+        metrics["seg_num_images"] = len(images)
+        write_segmentation_figure(os.path.join(workdir, "segment", "eval_overlays.png"),
+                                  images, targets, pred, masks)
+        return metrics
+
+    # ---- generation -----------------------------------------------------
+    def sample(self, params, workdir, rng):
+        """Writes DIR/samples/: grid.png, masks.png (overlays), mask_channels.png (Fig. 2.9),
+        refinement.png (Fig. 2.10) and samples.npz (images, masks, labels, trajectory)."""
+        every = int(self.config.eval.get("record_every", 0)) or None
+        out = self.generate(params, self.config.eval.num_examples, rng, record_every=every)
+        out_dir = os.path.join(workdir, "samples")
+        write_generation_figures(out_dir, out.x0, out.aux["masks"], out.trajectory)
+        arrays = {"images": out.x0, "masks": out.aux["masks"],
+                  "labels": out.aux["masks"].argmax(-1).astype(np.int32)}
+        if out.trajectory is not None:
+            arrays.update(trajectory_t=out.trajectory.t,
+                          trajectory_masks=out.trajectory.aux["masks"])
+        viz.save_npz(os.path.join(out_dir, "samples.npz"), **arrays)
+
+    def segment(self, params, input_glob, workdir, rng):
+        """Writes DIR/segment/NAME_labels.png (labels 0..K-1), NAME_mask.png (colours)
+        and NAME_overlay.png for every image matching `input_glob`."""
+        from fdm.data import folder
+        paths = sorted(glob.glob(input_glob))
+        size = self.config.data.image_size
+        images = np.stack([folder.load_image(p, size) for p in paths])
+        labels, _ = self.segment_images(params, images, rng)
+        out_dir = os.path.join(workdir, "segment")
+        palette = viz.default_palette(self.num_masks)
+        for path, image, lab in zip(paths, images, labels):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            viz.save_png(os.path.join(out_dir, f"{stem}_labels.png"), lab.astype(np.uint8))
+            viz.save_png(os.path.join(out_dir, f"{stem}_mask.png"), viz.colorize_mask(lab, palette))
+            viz.save_png(os.path.join(out_dir, f"{stem}_overlay.png"),
+                         viz.overlay(image, lab, palette=palette))
+        return labels
+
+    def summary_images(self, params, batch, rng):
+        """Quick samples with their mask overlays, and segmentations of the batch."""
+        images = super().summary_images(params, batch, rng)
+        n = min(NUM_FIGURE_EXAMPLES, batch["image"].shape[0])
+        x0 = batch["image"][:n]
+        m = self.segment_fn(params, x0, jax.random.fold_in(rng, 1))
+        images["segmentation"] = _overlay01(x0, m)
+        return images
+
+
+def _overlay01(x0, masks):
+    """Overlay of argmax masks on images in [-1, 1], as float [N, S, S, 3] in [0, 1]."""
+    lab = np.asarray(masks).argmax(-1)
+    return viz.overlay(np.asarray(x0), lab).astype(np.float32) / 255.0
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """Pads axis 0 of `a` to n rows with zeros."""
+    out = np.zeros((n,) + a.shape[1:], a.dtype)
+    out[:len(a)] = a
+    return out
+
+
+def _valid_images_and_masks(batches) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint8 images [N,S,S,3], int masks [N,S,S] or None) of the valid eval rows."""
+    images, masks = [], []
+    for b in batches:
+        valid = np.asarray(b.get("valid", np.ones(len(b["image"]), bool)))
+        images.append(viz.to_uint8(np.asarray(b["image"])[valid]))
+        if "mask" in b:
+            masks.append(np.asarray(b["mask"])[valid])
+    images = np.concatenate(images)
+    return images, (np.concatenate(masks) if masks else None)
+
+
+def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_masks: int) -> dict:
+    """fg/bg metrics (target > 0 is fg), mIoU over the target's classes, trivial baselines."""
+    fg = seg_metrics.SegmentationAccumulator(num_masks, num_classes=2)
+    fg.update(pred, target)
+    out = fg.foreground_results()
+    num_classes = int(target.max()) + 1
+    if num_classes > 2:
+        mc = seg_metrics.SegmentationAccumulator(num_masks, num_classes=num_classes)
+        mc.update(pred, target)
+        out.update(mc.multiclass_results())
+    out.update(seg_metrics.trivial_baselines(target))
+    return out
+
+
+def write_segmentation_figure(path, images, targets, pred, masks) -> None:
+    """Rows: image | ground truth | predicted overlay | soft masks, for up to 16 examples."""
+    n = min(NUM_FIGURE_EXAMPLES, len(images))
+    palette = viz.default_palette(max(masks.shape[-1], int(targets.max()) + 1))
+    cols = [images[:n], viz.colorize_mask(targets[:n], palette),
+            viz.overlay(images[:n], pred[:n], palette=palette),
+            viz.soft_mask_to_rgb(masks[:n], palette[:masks.shape[-1]])]
+    rows = np.stack(cols, axis=1).reshape((-1,) + images.shape[1:])
+    viz.save_png(path, viz.make_grid(rows, ncol=len(cols) * 2))
+
+
+def write_generation_figures(out_dir, x0, masks, trajectory) -> None:
+    """Sample grid, mask overlays, per-channel masks of 4 samples, refinement strip."""
+    images = viz.to_uint8(x0)
+    labels = masks.argmax(-1)
+    viz.save_png(os.path.join(out_dir, "grid.png"), viz.make_grid(images))
+    viz.save_png(os.path.join(out_dir, "masks.png"),
+                 viz.make_grid(np.stack([images, viz.overlay(images, labels),
+                                         viz.soft_mask_to_rgb(masks)], 1)
+                               .reshape((-1,) + images.shape[1:]), ncol=6))
+    channels = [np.concatenate([images[i:i + 1], viz.mask_channels(masks[i])])
+                for i in range(min(4, len(images)))]
+    viz.save_png(os.path.join(out_dir, "mask_channels.png"),
+                 viz.make_grid(np.concatenate(channels), ncol=masks.shape[-1] + 1))
+    if trajectory is not None:
+        viz.save_png(os.path.join(out_dir, "refinement.png"), refinement_strip(trajectory))
+
+
+def refinement_strip(trajectory, num_examples: int = 4) -> np.ndarray:
+    """Fig. 2.10: per example, a row of x_t and a row of its mask along the reverse process."""
+    x_t = np.asarray(trajectory.x_t)                  # [T', N, S, S, C]
+    masks = np.asarray(trajectory.aux["masks"])        # [T', N, S, S, K]
+    rows = []
+    for i in range(min(num_examples, x_t.shape[1])):
+        rows.append(viz.to_uint8(np.clip(x_t[:, i], -1, 1)))
+        rows.append(viz.soft_mask_to_rgb(masks[:, i]))
+    return viz.make_grid(np.concatenate(rows), ncol=x_t.shape[0])

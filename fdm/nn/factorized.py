@@ -1,0 +1,227 @@
+"""The factorized U-Net of FDM (seed 000 §2.3, Eq. 2.2–2.7; seed 001).
+
+Notation (shapes NHWC):
+  x_t  [B, S, S, C]       noisy image;  t [B] int;  y [B] int class (optional)
+  temb [B, E]             timestep (+ class) embedding, E = 4·ch
+  h_enc                   the encoder's skip list, h_enc[i]: [B, S_i, S_i, C_i]
+  h_mid [B, s, s, C_mid]  middle-block output
+  m    [B, S, S, K]       soft region masks, softmax over K           (Eq. 2.4)
+  m↓   m average-pooled to a skip's resolution
+  ε̂_k  [K, B, S, S, C]    decoder output of branch k                  (Eq. 2.6)
+  ε̂    [B, S, S, C]       Σ_k ε̂_k ⊙ m_k                              (Eq. 2.7)
+
+θ = {time_embed, encoder, middle, mask_generator, decoder}. The mask generator
+is decoder-shaped with its own weights and K output channels. The decoder has
+ONE set of weights shared by all K branches; the branches run as one batched
+computation, K folded into the batch axis (row k·B + b is branch k of example b).
+
+Decoding variants (Table 2.6 ablations), `decoding=`:
+  "shared"    ε̂_k = dec(h_mid, h_enc ⊙ m_k↓), ε̂ = Σ_k ε̂_k ⊙ m_k  (the FDM)
+  "unshared"  as "shared" but K decoders with separate weights (vmapped)
+  "mask_hmid" ε̂_k = dec(h_mid ⊙ m_k↓, h_enc), ε̂ = Σ_k ε̂_k ⊙ m_k
+  "concat"    ε̂ = dec([h_mid, m↓], [h_enc, m↓]), one branch          (Eq. 2.5)
+
+`HierarchicalFDM` (appendix 2.5.1) nests a second FDM level inside each
+first-level region.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fdm.errors import UserError
+from fdm.nn.unet import TimeEmbed, UNetDecoder, UNetEncoder, UNetMiddle
+
+DECODINGS = ("shared", "unshared", "mask_hmid", "concat")
+
+
+@flax.struct.dataclass
+class FDMOutput:
+    """What the factorized U-Net returns.
+
+    eps:        [B, S, S, C]    the noise prediction ε̂ (Eq. 2.7).
+    masks:      [B, S, S, K]    soft region masks m (sum to one over K).
+    branches:   [K, B, S, S, C] per-branch ε̂_k, or None unless requested.
+    fine_masks: [B, S, S, K·K2] second-level masks of the hierarchical FDM
+                (m_i^0 · m_ij^1, region i·K2 + j), else None.
+    """
+    eps: jax.Array
+    masks: jax.Array
+    branches: Optional[jax.Array] = None
+    fine_masks: Optional[jax.Array] = None
+
+
+def pool_masks(m: jax.Array, size: int) -> jax.Array:
+    """Average-pools masks to a skip resolution.  m: [B, S, S, K] -> [B, size, size, K]."""
+    factor = m.shape[1] // size
+    if factor == 1:
+        return m
+    return nn.avg_pool(m, (factor, factor), strides=(factor, factor))
+
+
+def fold_branches(a: jax.Array) -> jax.Array:
+    """[K, B, ...] -> [K·B, ...] (row k·B + b)."""
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
+
+
+def unfold_branches(a: jax.Array, num_branches: int) -> jax.Array:
+    """[K·B, ...] -> [K, B, ...]."""
+    return a.reshape((num_branches, a.shape[0] // num_branches) + a.shape[1:])
+
+
+def mask_features(h: jax.Array, m: jax.Array) -> jax.Array:
+    """One masked copy of h per region.  h: [B, s, s, C], m: [B, S, S, K] -> [K, B, s, s, C]."""
+    m_small = pool_masks(m, h.shape[1])
+    return h[None] * jnp.moveaxis(m_small, -1, 0)[..., None]
+
+
+def tile_branches(a: jax.Array, num_branches: int) -> jax.Array:
+    """The same array for every branch.  a: [B, ...] -> [K, B, ...]."""
+    return jnp.broadcast_to(a[None], (num_branches,) + a.shape)
+
+
+def combine_branches(branches: jax.Array, m: jax.Array) -> jax.Array:
+    """Σ_k ε̂_k ⊙ m_k.  branches: [K, B, S, S, C], m: [B, S, S, K] -> [B, S, S, C]."""
+    return jnp.einsum("kbhwc,bhwk->bhwc", branches, m)
+
+
+class _BranchDecoder(nn.Module):
+    """A UNetDecoder whose `train` flag is an attribute (so it can be vmapped)."""
+    part_kwargs: dict
+    out_ch: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, h, skips, temb):
+        return UNetDecoder(**self.part_kwargs, out_ch=self.out_ch, name="decoder")(
+            h, skips, temb, self.train)
+
+
+class FactorizedUNet(nn.Module):
+    """FDM denoiser: x_t, t -> FDMOutput(ε̂, m).  See the module docstring."""
+    ch: int = 128
+    ch_mult: Sequence[int] = (1, 2, 3, 4)
+    num_res_blocks: int = 3
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.0
+    num_classes: int = 0
+    out_ch: int = 3
+    num_groups: int = 32
+    num_masks: int = 3
+    decoding: str = "shared"
+    dtype: Any = jnp.float32
+
+    def part_kwargs(self) -> dict:
+        return dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
+                    attn_resolutions=tuple(self.attn_resolutions), dropout=self.dropout,
+                    num_groups=self.num_groups, dtype=self.dtype)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, y: Optional[jax.Array] = None,
+                 train: bool = False, return_branches: bool = False) -> FDMOutput:
+        """x: [B, S, S, C], t: [B], y: [B] or None -> FDMOutput."""
+        if self.decoding not in DECODINGS:
+            raise UserError(f"model.decoding={self.decoding!r} is unknown; use one of {DECODINGS}")
+        kw = self.part_kwargs()
+        temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
+        h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
+        h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
+        logits = UNetDecoder(**kw, out_ch=self.num_masks, name="mask_generator")(
+            h_mid, skips, temb, train)
+        m = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        if self.decoding == "concat":
+            eps = self._concat_decode(h_mid, skips, temb, m, train)
+            return FDMOutput(eps=eps, masks=m)
+        branches = self._branch_decode(h_mid, skips, temb, m, train)
+        return FDMOutput(eps=combine_branches(branches, m), masks=m,
+                         branches=branches if return_branches else None)
+
+    def _branch_inputs(self, h_mid, skips, temb, m):
+        """Per-branch decoder inputs, each [K, B, ...]."""
+        k = self.num_masks
+        if self.decoding == "mask_hmid":
+            return (mask_features(h_mid, m), [tile_branches(s, k) for s in skips],
+                    tile_branches(temb, k))
+        return (tile_branches(h_mid, k), [mask_features(s, m) for s in skips],
+                tile_branches(temb, k))
+
+    def _branch_decode(self, h_mid, skips, temb, m, train) -> jax.Array:
+        """ε̂_k for all branches in one batched computation -> [K, B, S, S, C]."""
+        hs, ss, ts = self._branch_inputs(h_mid, skips, temb, m)
+        if self.decoding == "unshared":
+            decoders = nn.vmap(_BranchDecoder, in_axes=0, out_axes=0,
+                               variable_axes={"params": 0},
+                               split_rngs={"params": True, "dropout": True})
+            return decoders(self.part_kwargs(), self.out_ch, train, name="decoders")(hs, ss, ts)
+        dec = UNetDecoder(**self.part_kwargs(), out_ch=self.out_ch, name="decoder")
+        out = dec(fold_branches(hs), [fold_branches(s) for s in ss], fold_branches(ts), train)
+        return unfold_branches(out, self.num_masks)
+
+    def _concat_decode(self, h_mid, skips, temb, m, train) -> jax.Array:
+        """Eq. 2.5: one decoder on features concatenated with the pooled masks.
+
+        The K mask channels are zero-padded to `num_groups` channels so that the
+        decoder's GroupNorm(num_groups) still divides the widened features.
+        """
+        pad = (-self.num_masks) % self.num_groups
+        m_padded = jnp.pad(m, ((0, 0), (0, 0), (0, 0), (0, pad)))
+        cat = lambda a: jnp.concatenate([a, pool_masks(m_padded, a.shape[1]).astype(a.dtype)], -1)
+        dec = UNetDecoder(**self.part_kwargs(), out_ch=self.out_ch, name="decoder")
+        return dec(cat(h_mid), [cat(s) for s in skips], temb, train)
+
+
+class HierarchicalFDM(nn.Module):
+    """Two-level FDM (seed 000 appendix 2.5.1, Fig. 2.15).
+
+    Level 1 is a FactorizedUNet giving masks m^0 [B,S,S,K] and branch outputs
+    h^0_i. For each region i, a level-2 FactorizedUNet (one set of weights for
+    all i, batched over i) denoises x_t ⊙ m^0_i, giving masks m^1_{i,j} and
+    branch outputs h^1_{i,j}. Output: Σ_i m^0_i (h^0_i + Σ_j h^1_{i,j} m^1_{i,j}) / 2.
+    """
+    level1: dict
+    level2_masks: int = 3
+
+    @nn.compact
+    def __call__(self, x, t, y=None, train=False, return_branches=False) -> FDMOutput:
+        """x: [B, S, S, C], t: [B] -> FDMOutput with fine_masks [B, S, S, K·K2]."""
+        top = FactorizedUNet(**self.level1, name="level1")(x, t, y, train, return_branches=True)
+        k = top.masks.shape[-1]
+        x_regions = fold_branches(mask_features(x, top.masks))
+        sub = FactorizedUNet(**{**self.level1, "num_masks": self.level2_masks}, name="level2")(
+            x_regions, jnp.tile(t, k), None if y is None else jnp.tile(y, k), train)
+        sub_eps = unfold_branches(sub.eps, k)
+        eps = combine_branches((top.branches + sub_eps) / 2, top.masks)
+        sub_masks = unfold_branches(sub.masks, k)                      # [K, B, S, S, K2]
+        fine = jnp.moveaxis(top.masks, -1, 0)[..., None] * sub_masks    # [K, B, S, S, K2]
+        fine = jnp.moveaxis(fine, 0, -2).reshape(top.masks.shape[:-1] + (-1,))
+        return FDMOutput(eps=eps, masks=top.masks, fine_masks=fine,
+                         branches=top.branches if return_branches else None)
+
+
+_UNET_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout",
+              "num_classes", "num_groups", "out_ch")
+
+
+def fdm_from_config(model_cfg) -> nn.Module:
+    """FactorizedUNet or HierarchicalFDM from `config.model`.
+
+    Keys: the U-Net keys, num_masks (K), decoding, hierarchical (bool),
+    level2_masks (K2, hierarchical only).
+    """
+    kw = {k: model_cfg[k] for k in _UNET_KEYS if k in model_cfg}
+    kw["ch_mult"] = tuple(kw["ch_mult"])
+    kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
+    kw["num_masks"] = model_cfg.num_masks
+    kw["decoding"] = model_cfg.get("decoding", "shared")
+    if kw["decoding"] not in DECODINGS:
+        raise UserError(f"model.decoding={kw['decoding']!r} is unknown; use one of {DECODINGS}")
+    if model_cfg.get("hierarchical", False):
+        if kw["decoding"] == "concat":
+            raise UserError("model.hierarchical needs per-branch outputs; "
+                            "use model.decoding='shared' (or unshared/mask_hmid), not 'concat'")
+        return HierarchicalFDM(level1=kw, level2_masks=model_cfg.get("level2_masks", 3))
+    return FactorizedUNet(**kw)

@@ -1,0 +1,91 @@
+"""`run(config, workdir, mode)`: what `python -m experiments.main` does, importable.
+
+Modes (SPEC "Command-line contract"):
+  train     train, resuming from the newest checkpoint in `workdir`.
+  evaluate  EMA params of the newest checkpoint -> `family.evaluate` ->
+            `workdir/results.json` = {metric: number, "step": s, "config": name}.
+  sample / segment / render: EMA params -> the family's hook, which writes to
+            `workdir/samples/`, `workdir/segment/`, `workdir/render/`.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from fdm.errors import UserError
+from fdm.train import checkpoint as ckpt_lib
+from fdm.train import logging as log_lib
+from fdm.train import mesh as mesh_lib
+
+MODES = ("train", "evaluate", "sample", "segment", "render")
+RESULTS_FILE = "results.json"
+
+
+def restore_ema_params(workdir: str) -> tuple[Any, int]:
+    """(EMA params of the newest checkpoint replicated over all devices, its step)."""
+    log_lib.quiet_orbax_info()
+    step = ckpt_lib.require_checkpoint(workdir)
+    ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
+    try:
+        tree = ckpt.restore_tree(mesh_lib.replicated(mesh_lib.make_mesh()), step)
+    finally:
+        ckpt.close()
+    return tree["ema_params"], step
+
+
+def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, jax.Array]]:
+    """The 'eval' split as global arrays [B, ...] split over the mesh axis `data`."""
+    from fdm import data
+    mesh = mesh_lib.make_mesh()
+    local = data.make_iterator(config, "eval", jax.process_index(), jax.process_count())
+    return (mesh_lib.global_batch(b, mesh) for b in local)
+
+
+def _as_number(value: Any) -> float | int:
+    """A metric value (python/numpy/jax scalar) as a JSON number."""
+    return np.asarray(value).item()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, family, params: Any,
+             step: int, rng: jax.Array) -> dict[str, Any]:
+    """Runs `family.evaluate` and writes `workdir/results.json` atomically."""
+    metrics = family.evaluate(params, eval_batches(config), workdir, rng)
+    results = {k: _as_number(v) for k, v in metrics.items()}
+    results.update(step=int(step), config=config.name)
+    ckpt_lib.write_json_atomic(results, os.path.join(workdir, RESULTS_FILE))
+    return results
+
+
+def _check_input(input_glob: str | None) -> None:
+    """UserError unless `--input` names at least one existing file."""
+    if not input_glob:
+        raise UserError("--mode=segment needs images; pass --input=FILE_OR_GLOB")
+    if not glob.glob(input_glob):
+        raise UserError(f"no file matches --input={input_glob}; pass an existing "
+                        "image file or a glob such as 'images/*.png'")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
+        input_glob: str | None = None) -> Any:
+    """Dispatches `mode`; returns the train state (train), the results dict (evaluate)."""
+    from fdm.models import get_family
+    from fdm.train import trainer
+    if mode not in MODES:
+        raise UserError(f"unknown --mode={mode}; use one of {', '.join(MODES)}")
+    if mode == "train":
+        return trainer.train(config, workdir)
+    if mode == "segment":
+        _check_input(input_glob)
+    family = get_family(config)
+    params, step = restore_ema_params(workdir)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), MODES.index(mode))
+    if mode == "evaluate":
+        return evaluate(config, workdir, family, params, step, rng)
+    if mode == "segment":
+        return family.segment(params, input_glob, workdir, rng)
+    return getattr(family, mode)(params, workdir, rng)

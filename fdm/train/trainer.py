@@ -1,0 +1,279 @@
+"""The generic train loop: any `ModelFamily` plugs in through init/loss/hooks.
+
+One `jax.jit` step with explicit shardings (batch split over the mesh axis `data`,
+state replicated, state donated) does: loss and grads of `family.loss_fn`, the
+optimizer update (`family.optimizer()`), the EMA update with `train.ema_decay`,
+and the metrics loss, the family's scalars, grad_norm, param_norm, update_norm
+(and learning_rate when the optimizer injects one).
+
+Loop (step s = updates done, see `fdm.train.state`): data batch s from
+`make_iterator(..., start_step=s0)`, checkpoints every `train.checkpoint_every`
+and at the end, auto-resume from the newest checkpoint, a checkpoint of the
+current step on SIGTERM, and `NonFiniteLossError` (nothing saved) when the loss
+or gradient norm stops being finite.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from fdm.errors import NonFiniteLossError
+from fdm.models.base import ModelFamily
+from fdm.train import checkpoint as ckpt_lib
+from fdm.train import logging as log_lib
+from fdm.train import mesh as mesh_lib
+from fdm.train.state import TrainState, create_state, ema_update
+
+Batch = dict[str, Any]
+MakeIterator = Callable[..., Iterator[Batch]]
+
+
+def _hyperparam_scalars(opt_state: Any) -> dict[str, jnp.ndarray]:
+    """Learning rates injected with `optax.inject_hyperparams` (none for a fixed rate)."""
+    is_value = lambda _, v: hasattr(v, "dtype") and jnp.ndim(v) == 0
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate", is_value)
+    if len(found) == 1:
+        return {"learning_rate": found[0][1]}
+    return {f"learning_rate_{i}": v for i, (_, v) in enumerate(found)}
+
+
+def make_train_step(family: ModelFamily, tx: optax.GradientTransformation,
+                    ema_decay: float, mesh: jax.sharding.Mesh, state_shardings: Any):
+    """jit(state, batch) -> (state, metrics); batch arrays [B, ...] split over `data`."""
+
+    def step_fn(state: TrainState, batch: Batch):
+        def loss(params):
+            out = family.loss_fn(params, batch, state.step_key(), train=True)
+            return out.loss, out
+
+        (value, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state,
+            ema_params=ema_update(state.ema_params, params, ema_decay))
+        metrics = {"loss": value, **out.scalars, **_hyperparam_scalars(opt_state),
+                   "grad_norm": optax.global_norm(grads),
+                   "param_norm": optax.global_norm(params),
+                   "update_norm": optax.global_norm(updates)}
+        return new_state, metrics
+
+    return jax.jit(step_fn,
+                   in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+                   donate_argnums=0)
+
+
+def abstract_state(family: ModelFamily, tx: optax.GradientTransformation, seed: int,
+                   batch: Batch, mesh: jax.sharding.Mesh) -> tuple[Callable, Any]:
+    """(init_fn, target): init_fn(batch) -> TrainState; target: its ShapeDtypeStructs
+    carrying the state shardings (the structure `Checkpointer.restore` fills)."""
+    init_fn = lambda b: create_state(lambda k: family.init_params(k, b), tx, seed)
+    shapes = jax.eval_shape(init_fn, batch)
+    shardings = mesh_lib.state_shardings(mesh, shapes)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+    return init_fn, target
+
+
+def initial_state(init_fn: Callable, target: Any, batch: Batch, mesh: jax.sharding.Mesh,
+                  ckpt: ckpt_lib.Checkpointer) -> TrainState:
+    """The newest checkpoint restored onto `target`'s shardings, else a fresh state
+    created already placed (jit with out_shardings)."""
+    if ckpt.latest_step() is not None:
+        logging.info("Restoring checkpoint at step %d", ckpt.latest_step())
+        return ckpt.restore(target)
+    shardings = jax.tree.map(lambda t: t.sharding, target)
+    return jax.jit(init_fn, in_shardings=mesh_lib.batch_sharding(mesh),
+                   out_shardings=shardings)(batch)
+
+
+class PreemptionWatcher:
+    """Tells the loop to checkpoint and stop after SIGTERM (preemptible VMs).
+
+    One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption
+    sync point (armed by `jax.distributed.initialize`), so all stop at the same step.
+    """
+
+    def __init__(self):
+        self._flag = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> "PreemptionWatcher":
+        is_main = threading.current_thread() is threading.main_thread()
+        if jax.process_count() == 1 and is_main:
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def requested(self, step: int) -> bool:
+        """True once a preemption was signalled (collective in multi-process runs)."""
+        if jax.process_count() == 1:
+            return self._flag.is_set()
+        from jax.experimental import multihost_utils
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:  # preemption service disabled
+            return False
+
+
+class FiniteGuard:
+    """Checks each step's loss and grad_norm on the host one step late (keeps dispatch async).
+
+    `push(s, metrics)` queues the metrics of the update at step s and checks the
+    previous one; `flush()` checks the queued one and returns it as numpy.
+    """
+
+    def __init__(self):
+        self._pending: tuple[int, dict] | None = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        previous, self._pending = self._pending, (step, metrics)
+        if previous is not None:
+            self._check(*previous)
+
+    def flush(self) -> dict[str, np.ndarray]:
+        return self._check(*self._pending) if self._pending else {}
+
+    @staticmethod
+    def _check(step: int, metrics: dict) -> dict[str, np.ndarray]:
+        host = {k: mesh_lib.to_host(v) for k, v in metrics.items()}
+        if not (np.isfinite(host["loss"]) and np.isfinite(host["grad_norm"])):
+            raise NonFiniteLossError(
+                f"non-finite loss {float(host['loss'])} / grad_norm "
+                f"{float(host['grad_norm'])} at step {step}; nothing was saved after the "
+                "last checkpoint; lower train.learning_rate or set train.grad_clip")
+        return host
+
+
+def _save(ckpt: ckpt_lib.Checkpointer, step: int, state: TrainState,
+          guard: FiniteGuard) -> None:
+    """Checks the pending step is finite, then starts saving `state` as `step`."""
+    guard.flush()
+    ckpt.save(step, state)
+
+
+def _write_images(writer, family: ModelFamily, image_fn: Callable, state: TrainState,
+                  batch: Batch, step: int) -> None:
+    """Image summaries: LossOutput.images (params) and family.summary_images (EMA)."""
+    key = jax.random.fold_in(state.step_key(), 1)
+    images = dict(image_fn(state.params, batch, key))
+    images.update(family.summary_images(state.ema_params, batch, key))
+    if images:
+        writer.write_images(step, {k: mesh_lib.to_host(v) for k, v in images.items()})
+
+
+def _make_image_fn(family: ModelFamily, mesh: jax.sharding.Mesh) -> Callable:
+    """jit(params, batch, key) -> LossOutput.images (train=False), replicated."""
+    return jax.jit(lambda p, b, k: family.loss_fn(p, b, k, train=False).images,
+                   out_shardings=mesh_lib.replicated(mesh))
+
+
+def _loop(state: TrainState, step_fn: Callable, batches: Iterator[Batch],
+          ckpt: ckpt_lib.Checkpointer, writer, family: ModelFamily,
+          config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
+    """Runs updates from state.step to train.num_steps (or until preempted)."""
+    from clu import periodic_actions
+    tc = config.train
+    guard, image_fn = FiniteGuard(), _make_image_fn(family, mesh)
+    image_every = tc.get("image_every", tc.checkpoint_every)
+    report = periodic_actions.ReportProgress(
+        num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every,
+        every_secs=None)
+    with PreemptionWatcher() as preemption:
+        for step in range(int(state.step), tc.num_steps):
+            if preemption.requested(step):
+                logging.warning("SIGTERM: saving a checkpoint at step %d and stopping", step)
+                _save(ckpt, step, state, guard)
+                ckpt.wait()
+                logging.warning("Checkpoint at step %d saved; exiting", step)
+                return state
+            batch = mesh_lib.global_batch(next(batches), mesh)
+            state, metrics = step_fn(state, batch)
+            guard.push(step, metrics)
+            done = step + 1
+            report(done)
+            if done % tc.log_every == 0 or done == tc.num_steps:
+                writer.write_scalars(done, guard.flush())
+            if done % image_every == 0:
+                _write_images(writer, family, image_fn, state, batch, done)
+            if done % tc.checkpoint_every == 0 or done == tc.num_steps:
+                _save(ckpt, done, state, guard)
+    return state
+
+
+def _default_iterator() -> MakeIterator:
+    """`fdm.data.make_iterator`, imported late (fdm.data may pull in heavy deps)."""
+    from fdm import data
+    return data.make_iterator
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          family: ModelFamily | None = None,
+          make_iterator: MakeIterator | None = None) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the state.
+
+    family: defaults to `fdm.models.get_family(config)`.
+    make_iterator: `(config, split, process_index, process_count, start_step)` ->
+      host-local batches; defaults to `fdm.data.make_iterator`.
+    Input problems raise `UserError` before anything is written to `workdir`.
+    """
+    from fdm.models import get_family
+    log_lib.quiet_orbax_info()
+    family = family or get_family(config)
+    make_iterator = make_iterator or _default_iterator()
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch_size(config.train.batch_size, mesh)
+    start, first, batches = _open_stream(config, workdir, make_iterator, mesh)
+    batch = mesh_lib.global_batch(first, mesh)
+    tx = family.optimizer()
+    init_fn, target = abstract_state(family, tx, config.train.seed, batch, mesh)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        ckpt_lib.save_config(config, workdir)
+    ckpt = ckpt_lib.Checkpointer(workdir, config.train.get("keep_checkpoints", 3))
+    writer = log_lib.create_writer(workdir, start)
+    try:
+        state = initial_state(init_fn, target, batch, mesh, ckpt)
+        step_fn = make_train_step(family, tx, config.train.ema_decay, mesh,
+                                  jax.tree.map(lambda t: t.sharding, target))
+        return _loop(state, step_fn, _chain(first, batches), ckpt, writer, family,
+                     config, mesh)
+    finally:
+        ckpt.close()
+        writer.close()
+
+
+def _open_stream(config: ml_collections.ConfigDict, workdir: str,
+                 make_iterator: MakeIterator, mesh: jax.sharding.Mesh):
+    """(start step, its host-local batch, the rest of the stream) for this process.
+
+    Starts at the newest checkpoint's step so a resumed run sees the batches an
+    uninterrupted one would; reading the first batch surfaces data errors early.
+    """
+    start = ckpt_lib.latest_step(workdir) or 0
+    batches = make_iterator(config, "train", jax.process_index(), jax.process_count(),
+                            start_step=start)
+    first = next(batches)
+    logging.info("Mesh %s: %d devices, %d processes; global batch %d; start step %d",
+                 dict(mesh.shape), mesh.devices.size, jax.process_count(),
+                 config.train.batch_size, start)
+    return start, first, batches
+
+
+def _chain(first: Batch, rest: Iterator[Batch]) -> Iterator[Batch]:
+    """`first`, then the rest of the stream."""
+    yield first
+    yield from rest

@@ -1,0 +1,222 @@
+"""Test-only pieces for the trainer tests: a tiny model family, its data stream,
+subprocess drivers and checkpoint readers.
+
+`TinyFamily` is a 2-layer MLP denoiser on 4x4x1 "images" (one compile takes well
+under a second); `tiny_iterator` follows the `fdm.data.make_iterator` contract
+(global batch i is a pure function of (data.seed, i); process p gets rows
+[p*b, (p+1)*b)). Two test-only data keys exist only in `tiny_config()`:
+`data.nan_at_batch` (batch with NaN images, to inject a non-finite loss) and
+`data.delay_s` (seconds of sleep per batch, a slow input pipeline for kill tests).
+
+Run as a module, it trains the tiny family in a workdir (used by subprocess tests):
+  python -m tests.helpers WORKDIR [train.num_steps=8 data.delay_s=0.05 ...]
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fdm.models.base import LossOutput, ModelFamily
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One JAX compilation cache per test session, shared by the child processes: runs of
+# the same model on the same devices compile once (the cached executable is the
+# very same program, so bit-identity checks are unaffected).
+JAX_CACHE_DIR = tempfile.mkdtemp(prefix="fdm-tests-jax-cache-")
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+    """Config of the tiny test family (same sections and keys as the real configs)."""
+    c = ml_collections.ConfigDict()
+    c.name = "tiny_test"
+    c.data = ml_collections.ConfigDict(dict(
+        image_size=4, seed=0, data_dir="", nan_at_batch=-1, delay_s=0.0))
+    c.model = ml_collections.ConfigDict(dict(family="tiny_test", hidden=16))
+    c.diffusion = ml_collections.ConfigDict(dict(num_timesteps=10))
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=6, batch_size=8, learning_rate=1e-2, ema_decay=0.9, seed=0,
+        log_every=2, checkpoint_every=3, keep_checkpoints=2))
+    c.eval = ml_collections.ConfigDict(dict(num_examples=8))
+    return c
+
+
+class _MLP(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):
+        """x: [B, 16] -> [B, 16]."""
+        return nn.Dense(16)(jnp.tanh(nn.Dense(self.hidden)(x)))
+
+
+class TinyFamily(ModelFamily):
+    """Denoise x + 0.1 * noise back to x with an MLP (noise from the step key)."""
+
+    def _net(self):
+        return _MLP(self.config.model.hidden)
+
+    def init_params(self, rng, batch):
+        return self._net().init(rng, batch["image"].reshape(-1, 16))
+
+    def optimizer(self):
+        """Adam with a linearly decaying, injected learning rate (so it gets logged)."""
+        tc = self.config.train
+        schedule = optax.linear_schedule(tc.learning_rate, tc.learning_rate / 2, tc.num_steps)
+        return optax.inject_hyperparams(optax.adam)(learning_rate=schedule)
+
+    def loss_fn(self, params, batch, rng, train):
+        x = batch["image"].reshape(-1, 16)
+        noisy = x + 0.1 * jax.random.normal(rng, x.shape)
+        pred = self._net().apply(params, noisy)
+        loss = jnp.mean((pred - x) ** 2)
+        images = {"pred": jnp.clip(pred.reshape(-1, 4, 4, 1)[:2] * 0.5 + 0.5, 0, 1)}
+        return LossOutput(loss=loss, scalars={"mse": loss}, images=images)
+
+    def evaluate(self, params, batches, workdir, rng):
+        losses = [self.loss_fn(params, b, rng, train=False).loss for b in batches]
+        return {"train_loss": float(np.mean(losses))}
+
+
+def _global_batch(config, i: int) -> np.ndarray:
+    """Global batch number i: [B, 4, 4, 1] in [-1, 1], a function of (data.seed, i)."""
+    rng = np.random.default_rng([config.data.seed, i])
+    x = rng.uniform(-1, 1, (config.train.batch_size, 4, 4, 1)).astype(np.float32)
+    if i == config.data.nan_at_batch:
+        x[:] = np.nan
+    return x
+
+
+def tiny_iterator(config, split, process_index=0, process_count=1,
+                  start_step=0) -> Iterator[dict]:
+    """Host-local batches {'image': [B / process_count, 4, 4, 1]} from batch start_step."""
+    b = config.train.batch_size // process_count
+    i = start_step
+    while True:
+        time.sleep(config.data.delay_s)
+        yield {"image": _global_batch(config, i)[process_index * b:(process_index + 1) * b]}
+        i += 1
+
+
+def train_tiny(workdir: str, config=None):
+    """Trains TinyFamily in-process; returns the final TrainState."""
+    from fdm.train import trainer
+    config = config or tiny_config()
+    return trainer.train(config, workdir, TinyFamily(config), tiny_iterator)
+
+
+def apply_overrides(config, overrides: list[str]):
+    """'a.b=v' strings -> config with a.b set to v (parsed as the existing key's type)."""
+    for item in overrides:
+        path, value = item.split("=", 1)
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value)
+    return config
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    """Finalised checkpoint steps in workdir (directory names that are integers)."""
+    d = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(d):
+        return []
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def load_checkpoint(workdir: str, step: int | None = None) -> dict:
+    """A checkpoint as nested dicts of numpy arrays on this process's first device."""
+    from fdm.train.checkpoint import Checkpointer
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        return jax.tree.map(np.asarray, ckpt.restore_tree(sharding, step))
+    finally:
+        ckpt.close()
+
+
+def max_abs_diff(a, b) -> float:
+    """max |a - b| over all leaves of two pytrees of the same structure."""
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))),
+                         a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+def subprocess_env(num_devices: int = 1) -> dict:
+    """Environment for a child python: repo on the path, `num_devices` CPU devices."""
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    env.update(JAX_COMPILATION_CACHE_DIR=JAX_CACHE_DIR,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def start_tiny(workdir: str, overrides=(), num_devices: int = 1) -> subprocess.Popen:
+    """Starts `python -m tests.helpers WORKDIR overrides...`; output goes to WORKDIR.log."""
+    log = open(workdir.rstrip("/") + ".log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers", workdir, *overrides], cwd=REPO,
+        env=subprocess_env(num_devices), stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_tiny(workdir: str, overrides=(), num_devices: int = 1, timeout: float = 300) -> str:
+    """Runs the tiny training to completion; returns its log (asserts exit code 0)."""
+    proc = start_tiny(workdir, overrides, num_devices)
+    rc = proc.wait(timeout)
+    log = read_log(workdir)
+    assert rc == 0, log[-3000:]
+    return log
+
+
+def read_log(workdir: str) -> str:
+    """The output of the subprocess that trained in `workdir`."""
+    with open(workdir.rstrip("/") + ".log") as f:
+        return f.read()
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Polls `predicate()` every 50 ms; fails on timeout or if `proc` exits first."""
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc is None or proc.poll() is None, "process exited before the condition"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    from absl import logging
+    logging.set_verbosity(logging.INFO)
+    train_tiny(sys.argv[1], apply_overrides(tiny_config(), sys.argv[2:]))
+
+
+# ---- the real tiny config through the command line -------------------------------
+DDPM_TINY = [
+    "--config=configs/ddpm_tiny.py", "--config.model.ch=8", "--config.model.ch_mult=(1,)",
+    "--config.model.attn_resolutions=()", "--config.data.image_size=8",
+    "--config.data.num_train=16", "--config.data.num_eval=4", "--config.train.batch_size=4",
+    "--config.eval.num_examples=4", "--config.eval.batch_size=4",
+    "--config.eval.sample_steps=2", "--config.diffusion.num_timesteps=10",
+    "--config.train.log_every=1"]
+
+
+def main_command(*args: str) -> list[str]:
+    """`python -m experiments.main ARGS...`"""
+    return [sys.executable, "-m", "experiments.main", *args]
+
+
+def run_main(*args: str, num_devices: int = 1, timeout: float = 400):
+    """Runs the command line to completion: CompletedProcess with text stdout/stderr."""
+    return subprocess.run(main_command(*args), cwd=REPO, env=subprocess_env(num_devices),
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,47 @@
+"""Command-line contract: one-line errors with exit code 2, and train -> evaluate."""
+import json
+import os
+
+import pytest
+
+from tests import helpers
+
+ERROR_CASES = {
+    "unknown_key": (["--config.no_such_key=1"], "no_such_key"),
+    "missing_workdir": (["--no-workdir"], "--workdir"),
+    "unreadable_data_dir": (["--config.data.dataset=folder",
+                             "--config.data.data_dir=/nonexistent/fdm_data"],
+                            "/nonexistent/fdm_data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_bad_input_gives_one_line_error_and_exit_code_2(tmp_path, case):
+    extra, named = ERROR_CASES[case]
+    workdir = tmp_path / "wd"
+    args = ["--config=configs/ddpm_tiny.py", *extra]
+    if "--no-workdir" in extra:
+        args.remove("--no-workdir")
+    else:
+        args.append(f"--workdir={workdir}")
+    proc = helpers.run_main(*args, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert named in lines[0] and "; " in lines[0]  # the problem; the fix
+    assert not workdir.exists()
+
+
+def test_train_one_step_then_evaluate(tmp_path):
+    workdir = str(tmp_path / "wd")
+    train = helpers.run_main(*helpers.DDPM_TINY, "--config.train.num_steps=1",
+                             f"--workdir={workdir}")
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert helpers.checkpoint_steps(workdir) == [1]
+    evaluate = helpers.run_main(*helpers.DDPM_TINY, "--mode=evaluate", f"--workdir={workdir}")
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results["step"] == 1 and results["config"] == "ddpm_tiny"
+    assert {"eval_loss", "train_loss"} <= set(results)
+    assert all(isinstance(v, (int, float)) for k, v in results.items() if k != "config")

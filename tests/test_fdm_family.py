@@ -1,0 +1,115 @@
+"""FDMFamily: loss and mask statistics, segmentation, evaluation metrics, figures."""
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdm.errors import UserError
+from fdm.models import get_family
+
+SIZE = 16
+
+
+def tiny_config(**model):
+    c = ml_collections.ConfigDict()
+    c.name = "fdm_tiny_test"
+    c.data = dict(dataset="shapes", image_size=SIZE, data_dir="", num_regions=3, num_train=16,
+                  num_eval=6, seed=0)
+    c.model = dict(family="fdm", ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                   dropout=0.0, num_classes=0, num_groups=4, num_masks=3, decoding="shared",
+                   hierarchical=False, level2_masks=2)
+    c.model.update(model)
+    c.diffusion = dict(num_timesteps=20, beta_schedule="linear", beta_start=1e-4, beta_end=0.2,
+                       prediction="eps", loss="simple", variance="fixed_small", clip_x0=True)
+    c.train = dict(batch_size=4, learning_rate=1e-2, seed=0)
+    c.eval = dict(num_examples=3, batch_size=4, sampler="ddim", sample_steps=4, ddim_eta=0.0,
+                  segment_t=3, record_every=2, sample_stats=False)
+    return c
+
+
+@pytest.fixture(scope="module")
+def family_and_params():
+    family = get_family(tiny_config())
+    batch = {"image": jnp.zeros((1, SIZE, SIZE, 3))}
+    params = jax.jit(family.init_params)(jax.random.key(0, impl="rbg"), batch)
+    # Random values everywhere so that masks are not uniform (zero-init output convs).
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [0.3 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    return family, params
+
+
+def test_loss_logs_mask_statistics(family_and_params):
+    family, params = family_and_params
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, SIZE, SIZE, 3)), jnp.float32)
+    out = family.loss_fn(params, {"image": x}, jax.random.PRNGKey(2), train=True)
+    areas = [float(out.scalars[f"mask_area_{k}"]) for k in range(3)]
+    assert np.isfinite(float(out.loss))
+    assert sum(areas) == pytest.approx(1.0, abs=1e-4)
+    assert 0.0 <= float(out.scalars["mask_entropy"]) <= 1.0
+
+
+def test_segment_images_shapes_and_determinism(family_and_params):
+    family, params = family_and_params
+    images = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    labels, masks = family.segment_images(params, images, jax.random.PRNGKey(3))
+    assert labels.shape == (6, SIZE, SIZE) and masks.shape == (6, SIZE, SIZE, 3)
+    np.testing.assert_allclose(masks.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels, masks.argmax(-1))
+    again, _ = family.segment_images(params, images, jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(labels, again)
+    with pytest.raises(UserError):
+        family.segment_images(params, images.astype(np.float32), jax.random.PRNGKey(3))
+
+
+def test_evaluate_reports_segmentation_with_mapping(tmp_path, family_and_params):
+    from fdm.data import make_iterator
+    family, params = family_and_params
+    metrics = family.evaluate(params, make_iterator(family.config, "eval"), str(tmp_path),
+                              jax.random.PRNGKey(4))
+    for key in ("seg_acc", "seg_iou", "seg_dice", "seg_miou", "eval_loss", "train_loss",
+                "baseline_all_fg_iou", "baseline_centre_iou"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["seg_num_images"] == 6          # padding rows of the eval pass excluded
+    assert {metrics[f"seg_region{k}_is_fg"] for k in range(3)} <= {0, 1}
+    assert os.path.exists(tmp_path / "segment" / "eval_overlays.png")
+
+
+def test_sample_writes_images_masks_and_trajectory(tmp_path, family_and_params):
+    family, params = family_and_params
+    family.sample(params, str(tmp_path), jax.random.PRNGKey(5))
+    files = sorted(os.listdir(tmp_path / "samples"))
+    assert files == ["grid.png", "mask_channels.png", "masks.png", "refinement.png",
+                     "samples.npz"]
+    data = np.load(tmp_path / "samples" / "samples.npz")
+    assert data["images"].shape == (3, SIZE, SIZE, 3)
+    assert data["masks"].shape == (3, SIZE, SIZE, 3)
+    assert data["trajectory_masks"].shape == (2, 3, SIZE, SIZE, 3)   # 4 steps, every 2
+    np.testing.assert_array_equal(data["labels"], data["masks"].argmax(-1))
+
+
+def test_segment_mode_writes_masks_and_overlays(tmp_path, family_and_params):
+    family, params = family_and_params
+    for i in range(2):
+        Image.fromarray(np.full((40, 30, 3), 60 * i, np.uint8)).save(tmp_path / f"im{i}.png")
+    family.segment(params, str(tmp_path / "im*.png"), str(tmp_path), jax.random.PRNGKey(6))
+    out = sorted(os.listdir(tmp_path / "segment"))
+    assert out == ["im0_labels.png", "im0_mask.png", "im0_overlay.png",
+                   "im1_labels.png", "im1_mask.png", "im1_overlay.png"]
+    labels = np.asarray(Image.open(tmp_path / "segment" / "im0_labels.png"))
+    assert labels.shape == (SIZE, SIZE) and labels.max() < 3
+
+
+@pytest.mark.parametrize("model", [dict(decoding="unshared"), dict(hierarchical=True)])
+def test_variants_build_through_the_family(model):
+    family = get_family(tiny_config(**model))
+    params = jax.jit(family.init_params)(jax.random.key(0, impl="rbg"),
+                                         {"image": jnp.zeros((1, SIZE, SIZE, 3))})
+    out = family.loss_fn(params, {"image": jnp.zeros((2, SIZE, SIZE, 3))},
+                         jax.random.PRNGKey(0), train=True)
+    assert np.isfinite(float(out.loss))

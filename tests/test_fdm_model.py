@@ -1,0 +1,130 @@
+"""The factorized U-Net (seed 000 Eq. 2.2-2.7): shapes, invariants, weight sharing, ablations."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fdm.nn.factorized import FactorizedUNet, HierarchicalFDM, fdm_from_config
+from fdm.nn.unet import UNet
+
+KW = dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_groups=8)
+X = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+T = jnp.array([3, 700])
+
+
+def randomize(params, seed=0):
+    """Replaces every leaf (zero-initialised convs and norms too) by random values."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [0.2 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+
+
+def init(model, x=X, t=T):
+    return model.init(jax.random.PRNGKey(1), x, t)
+
+
+@pytest.mark.parametrize("decoding", ["shared", "unshared", "mask_hmid", "concat"])
+def test_output_shapes_and_masks_sum_to_one(decoding):
+    model = FactorizedUNet(**KW, num_masks=3, decoding=decoding)
+    params = randomize(init(model))
+    out = model.apply(params, X, T, return_branches=True)
+    assert out.eps.shape == X.shape
+    assert out.masks.shape == (2, 16, 16, 3)
+    np.testing.assert_allclose(out.masks.sum(-1), 1.0, atol=1e-5)
+    assert bool(jnp.all(out.masks >= 0))
+    if decoding == "concat":
+        assert out.branches is None
+    else:
+        assert out.branches.shape == (3, 2, 16, 16, 3)
+        np.testing.assert_allclose(
+            out.eps, (out.branches * jnp.moveaxis(out.masks, -1, 0)[..., None]).sum(0),
+            atol=1e-5)
+
+
+def test_branches_only_on_request():
+    model = FactorizedUNet(**KW, num_masks=2)
+    params = init(model)
+    assert model.apply(params, X, T).branches is None
+
+
+def test_k1_reduces_to_the_ddpm_unet():
+    fdm = FactorizedUNet(**KW, num_masks=1)
+    params = randomize(init(fdm), seed=3)
+    unet_params = {"params": {k: v for k, v in params["params"].items() if k != "mask_generator"}}
+    expected = UNet(**KW).apply(unet_params, X, T)
+    np.testing.assert_allclose(fdm.apply(params, X, T).eps, expected, atol=1e-5)
+
+
+def test_shared_decoder_is_one_parameter_set_and_every_branch_trains_it():
+    k = 3
+    fdm = FactorizedUNet(**KW, num_masks=k)
+    params = randomize(init(fdm), seed=4)
+    unet_count = sum(l.size for l in jax.tree_util.tree_leaves(init(UNet(**KW))))
+    mask_count = sum(l.size for l in jax.tree_util.tree_leaves(params["params"]["mask_generator"]))
+    fdm_count = sum(l.size for l in jax.tree_util.tree_leaves(params))
+    assert fdm_count == unet_count + mask_count    # no per-branch decoder copies
+
+    def branch_loss(dec_params, branch):
+        p = {"params": {**params["params"], "decoder": dec_params}}
+        return jnp.sum(fdm.apply(p, X, T, return_branches=True).branches[branch] ** 2)
+
+    grads = [jax.grad(branch_loss)(params["params"]["decoder"], b) for b in range(k)]
+    flat = [np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(gr)]) for gr in grads]
+    for g in flat:
+        assert np.linalg.norm(g) > 0
+    assert not np.allclose(flat[0], flat[1])
+
+
+def test_unshared_has_k_decoders():
+    fdm = FactorizedUNet(**KW, num_masks=3, decoding="unshared")
+    params = init(fdm)
+    shapes = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda a: a.shape[0], params["params"]["decoders"]))
+    assert set(shapes) == {3}
+
+
+def test_masks_depend_on_the_input():
+    fdm = FactorizedUNet(**KW, num_masks=3)
+    params = randomize(init(fdm), seed=5)
+    a = fdm.apply(params, X, T).masks
+    b = fdm.apply(params, -X, T).masks
+    assert float(jnp.abs(a - b).max()) > 1e-3
+
+
+def test_hierarchical_output():
+    model = HierarchicalFDM(level1=dict(KW, num_masks=3), level2_masks=2)
+    params = randomize(init(model), seed=6)
+    out = model.apply(params, X, T, return_branches=True)
+    assert out.eps.shape == X.shape and out.masks.shape == (2, 16, 16, 3)
+    assert out.fine_masks.shape == (2, 16, 16, 6)
+    np.testing.assert_allclose(out.fine_masks.sum(-1), 1.0, atol=1e-5)
+    # level-1 mask i splits into its K2 level-2 children
+    np.testing.assert_allclose(out.fine_masks.reshape(2, 16, 16, 3, 2).sum(-1), out.masks,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [dict(decoding="shared"), dict(decoding="concat"),
+                                     dict(decoding="mask_hmid"), dict(decoding="unshared"),
+                                     dict(hierarchical=True, level2_masks=2)])
+def test_each_variant_trains_a_step(variant):
+    import ml_collections
+    cfg = ml_collections.ConfigDict(dict(KW, dropout=0.1, num_classes=0, out_ch=3,
+                                         num_masks=3, **variant))
+    model = fdm_from_config(cfg)
+    params = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, X, T)
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+    noise = jax.random.normal(jax.random.PRNGKey(2), X.shape)
+
+    def loss_fn(p):
+        out = model.apply(p, X, T, train=True, rngs={"dropout": jax.random.PRNGKey(3)})
+        return jnp.mean((out.eps - noise) ** 2)
+
+    loss0, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = opt.update(grads, state)
+    params = optax.apply_updates(params, updates)
+    assert np.isfinite(float(loss0))
+    assert float(optax.global_norm(grads)) > 0
+    assert np.isfinite(float(loss_fn(params)))
