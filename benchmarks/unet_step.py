@@ -39,19 +39,27 @@ def parse_args(argv=None):
     p.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before importing jax")
     p.add_argument("--peak_n", type=int, default=4096, help="matmul size for the peak FLOP/s")
     p.add_argument("--breakdown", action="store_true", help="also time single layers")
+    p.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
+    p.add_argument("--cores", type=int, default=0,
+                   help="pin the process to the first N cores (0: all); both frameworks follow")
     return p.parse_args(argv)
 
 
 def timeit(fn, iters, warmup):
-    """Median and min seconds of fn() (fn must block until its result is ready)."""
+    """(median wall s, min wall s, median process-CPU s) of fn() (fn blocks until done).
+
+    CPU time (all threads of this process) is robust to other users of the
+    machine; wall time is what a user waits for.
+    """
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), min(wall), statistics.median(cpu)
 
 
 # ------------------------------------------------------------------ JAX
@@ -60,7 +68,7 @@ def jax_peak(n, iters):
     import jax.numpy as jnp
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    med, best = timeit(lambda: f(a, a).block_until_ready(), iters, 2)
+    best = timeit(lambda: f(a, a).block_until_ready(), iters, 2)[1]
     return 2 * n ** 3 / best
 
 
@@ -98,6 +106,7 @@ def jax_step(kwargs, params, batch, size):
         key = jax.random.fold_in(jax.random.PRNGKey(0), counter[0])
         state[0], state[1], loss = compiled(*state, key, x, t, eps)
         loss.block_until_ready()
+    run.compiled = compiled
     return run, float(cost.get("flops", 0.0))
 
 
@@ -123,13 +132,15 @@ def torch_step(model, batch, size, compile_model=False, channels_last=False):
     return run
 
 
-def make_models(name):
+def make_models(name, dropout=None):
     import diffusers
     import torch
     from fdm.nn.convert_diffusers import (diffusers_config_from_unet_kwargs,
                                           unet_params_from_diffusers)
     cfg = dict(CONFIGS[name])
     size = cfg.pop("size")
+    if dropout is not None:
+        cfg["dropout"] = dropout
     torch.manual_seed(0)
     tmodel = diffusers.UNet2DModel(**diffusers_config_from_unet_kwargs(cfg, size))
     params = unet_params_from_diffusers(tmodel.state_dict(), cfg, size)
@@ -145,19 +156,23 @@ def machine_line():
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}, load(1m) {load:.2f}"
+    cores = len(os.sched_getaffinity(0))
+    return (f"{cpu}, {cores} of {os.cpu_count()} cores used, Python {platform.python_version()}, "
+            f"load(1m) {load:.2f}")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.cores:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import jax
     import torch
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
 
-    cfg, size, tmodel, params = make_models(args.config)
+    cfg, size, tmodel, params = make_models(args.config, args.dropout)
     print(f"# machine: {machine_line()}")
     print(f"# jax {jax.__version__}, torch {torch.__version__}, XLA_FLAGS="
           f"{os.environ.get('XLA_FLAGS', '')!r}")
@@ -179,7 +194,7 @@ def main(argv=None):
     for key in ("torch", "torch_cl", "torch_compile"):
         if key in frameworks:
             label, kw = torch_rows[key]
-            run = torch_step(make_models(args.config)[2], args.batch, size, **kw)
+            run = torch_step(make_models(args.config, args.dropout)[2], args.batch, size, **kw)
             t0 = time.perf_counter()
             run()
             print(f"# {label}: first step {time.perf_counter() - t0:.1f}s")
@@ -191,12 +206,12 @@ def main(argv=None):
 
 
 def print_table(rows, flops, peak):
-    print("| framework | median ms | min ms | GFLOP/s (median) | % of matmul peak |")
-    print("|---|---:|---:|---:|---:|")
-    for name, med, best in rows:
+    print("| framework | median ms | min ms | CPU ms (median) | GFLOP/s (median) | % of peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, med, best, cpu in rows:
         gf = flops / med / 1e9 if flops else float("nan")
-        print(f"| {name} | {med * 1e3:.1f} | {best * 1e3:.1f} | {gf:.1f} | "
-              f"{100 * gf * 1e9 / peak:.1f} |")
+        print(f"| {name} | {med * 1e3:.0f} | {best * 1e3:.0f} | {cpu * 1e3:.0f} | {gf:.1f} | "
+              f"{100 * gf * 1e9 / peak:.0f} |")
     by = {r[0]: r[1] for r in rows}
     if "jax (jit, donated)" in by and "torch eager" in by:
         print(f"# JAX / torch eager time ratio: {by['jax (jit, donated)'] / by['torch eager']:.2f}")
@@ -274,7 +289,7 @@ def _time_jax_layer(module, shape, iters, warmup):
     shapes = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x), x)
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes)
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(module.apply(p, x) ** 2), argnums=(0, 1)))
-    return timeit(lambda: jax.block_until_ready(grad(params, x)), iters, warmup)[0]
+    return timeit(lambda: jax.block_until_ready(grad(params, x)), iters, warmup)
 
 
 def _time_torch_layer(module, shape, iters, warmup):
@@ -287,17 +302,19 @@ def _time_torch_layer(module, shape, iters, warmup):
             p.grad = None
         x.grad = None
         (module(x) ** 2).sum().backward()
-    return timeit(run, iters, warmup)[0]
+    return timeit(run, iters, warmup)
 
 
 def run_breakdown(cfg, size, batch, iters, warmup):
     """Prints forward+backward median ms of single layers in both frameworks."""
-    print("\n| layer (fwd+bwd, batch %d) | jax ms | torch ms | jax/torch |" % batch)
-    print("|---|---:|---:|---:|")
+    print(f"\n| layer (fwd+bwd, batch {batch}) | jax ms | torch ms | jax CPU ms | torch CPU ms "
+          "| jax/torch (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, fmod, tmod, shape in _layer_cases(cfg, size, batch):
         tj = _time_jax_layer(fmod, shape, iters, warmup)
         tt = _time_torch_layer(tmod, shape, iters, warmup)
-        print(f"| {name} | {tj * 1e3:.2f} | {tt * 1e3:.2f} | {tj / tt:.2f} |")
+        print(f"| {name} | {tj[0] * 1e3:.1f} | {tt[0] * 1e3:.1f} | {tj[2] * 1e3:.1f} | "
+              f"{tt[2] * 1e3:.1f} | {tj[2] / tt[2]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

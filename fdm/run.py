@@ -14,6 +14,7 @@ import os
 from typing import Any, Iterator
 
 import jax
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -61,6 +62,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, family, params: An
     return results
 
 
+def finish_with_evaluation(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """`eval.at_end`: after training, evaluate (results.json) and sample (figures)."""
+    from fdm.models import get_family
+    family = get_family(config)
+    params, step = restore_ema_params(workdir)
+    key = jax.random.PRNGKey(config.train.seed)
+    results = evaluate(config, workdir, family, params, step, jax.random.fold_in(key, 1))
+    family.sample(params, workdir, jax.random.fold_in(key, 2))
+    logging.info("results: %s", results)
+    return results
+
+
 def _check_input(input_glob: str | None) -> None:
     """UserError unless `--input` names at least one existing file."""
     if not input_glob:
@@ -78,7 +91,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
     if mode not in MODES:
         raise UserError(f"unknown --mode={mode}; use one of {', '.join(MODES)}")
     if mode == "train":
-        return trainer.train(config, workdir)
+        state = trainer.train(config, workdir)
+        if config.eval.get("at_end", False):
+            finish_with_evaluation(config, workdir)
+        return state
     if mode == "segment":
         _check_input(input_glob)
     family = get_family(config)

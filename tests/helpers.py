@@ -13,7 +13,10 @@ Run as a module, it trains the tiny family in a workdir (used by subprocess test
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,10 +33,16 @@ import optax
 from fdm.models.base import LossOutput, ModelFamily
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One JAX compilation cache per test session, shared by the child processes: runs of
-# the same model on the same devices compile once (the cached executable is the
-# very same program, so bit-identity checks are unaffected).
-JAX_CACHE_DIR = tempfile.mkdtemp(prefix="fdm-tests-jax-cache-")
+
+
+@functools.cache
+def jax_cache_dir() -> str:
+    """One JAX compilation cache per test session, shared by the child processes: runs
+    of the same model on the same devices compile once (the cached executable is the
+    very same program, so bit-identity checks are unaffected)."""
+    path = tempfile.mkdtemp(prefix="fdm-tests-jax-cache-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def tiny_config() -> ml_collections.ConfigDict:
@@ -157,7 +166,7 @@ def subprocess_env(num_devices: int = 1) -> dict:
     """Environment for a child python: repo on the path, `num_devices` CPU devices."""
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="1")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
-    env.update(JAX_COMPILATION_CACHE_DIR=JAX_CACHE_DIR,
+    env.update(JAX_COMPILATION_CACHE_DIR=jax_cache_dir(),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env

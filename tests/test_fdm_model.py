@@ -128,3 +128,20 @@ def test_each_variant_trains_a_step(variant):
     assert np.isfinite(float(loss0))
     assert float(optax.global_norm(grads)) > 0
     assert np.isfinite(float(loss_fn(params)))
+
+
+def test_fresh_init_breaks_mask_symmetry():
+    """Uniform masks are a fixed point (every branch sees the same input, so the
+    gradient w.r.t. the masks vanishes); a fresh init must not start there."""
+    fdm = FactorizedUNet(**KW, num_masks=3)
+    params = init(fdm)
+    noise = jax.random.normal(jax.random.PRNGKey(7), X.shape)
+
+    def loss(mask_params):
+        p = {"params": {**params["params"], "mask_generator": mask_params}}
+        return jnp.mean((fdm.apply(p, X, T).eps - noise) ** 2)
+
+    masks = fdm.apply(params, X, T).masks
+    assert float(jnp.std(masks)) > 1e-3
+    grads = jax.grad(loss)(params["params"]["mask_generator"])
+    assert float(optax.global_norm(grads)) > 0

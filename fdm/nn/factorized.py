@@ -11,7 +11,9 @@ Notation (shapes NHWC):
   ε̂    [B, S, S, C]       Σ_k ε̂_k ⊙ m_k                              (Eq. 2.7)
 
 θ = {time_embed, encoder, middle, mask_generator, decoder}. The mask generator
-is decoder-shaped with its own weights and K output channels. The decoder has
+is decoder-shaped with its own weights and K output channels; its output conv
+is randomly initialised: with equal masks every branch sees the same input,
+so the gradient w.r.t. the masks vanishes and uniform masks never split. The decoder has
 ONE set of weights shared by all K branches; the branches run as one batched
 computation, K folded into the batch axis (row k·B + b is branch k of example b).
 
@@ -130,8 +132,8 @@ class FactorizedUNet(nn.Module):
         temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
         h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
-        logits = UNetDecoder(**kw, out_ch=self.num_masks, name="mask_generator")(
-            h_mid, skips, temb, train)
+        logits = UNetDecoder(**kw, out_ch=self.num_masks, zero_init_out=False,
+                             name="mask_generator")(h_mid, skips, temb, train)
         m = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         if self.decoding == "concat":
             eps = self._concat_decode(h_mid, skips, temb, m, train)

@@ -112,8 +112,11 @@ class UNetMiddle(_UNetPart):
 
 class UNetDecoder(_UNetPart):
     """Up path: per level (from the lowest) R+1 ResBlocks on [h, skip] (+attn),
-    an upsample, then GroupNorm -> swish -> conv_out (zero-initialised)."""
+    an upsample, then GroupNorm -> swish -> conv_out (zero-initialised unless
+    `zero_init_out` is False, as for the FDM mask generator, whose masks would
+    otherwise start exactly uniform and stay at that symmetric fixed point)."""
     out_ch: int = 3
+    zero_init_out: bool = True
 
     @nn.compact
     def __call__(self, h: jax.Array, skips: Sequence[jax.Array], temb: jax.Array,
@@ -133,7 +136,7 @@ class UNetDecoder(_UNetPart):
             if level != 0:
                 h = Upsample(self.dtype, name=f"up_{level}_upsample")(h)
         h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
-        return conv3x3(self.out_ch, "conv_out", self.dtype, zero=True)(h)
+        return conv3x3(self.out_ch, "conv_out", self.dtype, zero=self.zero_init_out)(h)
 
 
 class UNet(nn.Module):

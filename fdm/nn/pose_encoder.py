@@ -1,0 +1,150 @@
+"""Pose encoder of generative lifting (seed 000 sec. 3.3, Fig. 3.12, Alg. 3/4).
+
+Notation:
+  x_t [B, S, S, 3] noisy image in [-1, 1] (S divisible by 2^(L-1)), t [B] int.
+  f [B, F] image features: the U-Net encoder trunk (`fdm.nn.unet.UNetEncoder`,
+    timestep-conditioned through `TimeEmbed`), then GroupNorm -> swish -> mean
+    over space; F = ch * ch_mult[-1] (paper: C = 64, ch_mult (1, 1, 2, 2, 4),
+    2 ResBlocks per level, so F = 256).
+  N camera candidates; c2w [B, N, 4, 4] OpenGL camera-to-world matrices
+  (`fdm.nerf.cameras`); scores s [B, N] logits of the camera distribution.
+
+Heads:
+  * `AxisAngleHead` (Alg. 3, forward-facing scenes): Dense(6) -> axis-angle
+    omega phi (Rodrigues, Eq. 3.2) and translation; N = 1, scores = 0. The
+    layer is zero-initialised: every image starts at the identity camera at the
+    origin, i.e. the average pose of a recentred LLFF scene.
+  * `CandidateHead` (Alg. 4, 360-degree scenes): Dense(3N) logits -> N cameras
+    on the sphere of radius r, each inside its octant / upper quadrant, looking
+    at the origin (`fdm.nerf.cameras.candidate_cameras`, Code 3.3), and Dense(N)
+    scores. Kernels are zero-initialised and the logit biases spread the
+    candidates that share a quadrant (`candidate_init_logits`): without that,
+    candidates of one quadrant would be identical for all time (they receive
+    identical gradients), so the camera distribution starts "spread over the
+    sphere, pointing to the origin" (Fig. 3.3) and uniform.
+"""
+from typing import Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm.nerf import cameras
+from fdm.nn.layers import GroupNorm
+from fdm.nn.unet import TimeEmbed, UNetEncoder
+
+CAMERA_HEADS = ("axis_angle", "candidates")
+INIT_ELEVATION_DEG = 30.0  # elevation (above the octant's base plane) of initial candidates
+_INIT_SIGMOID_MAX = 0.5    # largest initial sigmoid(logit): mid-range, far from saturation
+
+
+@flax.struct.dataclass
+class CameraPrediction:
+    """The pose encoder's output for a batch of B images."""
+    c2w: jax.Array     # [B, N, 4, 4] candidate cameras (N = 1 for the axis-angle head)
+    scores: jax.Array  # [B, N] logits of the camera distribution (zeros when N = 1)
+
+    def best(self) -> jax.Array:
+        """c2w [B, 4, 4] of the arg-max-score camera (the test-time camera)."""
+        index = jnp.argmax(self.scores, axis=-1)
+        return jnp.take_along_axis(self.c2w, index[:, None, None, None], axis=1)[:, 0]
+
+
+def candidate_init_logits(num_candidates: int, layout: str) -> np.ndarray:
+    """Initial head logits [N, 3]: the m candidates sharing a sign pattern are spread
+    over its octant at azimuths (j + 0.5) * 90 / m degrees (j = 0..m-1) and
+    elevation INIT_ELEVATION_DEG (with the sign pattern applied by
+    `candidate_positions`, whose direction is proportional to sigmoid(logits))."""
+    patterns = len(np.unique(cameras.candidate_signs(num_candidates, layout), axis=0))
+    share = -(-num_candidates // patterns)
+    j = np.arange(num_candidates) // patterns  # candidate i is copy j of pattern i % patterns
+    azimuth = np.deg2rad((j + 0.5) * 90.0 / share)
+    elevation = np.deg2rad(INIT_ELEVATION_DEG)
+    u = np.stack([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                  np.full_like(azimuth, np.sin(elevation))], -1)
+    p = _INIT_SIGMOID_MAX * u / u.max(-1, keepdims=True)
+    return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+class PoseTrunk(nn.Module):
+    """U-Net encoder trunk: (x_t [B,S,S,3], t [B]) -> features f [B, ch * ch_mult[-1]]."""
+    ch: int = 64
+    ch_mult: Sequence[int] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = ()
+    dropout: float = 0.0
+    num_groups: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+        temb = TimeEmbed(self.ch, name="time_embed")(t)
+        h, _ = UNetEncoder(self.ch, tuple(self.ch_mult), self.num_res_blocks,
+                           tuple(self.attn_resolutions), self.dropout, self.num_groups,
+                           name="encoder")(x, temb, train)
+        h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
+        return jnp.mean(h, axis=(1, 2))
+
+
+class AxisAngleHead(nn.Module):
+    """Single camera (Alg. 3): f [B, F] -> CameraPrediction with N = 1."""
+
+    @nn.compact
+    def __call__(self, f: jax.Array) -> CameraPrediction:
+        out = nn.Dense(6, kernel_init=nn.initializers.zeros, name="pose")(f)
+        c2w = cameras.pose_from_axis_angle(out[:, :3], out[:, 3:])
+        return CameraPrediction(c2w[:, None], jnp.zeros((f.shape[0], 1), f.dtype))
+
+
+class CandidateHead(nn.Module):
+    """N candidate cameras + scores (Alg. 4, Code 3.3): f [B, F] -> CameraPrediction.
+
+    Attributes: num_candidates N; layout 'octant' | 'quadrant'; radius r; up (world up).
+    """
+    num_candidates: int = 12
+    layout: str = "quadrant"
+    radius: float = 4.0
+    up: Sequence[float] = cameras.Z_UP
+
+    @nn.compact
+    def __call__(self, f: jax.Array) -> CameraPrediction:
+        n = self.num_candidates
+        bias = candidate_init_logits(n, self.layout).reshape(-1)
+        logits = nn.Dense(3 * n, kernel_init=nn.initializers.zeros,
+                          bias_init=lambda *_: jnp.asarray(bias), name="cameras")(f)
+        signs = cameras.candidate_signs(n, self.layout)
+        c2w = cameras.candidate_cameras(logits.reshape(-1, n, 3), signs, self.radius,
+                                        tuple(self.up))
+        scores = nn.Dense(n, kernel_init=nn.initializers.zeros, name="scores")(f)
+        return CameraPrediction(c2w, scores)
+
+
+class PoseEncoder(nn.Module):
+    """Trunk + camera head: (x_t [B,S,S,3], t [B]) -> CameraPrediction (Fig. 3.12).
+
+    Attributes: the trunk's (see `PoseTrunk`); camera_head in CAMERA_HEADS; the
+    candidate head's num_candidates, layout, radius, up.
+    """
+    ch: int = 64
+    ch_mult: Sequence[int] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = ()
+    dropout: float = 0.0
+    num_groups: int = 32
+    camera_head: str = "candidates"
+    num_candidates: int = 12
+    layout: str = "quadrant"
+    radius: float = 4.0
+    up: Sequence[float] = cameras.Z_UP
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> CameraPrediction:
+        f = PoseTrunk(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions,
+                      self.dropout, self.num_groups, name="trunk")(x, t, train)
+        if self.camera_head == "axis_angle":
+            return AxisAngleHead(name="head")(f)
+        if self.camera_head == "candidates":
+            return CandidateHead(self.num_candidates, self.layout, self.radius, self.up,
+                                 name="head")(f)
+        raise ValueError(f"camera_head must be one of {CAMERA_HEADS}, got {self.camera_head!r}")
