@@ -9,7 +9,7 @@ FLOP count for every row) and an XLA f32 matmul peak measured here.
 
   python benchmarks/unet_step.py --config=cifar10 --batch=8 --iters=10
   python benchmarks/unet_step.py --config=small --batch=16 --breakdown
-  python benchmarks/unet_step.py --xla_flags="--xla_cpu_use_thunk_runtime=false"
+  python benchmarks/unet_step.py --cores=1 --no_workaround   # XLA's default CPU convs
 
 --breakdown also times forward+backward of single layers (conv3x3, GroupNorm+
 swish, attention, ResBlock) at the config's shapes in both frameworks.
@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--frameworks", default="jax,torch,torch_compile",
                    help="comma list of jax, torch, torch_compile, torch_cl (channels_last)")
     p.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before importing jax")
+    p.add_argument("--no_workaround", action="store_true",
+                   help="FDM_XLA_CPU_WORKAROUND=0: keep XLA's default (YNNPACK) CPU convolutions")
     p.add_argument("--peak_n", type=int, default=4096, help="matmul size for the peak FLOP/s")
     p.add_argument("--breakdown", action="store_true", help="also time single layers")
     p.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
@@ -167,7 +169,10 @@ def main(argv=None):
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    if args.no_workaround:
+        os.environ["FDM_XLA_CPU_WORKAROUND"] = "0"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import fdm.nn  # noqa: F401  (first: may add the XLA:CPU conv flag before jax starts)
     import jax
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))

@@ -35,7 +35,8 @@ def get_config():
     c.diffusion.beta_end = 0.02
     c.diffusion.prediction = "eps"           # eps | x0
     c.diffusion.loss = "simple"              # simple | weighted
-    c.diffusion.variance = "fixed_large"     # fixed_small (beta_tilde) | fixed_large (beta); the paper's CIFAR-10 run used beta
+    # fixed_small (beta_tilde) | fixed_large (beta); the paper's CIFAR-10 run used beta.
+    c.diffusion.variance = "fixed_large"
     c.diffusion.clip_x0 = True
 
     c.train = ml_collections.ConfigDict()

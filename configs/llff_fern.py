@@ -32,6 +32,7 @@ def get_config():
     c.name = "llff_fern"
     c.data.dataset = "llff"
     c.data.data_dir = "../shared/data/nerf_llff_data/fern"
+    del c.data["image_size"]               # an int in the base config; a pair here
     c.data.image_size = (384, 512)
     c.data.eval_split = "train"
     c.data.llffhold = 8
@@ -41,7 +42,6 @@ def get_config():
     c.model.cls_weight = 0.0
     c.model.ndc = True
     c.model.lindisp = False
-    c.model.world_up = (0.0, 1.0, 0.0)
 
     c.eval.num_examples = 17
     c.eval.render_frames = 60

@@ -12,9 +12,9 @@ from configs.fdm_common import fdm_config
 
 
 def get_config():
-    c = fdm_config("shapes", dataset="shapes", data_dir="", image_size=32, ch=32,
+    c = fdm_config("shapes", dataset="shapes", data_dir="", image_size=32, ch=16,
                    ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
-                   num_steps=3000, batch_size=32, num_masks=3)
+                   num_steps=1500, batch_size=16, num_masks=3)
     c.data.num_regions = 3
     c.data.num_train = 8192
     c.data.num_eval = 512
@@ -23,8 +23,8 @@ def get_config():
     c.train.learning_rate = 1e-3
     c.train.ema_decay = 0.995
     c.train.log_every = 50
-    c.train.checkpoint_every = 500
-    c.train.image_every = 1000
+    c.train.checkpoint_every = 250
+    c.train.image_every = 500
     c.eval.num_examples = 32
     c.eval.sampler = "ddim"
     c.eval.sample_steps = 50

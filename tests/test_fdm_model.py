@@ -130,18 +130,27 @@ def test_each_variant_trains_a_step(variant):
     assert np.isfinite(float(loss_fn(params)))
 
 
-def test_fresh_init_breaks_mask_symmetry():
-    """Uniform masks are a fixed point (every branch sees the same input, so the
-    gradient w.r.t. the masks vanishes); a fresh init must not start there."""
-    fdm = FactorizedUNet(**KW, num_masks=3)
-    params = init(fdm)
+def test_fresh_mask_init_breaks_symmetry_and_uniform_masks_are_stuck():
+    """Exactly uniform masks are a fixed point (every branch sees the same input,
+    so the gradient w.r.t. the masks vanishes); the small random init of the mask
+    generator's output starts off it. The decoder is randomised, as after a few
+    steps (its zero-initialised output conv alone would hide any mask gradient)."""
     noise = jax.random.normal(jax.random.PRNGKey(7), X.shape)
 
-    def loss(mask_params):
-        p = {"params": {**params["params"], "mask_generator": mask_params}}
-        return jnp.mean((fdm.apply(p, X, T).eps - noise) ** 2)
+    def mask_grad_norm(mask_init_scale):
+        fdm = FactorizedUNet(**KW, num_masks=3, mask_init_scale=mask_init_scale)
+        params = init(fdm)["params"]
+        params = {**params, "decoder": randomize(params["decoder"], seed=8)}
 
-    masks = fdm.apply(params, X, T).masks
-    assert float(jnp.std(masks)) > 1e-3
-    grads = jax.grad(loss)(params["params"]["mask_generator"])
-    assert float(optax.global_norm(grads)) > 0
+        def loss(mask_params):
+            p = {"params": {**params, "mask_generator": mask_params}}
+            return jnp.mean((fdm.apply(p, X, T).eps - noise) ** 2)
+
+        masks = fdm.apply({"params": params}, X, T).masks
+        grads = jax.grad(loss)(params["mask_generator"])
+        return float(jnp.std(masks)), float(optax.global_norm(grads))
+
+    spread, grad = mask_grad_norm(1e-2)
+    assert spread > 1e-4 and grad > 0
+    spread, grad = mask_grad_norm(0.0)
+    assert spread < 1e-6 and grad < 1e-6

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdm.nn import (Attention, Downsample, GroupNorm, ResBlock, TimeEmbed, UNet,
+from fdm.nn import (Attention, Downsample, GroupNorm, ResBlock, TimeEmbed, UNet, group_norm,
                     UNetDecoder, UNetEncoder, UNetMiddle, Upsample, timestep_embedding,
                     unet_from_config)
 
@@ -149,12 +149,12 @@ def test_fresh_init_zeroes_residual_branches_and_output():
     x, t = jnp.ones((1, 8, 8, 3)), jnp.array([10])
     with jax.threefry_partitionable(False):      # 3x faster RNG compile on CPU
         out, variables = jax.jit(model.init_with_output)(jax.random.PRNGKey(0), x, t)
-    p = variables["params"]
+    enc, dec = variables["params"]["encoder"], variables["params"]["decoder"]
     assert float(jnp.abs(out).max()) == 0.0
-    for kernel in (p["decoder"]["conv_out"]["kernel"], p["encoder"]["down_0_res_0"]["conv2"]["kernel"],
-                   p["encoder"]["down_0_attn_0"]["proj_out"]["kernel"]):
+    for kernel in (dec["conv_out"]["kernel"], enc["down_0_res_0"]["conv2"]["kernel"],
+                   enc["down_0_attn_0"]["proj_out"]["kernel"]):
         assert float(jnp.abs(kernel).max()) == 0.0
-    assert float(jnp.abs(p["encoder"]["down_0_res_0"]["conv1"]["kernel"]).max()) > 0.0
+    assert float(jnp.abs(enc["down_0_res_0"]["conv1"]["kernel"]).max()) > 0.0
 
 
 def test_dropout_only_in_train(small):
@@ -186,3 +186,12 @@ def test_unet_from_config(name):
         assert (cfg.train.batch_size, cfg.train.num_steps, cfg.train.warmup_steps) == (
             128, 800_000, 5000)
         assert UNet.from_config(cfg.model) == model
+
+
+def test_group_norm_exact_for_large_mean():
+    """Two-pass statistics: no cancellation when |mean| >> std."""
+    x = 1000.0 + jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+    out = jax.jit(lambda x: group_norm(x, jnp.ones(16), jnp.zeros(16), 4, 1e-6))(x)
+    xg = np.asarray(x, np.float64).reshape(2, -1, 4, 4)
+    ref = (xg - xg.mean((1, 3), keepdims=True)) / np.sqrt(xg.var((1, 3), keepdims=True) + 1e-6)
+    np.testing.assert_allclose(out, ref.reshape(x.shape), atol=2e-3)

@@ -56,7 +56,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 
 from fdm import viz
 from fdm.data import pipeline
@@ -95,7 +94,7 @@ def load_scene(config, split: str) -> SceneData:
 def _load_scene(name, data_dir, split, size, seed, num_train, num_val, llffhold) -> SceneData:
     if name == "toy_scene":
         if not isinstance(size, int):
-            raise UserError(f"toy_scene renders square images; set data.image_size to an int")
+            raise UserError("toy_scene renders square images; set data.image_size to an int")
         return load_toy_scene(split, seed, size, num_train, num_val)
     if not data_dir:
         raise UserError(f"data.dataset={name!r} needs data.data_dir (the scene folder); pass "
@@ -326,23 +325,18 @@ class LiftingFamily(ModelFamily):
     # ---- training -------------------------------------------------------
     def loss_fn(self, params, batch, rng, train):
         """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring."""
-        x0 = batch["image"]
-        b = x0.shape[0]
-        rs = self.settings
-        indices = sample_pixels(jax.random.fold_in(rng, 0), b, rs.height, rs.width,
+        x0, rs = batch["image"], self.settings
+        indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], rs.height, rs.width,
                                 int(self.config.model.get("num_loss_pixels", 0)))
         target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
         key_render = jax.random.fold_in(rng, 1)
 
-        def camera_loss(nerf_params, c2w):
-            outs = render_pixels(self.field_fn(nerf_params), c2w, xy, rs, key_render)
-            return reconstruction_loss(outs, target)
+        def renders(p, c2w):
+            return render_pixels(self.field_fn(p["nerf"]), c2w, xy, rs, key_render)
 
         if self.supervised:
-            outs = render_pixels(self.field_fn(params["nerf"]), batch["c2w"], xy, rs, key_render)
-            per_render = [jnp.mean(reconstruction_loss([o], target)) for o in outs]
-            loss = sum(per_render)
-            return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(per_render[-1])})
+            return _supervised_loss(renders(params, batch["c2w"]), target)
+        camera_loss = lambda p, c2w: reconstruction_loss(renders(p, c2w), target)
         return self._lifting_loss(params, x0, camera_loss, rng, train)
 
     def _lifting_loss(self, params, x0, camera_loss, rng, train) -> LossOutput:
@@ -351,12 +345,10 @@ class LiftingFamily(ModelFamily):
                                self.schedule.num_timesteps)
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 3))
         pred = self.predict_cameras(params, x_t, t, train, jax.random.fold_in(rng, 4))
-        nerf_loss = lambda p, c2w: camera_loss(p["nerf"], c2w)
         if pred.c2w.shape[1] == 1:
-            recon = nerf_loss(params, pred.c2w[:, 0])
-            loss = jnp.mean(recon)
+            loss = jnp.mean(camera_loss(params, pred.c2w[:, 0]))
             return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(loss)})
-        out = candidate_loss(nerf_loss, params, pred.c2w, pred.scores,
+        out = candidate_loss(camera_loss, params, pred.c2w, pred.scores,
                              float(self.config.model.cls_weight))
         return LossOutput(out.loss, _candidate_scalars(out, pred.scores))
 
@@ -386,12 +378,14 @@ class LiftingFamily(ModelFamily):
         pose_rot_err_deg / pose_trans_err after a similarity alignment (>= 3 views),
         and with candidates cam_cls_acc (arg-max score == lowest-loss candidate, the
         paper's classifier accuracy) and cam_region_acc (aligned predicted centre in
-        the true camera's octant / quadrant). LPIPS is not computed (no weights).
+        the true camera's octant / quadrant). LPIPS (eval.lpips_net) only when
+        eval.metric_weights names the weights file of docs/METRICS.md.
         Writes DIR/eval/renders.png (truth, render, depth) and DIR/eval/cameras.png."""
         views = self._eval_views(params, batches, rng)
         if not len(views["image"]):
             raise UserError("the evaluation split is empty; check data.eval_split")
         metrics = image_metrics(views["render"], views["image"])
+        metrics.update(self._lpips(views["render"], views["image"]))
         aligned = None
         if self.encoder is not None:
             pose, aligned = self._pose_metrics(views)
@@ -417,6 +411,18 @@ class LiftingFamily(ModelFamily):
             if sum(map(len, rows["image"])) >= num:
                 break
         return {k: np.concatenate(v)[:num] for k, v in rows.items()}
+
+    def _lpips(self, render: np.ndarray, image: np.ndarray) -> dict[str, float]:
+        """{'lpips': mean distance} of [n,H,W,3] in [0, 1], or {} without eval.metric_weights."""
+        path = self.config.eval.get("metric_weights", "")
+        if not path:
+            return {}
+        from fdm.metrics.lpips import compute_lpips
+        from fdm.metrics.weights import load_metric_variables
+        net = self.config.eval.get("lpips_net", "alex")
+        dist = compute_lpips(2.0 * render - 1.0, 2.0 * image - 1.0,
+                             load_metric_variables(path, f"lpips_{net}"), net=net)
+        return {"lpips": float(np.mean(dist))}
 
     def _pose_metrics(self, views):
         """(camera metrics, predicted cameras aligned to the truth or None)."""
@@ -564,6 +570,13 @@ def align_cameras(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     aligned[:, :3, :3] = rot @ pred[:, :3, :3]
     aligned[:, :3, 3] = true[:, :3, 3].mean(0)
     return aligned.astype(np.float32)
+
+
+def _supervised_loss(outs: list[render_lib.RenderOutput], target: jax.Array) -> LossOutput:
+    """Supervised NeRF: coarse (+ fine) losses summed; PSNR of the last (finest) render."""
+    per_render = [jnp.mean(reconstruction_loss([o], target)) for o in outs]
+    loss = sum(per_render)
+    return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(per_render[-1])})
 
 
 def _candidate_scalars(out: CandidateLoss, scores: jax.Array) -> dict:

@@ -12,8 +12,9 @@ Notation (shapes NHWC):
 
 θ = {time_embed, encoder, middle, mask_generator, decoder}. The mask generator
 is decoder-shaped with its own weights and K output channels; its output conv
-is randomly initialised: with equal masks every branch sees the same input,
-so the gradient w.r.t. the masks vanishes and uniform masks never split. The decoder has
+gets a small random init (`mask_init_scale`): with exactly equal masks every
+branch sees the same input, the gradient w.r.t. the masks vanishes and uniform
+masks never split, while a full-scale init saturates the softmax. The decoder has
 ONE set of weights shared by all K branches; the branches run as one batched
 computation, K folded into the batch axis (row k·B + b is branch k of example b).
 
@@ -115,6 +116,7 @@ class FactorizedUNet(nn.Module):
     num_groups: int = 32
     num_masks: int = 3
     decoding: str = "shared"
+    mask_init_scale: float = 1e-2
     dtype: Any = jnp.float32
 
     def part_kwargs(self) -> dict:
@@ -132,7 +134,7 @@ class FactorizedUNet(nn.Module):
         temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
         h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
-        logits = UNetDecoder(**kw, out_ch=self.num_masks, zero_init_out=False,
+        logits = UNetDecoder(**kw, out_ch=self.num_masks, out_init_scale=self.mask_init_scale,
                              name="mask_generator")(h_mid, skips, temb, train)
         m = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         if self.decoding == "concat":
@@ -219,6 +221,7 @@ def fdm_from_config(model_cfg) -> nn.Module:
     kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
     kw["num_masks"] = model_cfg.num_masks
     kw["decoding"] = model_cfg.get("decoding", "shared")
+    kw["mask_init_scale"] = model_cfg.get("mask_init_scale", 1e-2)
     if kw["decoding"] not in DECODINGS:
         raise UserError(f"model.decoding={kw['decoding']!r} is unknown; use one of {DECODINGS}")
     if model_cfg.get("hierarchical", False):

@@ -51,9 +51,11 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
                eps: float) -> jax.Array:
     """Group normalisation of NHWC `x` with per-channel affine, stats in float32.
 
-    Mean and variance come from one pass over x (E[x], E[x^2]) so XLA fuses both
-    reductions into a single read of x; the normalisation is then folded into one
-    per-(batch, channel) multiply-add.
+    Two-pass statistics (mean, then the mean of squared deviations) stay exact
+    when |mean| >> std, where E[x^2] - E[x]^2 loses all precision in float32.
+    Normalisation and affine are folded into one per-(batch, channel)
+    multiply-add, so the [B, H, W, C] tensor is read three times and written
+    once (as fast as the one-pass form on CPU; see BENCHMARKS.md).
 
     Args:
       x: [B, H, W, C]; scale, bias: [C]; C divisible by num_groups.
@@ -61,14 +63,14 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
       [B, H, W, C] in x.dtype.
     """
     b, c = x.shape[0], x.shape[-1]
-    xf = x.astype(jnp.float32).reshape(b, -1, num_groups, c // num_groups)
-    mean = jnp.mean(xf, axis=(1, 3))                                  # [B, G]
-    var = jnp.maximum(jnp.mean(jnp.square(xf), axis=(1, 3)) - jnp.square(mean), 0.0)
-    inv = jax.lax.rsqrt(var + eps)
-    inv_c = jnp.repeat(inv, c // num_groups, axis=1) * scale          # [B, C]
-    shift_c = bias - jnp.repeat(mean, c // num_groups, axis=1) * inv_c
-    y = x.astype(jnp.float32) * inv_c[:, None, None, :] + shift_c[:, None, None, :]
-    return y.astype(x.dtype)
+    per = c // num_groups
+    xf = x.astype(jnp.float32)
+    xg = xf.reshape(b, -1, num_groups, per)
+    mean = jnp.mean(xg, axis=(1, 3))                                   # [B, G]
+    var = jnp.mean(jnp.square(xg - mean[:, None, :, None]), axis=(1, 3))
+    inv_c = jnp.repeat(jax.lax.rsqrt(var + eps), per, axis=1) * scale   # [B, C]
+    shift_c = bias - jnp.repeat(mean, per, axis=1) * inv_c
+    return (xf * inv_c[:, None, None, :] + shift_c[:, None, None, :]).astype(x.dtype)
 
 
 class GroupNorm(nn.Module):

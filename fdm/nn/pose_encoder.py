@@ -17,11 +17,12 @@ Heads:
   * `CandidateHead` (Alg. 4, 360-degree scenes): Dense(3N) logits -> N cameras
     on the sphere of radius r, each inside its octant / upper quadrant, looking
     at the origin (`fdm.nerf.cameras.candidate_cameras`, Code 3.3), and Dense(N)
-    scores. Kernels are zero-initialised and the logit biases spread the
-    candidates that share a quadrant (`candidate_init_logits`): without that,
-    candidates of one quadrant would be identical for all time (they receive
-    identical gradients), so the camera distribution starts "spread over the
-    sphere, pointing to the origin" (Fig. 3.3) and uniform.
+    scores. Kernels have PyTorch's default Linear initialisation (as Code 3.3's
+    `linear1` / `linear2`), so initial cameras vary a little with the image; the
+    logit biases spread the candidates that share a quadrant
+    (`candidate_init_logits`): with equal biases, candidates of one quadrant
+    would start identical, so the cameras start "spread over the sphere,
+    pointing to the origin" (Fig. 3.3).
 """
 from typing import Sequence
 
@@ -38,6 +39,8 @@ from fdm.nn.unet import TimeEmbed, UNetEncoder
 CAMERA_HEADS = ("axis_angle", "candidates")
 INIT_ELEVATION_DEG = 30.0  # elevation (above the octant's base plane) of initial candidates
 _INIT_SIGMOID_MAX = 0.5    # largest initial sigmoid(logit): mid-range, far from saturation
+# torch.nn.Linear's default weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 @flax.struct.dataclass
@@ -111,12 +114,12 @@ class CandidateHead(nn.Module):
     def __call__(self, f: jax.Array) -> CameraPrediction:
         n = self.num_candidates
         bias = candidate_init_logits(n, self.layout).reshape(-1)
-        logits = nn.Dense(3 * n, kernel_init=nn.initializers.zeros,
+        logits = nn.Dense(3 * n, kernel_init=TORCH_LINEAR_INIT,
                           bias_init=lambda *_: jnp.asarray(bias), name="cameras")(f)
         signs = cameras.candidate_signs(n, self.layout)
         c2w = cameras.candidate_cameras(logits.reshape(-1, n, 3), signs, self.radius,
                                         tuple(self.up))
-        scores = nn.Dense(n, kernel_init=nn.initializers.zeros, name="scores")(f)
+        scores = nn.Dense(n, kernel_init=TORCH_LINEAR_INIT, name="scores")(f)
         return CameraPrediction(c2w, scores)
 
 

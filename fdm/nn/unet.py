@@ -112,11 +112,13 @@ class UNetMiddle(_UNetPart):
 
 class UNetDecoder(_UNetPart):
     """Up path: per level (from the lowest) R+1 ResBlocks on [h, skip] (+attn),
-    an upsample, then GroupNorm -> swish -> conv_out (zero-initialised unless
-    `zero_init_out` is False, as for the FDM mask generator, whose masks would
-    otherwise start exactly uniform and stay at that symmetric fixed point)."""
+    an upsample, then GroupNorm -> swish -> conv_out.
+
+    conv_out is zero-initialised when `out_init_scale` is 0 (DDPM), else
+    variance-scaling initialised with that scale (the FDM mask generator: exactly
+    uniform masks are a fixed point, saturated ones have no gradient)."""
     out_ch: int = 3
-    zero_init_out: bool = True
+    out_init_scale: float = 0.0
 
     @nn.compact
     def __call__(self, h: jax.Array, skips: Sequence[jax.Array], temb: jax.Array,
@@ -136,7 +138,10 @@ class UNetDecoder(_UNetPart):
             if level != 0:
                 h = Upsample(self.dtype, name=f"up_{level}_upsample")(h)
         h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
-        return conv3x3(self.out_ch, "conv_out", self.dtype, zero=self.zero_init_out)(h)
+        init = (nn.initializers.zeros if self.out_init_scale == 0.0 else
+                nn.initializers.variance_scaling(self.out_init_scale, "fan_avg", "uniform"))
+        return nn.Conv(self.out_ch, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
+                       dtype=self.dtype, name="conv_out")(h)
 
 
 class UNet(nn.Module):
