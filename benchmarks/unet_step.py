@@ -3,7 +3,8 @@
 A step is forward + backward + Adam update of the eps-MSE loss
 mean((net(x_t, t) - eps)^2) with dropout active, on fixed random inputs.
 Both networks hold the same weights (diffusers init converted to fdm).
-Reported: median / min wall time over --iters steps after --warmup steps,
+Reported: median / min wall time over --iters steps after --warmup steps
+(frameworks timed round-robin, one step each per round), process CPU time,
 achieved FLOP/s (XLA cost analysis FLOPs of the JAX step / time, the same
 FLOP count for every row) and an XLA f32 matmul peak measured here.
 
@@ -186,15 +187,25 @@ def main(argv=None):
     peak = jax_peak(args.peak_n, 5)
     print(f"# XLA f32 matmul peak ({args.peak_n}^3): {peak / 1e9:.0f} GFLOP/s")
 
-    rows, flops = [], 0.0
+    runners, flops = build_runners(args, cfg, size, params)
+    rows = time_interleaved(runners, args.iters, args.warmup)
+    print_table(rows, flops, peak)
+    if args.breakdown:
+        run_breakdown(cfg, size, args.batch, args.iters, args.warmup)
+    return rows
+
+
+def build_runners(args, cfg, size, params):
+    """[(label, run)] for the requested frameworks (compiled, first step done), flops."""
+    runners, flops = [], 0.0
     frameworks = args.frameworks.split(",")
     if "jax" in frameworks:
         t0 = time.perf_counter()
         run, flops = jax_step(cfg, params, args.batch, size)
         print(f"# jax compile {time.perf_counter() - t0:.1f}s, step GFLOP {flops / 1e9:.1f}")
-        rows.append(("jax (jit, donated)",) + timeit(run, args.iters, args.warmup))
-    torch_rows = {"torch": ("torch eager", {}), "torch_cl": ("torch eager channels_last",
-                                                             dict(channels_last=True)),
+        runners.append(("jax (jit, donated)", run))
+    torch_rows = {"torch": ("torch eager", {}),
+                  "torch_cl": ("torch eager channels_last", dict(channels_last=True)),
                   "torch_compile": ("torch.compile", dict(compile_model=True))}
     for key in ("torch", "torch_cl", "torch_compile"):
         if key in frameworks:
@@ -203,11 +214,26 @@ def main(argv=None):
             t0 = time.perf_counter()
             run()
             print(f"# {label}: first step {time.perf_counter() - t0:.1f}s")
-            rows.append((label,) + timeit(run, args.iters, args.warmup))
-    print_table(rows, flops, peak)
-    if args.breakdown:
-        run_breakdown(cfg, size, args.batch, args.iters, args.warmup)
-    return rows
+            runners.append((label, run))
+    return runners, flops
+
+
+def time_interleaved(runners, iters, warmup):
+    """Times the runners round-robin (one step each per round), so that a busy
+    machine disturbs all of them alike. Returns [(label, median, min, cpu median)]."""
+    for _, run in runners:
+        for _ in range(warmup):
+            run()
+    wall = {label: [] for label, _ in runners}
+    cpu = {label: [] for label, _ in runners}
+    for _ in range(iters):
+        for label, run in runners:
+            t0, c0 = time.perf_counter(), time.process_time()
+            run()
+            wall[label].append(time.perf_counter() - t0)
+            cpu[label].append(time.process_time() - c0)
+    return [(label, statistics.median(wall[label]), min(wall[label]),
+             statistics.median(cpu[label])) for label, _ in runners]
 
 
 def print_table(rows, flops, peak):

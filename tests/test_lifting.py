@@ -16,7 +16,7 @@ from fdm.models import get_family
 from fdm.models import lifting
 from fdm.nerf import cameras
 from fdm.nerf.field import NeRFMLP
-from fdm.nn.pose_encoder import PoseEncoder
+from fdm.nn.pose_encoder import AxisAngleHead, CandidateHead
 
 CONFIGS = ("toy_scene", "lego", "drums", "shapenet_car", "llff_fern")
 
@@ -73,16 +73,15 @@ def trained(family, batch):
 
 
 def test_axis_angle_head_gives_orthonormal_rotations():
-    enc = PoseEncoder(ch=8, num_res_blocks=1, num_groups=4, camera_head="axis_angle")
-    x = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
-    t = jnp.array([0, 5, 9])
-    params = jax.jit(enc.init)(jax.random.PRNGKey(1), x, t)
-    apply = jax.jit(enc.apply)
-    # Zero-initialised head -> identity cameras; random head weights -> generic rotations.
-    assert np.allclose(apply(params, x, t).c2w[:, 0], np.eye(4), atol=1e-6)
-    head = params["params"]["head"]["pose"]
-    head["kernel"] = jax.random.normal(jax.random.PRNGKey(2), head["kernel"].shape)
-    pred = apply(params, x, t)
+    head = AxisAngleHead()
+    f = jax.random.normal(jax.random.PRNGKey(0), (3, 32))
+    params = head.init(jax.random.PRNGKey(1), f)
+    # Zero-initialised layer -> identity cameras; random weights -> generic rotations.
+    np.testing.assert_allclose(head.apply(params, f).c2w[:, 0], np.broadcast_to(np.eye(4),
+                                                                               (3, 4, 4)))
+    dense = params["params"]["pose"]
+    dense["kernel"] = jax.random.normal(jax.random.PRNGKey(2), dense["kernel"].shape)
+    pred = head.apply(params, f)
     assert pred.c2w.shape == (3, 1, 4, 4) and pred.scores.shape == (3, 1)
     rot = np.asarray(pred.c2w[:, 0, :3, :3])
     assert np.ptp(rot, axis=0).max() > 0.1                      # input-dependent cameras
@@ -92,9 +91,9 @@ def test_axis_angle_head_gives_orthonormal_rotations():
 
 
 def test_candidate_head_starts_spread_in_quadrants_looking_at_origin():
-    enc = PoseEncoder(ch=8, num_res_blocks=1, num_groups=4, num_candidates=12, layout="quadrant")
-    x, t = jnp.zeros((2, 16, 16, 3)), jnp.zeros(2, jnp.int32)
-    pred = jax.jit(lambda key: enc.apply(enc.init(key, x, t), x, t))(jax.random.PRNGKey(0))
+    head = CandidateHead(num_candidates=12, layout="quadrant")
+    f = jnp.zeros((2, 32))                                      # initial cameras = the biases
+    pred = head.apply(head.init(jax.random.PRNGKey(0), f), f)
     assert pred.c2w.shape == (2, 12, 4, 4) and pred.scores.shape == (2, 12)
     centres = np.asarray(pred.c2w[0, :, :3, 3])
     np.testing.assert_allclose(np.linalg.norm(centres, axis=-1), 4.0, rtol=1e-5)
@@ -103,6 +102,13 @@ def test_candidate_head_starts_spread_in_quadrants_looking_at_origin():
     assert len(np.unique(np.round(centres, 3), axis=0)) == 12  # symmetry broken
     back = np.asarray(pred.c2w[0, :, :3, 2])                    # camera +z points away from 0
     np.testing.assert_allclose(back, centres / 4.0, atol=1e-5)
+
+
+def test_pose_encoder_output_shapes(family, trained, batch):
+    x = jnp.asarray(batch["image"])
+    pred = jax.jit(family.predict_cameras)(trained["params"], x, jnp.arange(4))
+    assert pred.c2w.shape == (4, 4, 4, 4) and pred.scores.shape == (4, 4)
+    assert np.ptp(np.asarray(pred.c2w[:, 0, :3, 3]), axis=0).max() > 0  # depends on the image
 
 
 # ------------------------------------------------------------------- Eq. 3.4

@@ -55,12 +55,10 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
+from fdm.diffusion.losses import PREDICTIONS, VARIANCES
 from fdm.diffusion.process import extract, q_posterior, q_sample, to_x0_and_eps
 from fdm.diffusion.schedules import DiffusionSchedule
 from fdm.errors import UserError
-
-PREDICTIONS = ("eps", "x0")
-VARIANCES = ("fixed_small", "fixed_large")
 
 
 @flax.struct.dataclass
