@@ -3,15 +3,18 @@
   python -m experiments.main --config=configs/cub.py --workdir=DIR \
       --config.data.data_dir=PATH
 
-Data layout until the dataset loaders land: PATH/images/*.jpg|png (+ PATH/masks/ with
-the same stems for evaluation only). A missing PATH stops `train` with a one-line
-message naming it.
+Data: CUB-200-2011 with its masks in the IEM (ReDO) splits; PATH is CUB_200_2011/ with
+images/, images.txt, segmentations/ and train_val_test_split.txt (layout and
+downloads: `fdm.data.cub`). data.eval_split = "test" | "val". A missing file stops
+with a one-line message naming it.
 """
 from configs.fdm_common import fdm_config
 
 
 def get_config():
-    return fdm_config(
-        "cub", dataset="folder", data_dir="data/cub", image_size=64,
+    c = fdm_config(
+        "cub", dataset="cub", data_dir="data/CUB_200_2011", image_size=64,
         ch_mult=(1, 2, 3, 4), num_res_blocks=3, num_steps=50_000, batch_size=128,
         dropout=0.1)
+    c.data.eval_split = "test"         # IEM test split; "val" for tuning
+    return c

@@ -11,13 +11,16 @@ import ml_collections
 def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
                num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
                num_masks: int = 3, num_classes: int = 0, dropout: float = 0.0,
-               attn_resolutions=(16,)) -> ml_collections.ConfigDict:
+               attn_resolutions=(16,), eval_dataset: str = "",
+               eval_data_dir: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = name
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = dataset
     c.data.data_dir = data_dir
+    c.data.eval_dataset = eval_dataset      # "" = evaluate on data.dataset (fdm.data doc)
+    c.data.eval_data_dir = eval_data_dir    # "" = data.data_dir
     c.data.image_size = image_size
     c.data.random_flip = True
     c.data.seed = 0
@@ -68,4 +71,19 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.eval.segment_t = 30            # §2.3.4: noise real images to t = 30, one pass
     c.eval.record_every = 100        # mask trajectory for the refinement strip (Fig. 2.10)
     c.eval.sample_stats = True
+    c.eval.metric_weights = ""       # .npz of docs/METRICS.md: adds fid / kid / kid_std
+    c.eval.num_fid_samples = 10_000  # generated images scored against all eval images
+
+    # Baselines of Tables 2.1-2.5 (experiments/baselines.py, fdm.baselines).
+    c.baselines = ml_collections.ConfigDict()
+    c.baselines.num_train_images = 0  # > 0: eval images [:n] train, [n:] test; 0: data splits
+    c.baselines.kmeans_clusters = 3   # DatasetDDPM-unsup: K of k-means
+    c.baselines.kmeans_timesteps = (50, 150, 250)   # DDPM decoder features at these t
+    c.baselines.kmeans_fit_pixels = 50_000          # pixels of the train images k-means sees
+    c.baselines.supervised_steps = 2000             # supervised U-Net: Adam steps
+    c.baselines.supervised_batch_size = 32
+    c.baselines.supervised_learning_rate = 1e-3
+    c.baselines.grabcut_size = 128    # GrabCut runs on the photos at this size (0: image_size)
+    c.baselines.grabcut_margin = 0.05  # init rectangle: centred, this fraction off each side
+    c.baselines.grabcut_iters = 5
     return c

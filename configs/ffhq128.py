@@ -3,15 +3,18 @@
   python -m experiments.main --config=configs/ffhq128.py --workdir=DIR \
       --config.data.data_dir=PATH
 
-Data layout until the dataset loaders land: PATH/images/*.jpg|png (+ PATH/masks/ with
-the same stems for evaluation only). A missing PATH stops `train` with a one-line
-message naming it.
+Data: FFHQ (images1024x1024/ or thumbnails128x128/ under PATH, `fdm.data.ffhq`) for
+training; evaluation on the CelebAMask-HQ test set with skin/hair/background masks
+(data.eval_dataset="celebamask_hq", data.eval_data_dir=CELEBA, `fdm.data.celebamask`).
+A missing file stops with a one-line message naming it.
 """
 from configs.fdm_common import fdm_config
 
 
 def get_config():
-    return fdm_config(
-        "ffhq128", dataset="folder", data_dir="data/ffhq", image_size=128,
+    c = fdm_config(
+        "ffhq128", dataset="ffhq", data_dir="data/ffhq", image_size=128,
         ch_mult=(1, 1, 2, 3, 4), num_res_blocks=2, num_steps=500_000, batch_size=128,
-        dropout=0.0)
+        dropout=0.0, eval_dataset="celebamask_hq", eval_data_dir="data/CelebAMask-HQ")
+    c.data.eval_split = "test"         # CelebAMask-HQ test set (CelebA partition)
+    return c

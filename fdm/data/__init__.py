@@ -1,32 +1,112 @@
 """Input pipelines: dataset loading by name and per-process batch iterators.
 
-`config.data.dataset` selects the source; each yields in-memory arrays
-('image' uint8 [N, S, S, 3], optional 'mask' int32 [N, S, S], 'label' int32 [N])
+`config.data.dataset` selects the source from `DATASETS` (name -> `Dataset`);
+each yields in-memory arrays ('image' uint8 [N, S, S, 3], optional 'mask'
+int32 [N, S, S], 'label' int32 [N], and dataset-specific int32 [N] columns)
 for the splits "train" and "eval", with S = `data.image_size`:
-  "shapes":  procedural textured shapes (`fdm.data.shapes`); keys data.num_regions,
-             data.num_train, data.num_eval, data.seed. Has masks.
-  "folder":  `data.data_dir`/images (+ masks/), see `fdm.data.folder`. Both splits
-             are the whole folder (unsupervised setting: masks only evaluate).
-  "cifar10": TFDS `cifar10` already prepared under `data.data_dir` (never
-             downloaded); "train" -> train, "eval" -> test. Has labels.
-Batching (`fdm.data.pipeline`): the train stream is a pure function of
-(data.seed, step) with optional `data.random_flip`; eval batches are one padded
-pass with a 'valid' key. Global batch: `train.batch_size` for train,
-`eval.batch_size` (default `train.batch_size`) for eval.
+  "shapes":         procedural textured shapes (`fdm.data.shapes`); keys data.num_regions,
+                    data.num_train, data.num_eval, data.seed. Has masks.
+  "folder":         `data.data_dir`/images (+ masks/), see `fdm.data.folder`. Both splits
+                    are the whole folder (unsupervised setting: masks only evaluate).
+  "cifar10":        TFDS `cifar10` already prepared under `data.data_dir` (never
+                    downloaded); "train" -> train, "eval" -> test. Has labels.
+  "flowers102":     Oxford Flowers-102 + masks, IEM splits (`fdm.data.flowers`).
+  "cub":            CUB-200-2011 + masks, IEM splits (`fdm.data.cub`).
+  "ffhq":           FFHQ image folders (`fdm.data.ffhq`).
+  "celebamask_hq":  CelebAMask-HQ, 3-class skin/hair/background masks (`fdm.data.celebamask`).
+  "imagenet64":     downsampled ImageNet 64x64 + labels (`fdm.data.imagenet64`).
+  "pixel_imagenet": Pixel-ImageNet masks, <= 20 images per class (`fdm.data.pixel_imagenet`).
+  "voc2012":        PASCAL VOC 2012, zero-shot per-class examples (`fdm.data.voc`).
+  "davis2017":      DAVIS-2017 480p frames + object masks (`fdm.data.davis`).
+Every module documents its on-disk layout; a missing file ends in a one-line
+UserError naming the path, where to get it and the config key to set.
+
+Evaluating on another dataset: `data.eval_dataset` (default: data.dataset)
+names the source of the "eval" split and `data.eval_data_dir` (default:
+data.data_dir) its root, e.g. FFHQ training with CelebAMask-HQ evaluation or
+ImageNet training with Pixel-ImageNet / VOC / DAVIS evaluation. The other data
+keys (image_size, seed, eval_split, ...) are shared.
+
+All decoding, cropping and resizing lives in `fdm.data.folder`; batching,
+scaling to [-1, 1] and flips in `fdm.data.pipeline`: the train stream is a
+pure function of (data.seed, step) with optional `data.random_flip`; eval
+batches are one padded pass with a 'valid' key. Global batch: `train.batch_size`
+for train, `eval.batch_size` (default `train.batch_size`) for eval.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
-from fdm.data import folder, pipeline, shapes
+from fdm.data import (celebamask, cub, davis, ffhq, flowers, folder, imagenet64, pipeline,
+                      pixel_imagenet, shapes, voc)
 from fdm.errors import UserError
 
-DATASETS = ("shapes", "folder", "cifar10")
 SPLITS = ("train", "eval")
+REQUIRED = object()          # option default: the config key must be set
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A registered source: `load(root, image_size, split, **options) -> arrays`.
+
+    root is a `folder.DataDir` (None when `uses_data_dir` is False); `options`
+    maps config.data keys to their defaults (REQUIRED: no default).
+    """
+    load: Callable[..., dict[str, np.ndarray]]
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    uses_data_dir: bool = True
+
+
+def _shapes(root, image_size, split, num_train, num_eval, num_regions, seed):
+    """Procedural shapes in the stored format: image uint8 [N,S,S,3], mask int32 [N,S,S]."""
+    num_examples = num_train if split == "train" else num_eval
+    if num_examples <= 0:
+        raise UserError(f"data.num_{split}={num_examples}; it must be positive")
+    data = shapes.generate(num_examples, image_size, num_regions, seed, split)
+    image = np.round((data["image"] + 1.0) * 127.5).astype(np.uint8)
+    return {"image": image, "mask": data["mask"]}
+
+
+def _folder(root, image_size, split):
+    """The whole image folder for either split (see `fdm.data.folder`)."""
+    return folder.load_folder(root.path, image_size)
+
+
+def _cifar10(root, image_size, split):
+    """TFDS cifar10 prepared under root (never downloaded): image uint8, label int32 [N]."""
+    import tensorflow_datasets as tfds  # slow import (TensorFlow): only when asked for
+    builder = tfds.builder("cifar10", data_dir=root.path or None)
+    if not builder.is_prepared():
+        raise UserError(f"TFDS cifar10 is not prepared under {root.key}="
+                        f"{root.path or '(TFDS default)'} (no {builder.data_dir}); run `tfds "
+                        "build cifar10 --data_dir=DIR` on a machine with network, copy DIR "
+                        f"here and pass --config.{root.key}=DIR")
+    data = tfds.as_numpy(builder.as_dataset(split="train" if split == "train" else "test",
+                                            batch_size=-1))
+    return {"image": folder.resize_images(data["image"], image_size),
+            "label": data["label"].astype(np.int32)}
+
+
+_EVAL_SPLIT = {"eval_split": "test"}
+DATASETS: dict[str, Dataset] = {
+    "shapes": Dataset(_shapes, dict(num_train=REQUIRED, num_eval=REQUIRED, num_regions=3,
+                                    seed=0), uses_data_dir=False),
+    "folder": Dataset(_folder),
+    "cifar10": Dataset(_cifar10),
+    "flowers102": Dataset(flowers.load, _EVAL_SPLIT),
+    "cub": Dataset(cub.load, _EVAL_SPLIT),
+    "ffhq": Dataset(ffhq.load),
+    "celebamask_hq": Dataset(celebamask.load, _EVAL_SPLIT),
+    "imagenet64": Dataset(imagenet64.load, {"synsets_file": ""}),
+    "pixel_imagenet": Dataset(pixel_imagenet.load, dict(synsets_file=REQUIRED,
+                                                        max_per_class=20, seed=0)),
+    "voc2012": Dataset(voc.load),
+    "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
+}
 
 
 def make_iterator(config, split: str, process_index: int = 0, process_count: int = 1,
@@ -57,54 +137,39 @@ def load_split_arrays(config, split: str) -> dict[str, np.ndarray]:
     """The whole split in memory (read-only arrays; see the module doc for keys)."""
     if split not in SPLITS:
         raise UserError(f"unknown data split {split!r}; use one of {list(SPLITS)}")
-    d = config.data
-    name = d.get("dataset", "shapes")
-    if name == "shapes":
-        size = d.num_train if split == "train" else d.num_eval
-        return _shapes(size, d.image_size, d.get("num_regions", 3), d.get("seed", 0), split)
-    if name == "folder":
-        return _folder(d.get("data_dir", ""), d.image_size)
-    if name == "cifar10":
-        return _cifar10(d.get("data_dir", ""), d.image_size, split)
-    raise UserError(f"unknown data.dataset {name!r}; use one of {list(DATASETS)}")
+    name, root = source(config.data, split)
+    options = tuple((k, _option(config.data, k, default))
+                    for k, default in DATASETS[name].options.items())
+    return _load(name, root, config.data.image_size, split, options)
 
 
-def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def source(d, split: str) -> tuple[str, folder.DataDir | None]:
+    """(dataset name, its root) that feeds `split` (data.eval_* for "eval", module doc)."""
+    from_eval_keys = split == "eval" and bool(d.get("eval_dataset", ""))
+    name = d.eval_dataset if from_eval_keys else d.get("dataset", "shapes")
+    if name not in DATASETS:
+        key = "data.eval_dataset" if from_eval_keys else "data.dataset"
+        raise UserError(f"unknown {key} {name!r}; use one of {list(DATASETS)}")
+    if not DATASETS[name].uses_data_dir:
+        return name, None
+    if from_eval_keys and d.get("eval_data_dir", ""):
+        return name, folder.DataDir(d.eval_data_dir, "data.eval_data_dir")
+    return name, folder.DataDir(d.get("data_dir", ""))
+
+
+def _option(d, key: str, default):
+    """config.data[key], or its default; a UserError when a REQUIRED key is absent."""
+    if default is REQUIRED and key not in d:
+        raise UserError(f"data.{key} is not set; pass --config.data.{key}=...")
+    return d.get(key, default)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name, root, image_size, split, options) -> dict[str, np.ndarray]:
+    arrays = DATASETS[name].load(root, image_size, split, **dict(options))
     for v in arrays.values():
         v.setflags(write=False)
     return arrays
 
 
-@functools.lru_cache(maxsize=4)
-def _shapes(num_examples, image_size, num_regions, seed, split):
-    if num_examples <= 0:
-        raise UserError(f"data.num_{split}={num_examples}; it must be positive")
-    data = shapes.generate(num_examples, image_size, num_regions, seed, split)
-    image = np.round((data["image"] + 1.0) * 127.5).astype(np.uint8)
-    return _read_only({"image": image, "mask": data["mask"]})
-
-
-@functools.lru_cache(maxsize=2)
-def _folder(data_dir, image_size):
-    return _read_only(folder.load_folder(data_dir, image_size))
-
-
-@functools.lru_cache(maxsize=2)
-def _cifar10(data_dir, image_size, split):
-    import tensorflow_datasets as tfds  # slow import (TensorFlow): only when asked for
-    builder = tfds.builder("cifar10", data_dir=data_dir or None)
-    if not builder.is_prepared():
-        raise UserError(f"TFDS cifar10 is not prepared under data.data_dir="
-                        f"{data_dir or '(TFDS default)'} (no {builder.data_dir}); run `tfds "
-                        "build cifar10 --data_dir=DIR` on a machine with network, copy DIR "
-                        "here and pass --config.data.data_dir=DIR")
-    data = tfds.as_numpy(builder.as_dataset(split="train" if split == "train" else "test",
-                                            batch_size=-1))
-    image = data["image"]
-    if image.shape[1] != image_size:
-        image = np.stack([np.asarray(folder.center_crop_resize(Image.fromarray(x), image_size))
-                          for x in image])
-    return _read_only({"image": image.astype(np.uint8), "label": data["label"].astype(np.int32)})
-
-
-__all__ = ["DATASETS", "SPLITS", "load_split_arrays", "make_iterator"]
+__all__ = ["DATASETS", "Dataset", "SPLITS", "load_split_arrays", "make_iterator", "source"]
