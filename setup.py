@@ -28,10 +28,15 @@ TEST_REQUIRES = [
     "torch==2.13.0",
     "diffusers>=0.42,<0.43",
     "safetensors>=0.8,<0.9",
-    "scikit-learn>=1.9,<1.10",
     "nbclient>=0.11,<0.12",
     "nbformat>=5.11,<6",
     "ipykernel>=7.4,<8",
+]
+
+# Segmentation baselines (fdm.baselines): k-means (sklearn) and GrabCut (OpenCV).
+BASELINES_REQUIRES = [
+    "scikit-learn>=1.9,<1.10",
+    "opencv-python-headless>=5.0,<5.1",
 ]
 
 setup(
@@ -41,5 +46,5 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["fdm", "fdm.*", "experiments", "configs"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES + BASELINES_REQUIRES, "baselines": BASELINES_REQUIRES},
 )

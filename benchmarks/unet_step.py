@@ -76,14 +76,24 @@ def jax_peak(n, iters):
 
 
 def jax_step(kwargs, params, batch, size):
-    """Returns (run, flops): run() does one jitted, donated train step."""
+    """Returns (run, flops) for the fdm U-Net built from `kwargs` (see jax_train_step)."""
+    from fdm.nn import UNet
+    return jax_train_step(UNet(**kwargs), params, batch, size)
+
+
+def jax_train_step(model, params, batch, size):
+    """Returns (run, flops): run() does one jitted, donated train step of `model`.
+
+    model.apply(vars, x, t, train=True, rngs=...) returns ε̂ [B,S,S,3] or an
+    object with an `eps` field (the factorized U-Net); flops from XLA's
+    cost analysis of the compiled step.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from fdm.nn import UNet
 
-    model, opt = UNet(**kwargs), optax.adam(2e-4)
+    opt = optax.adam(2e-4)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, 3)), jnp.float32)
     eps = jnp.asarray(rng.standard_normal((batch, size, size, 3)), jnp.float32)
@@ -92,7 +102,7 @@ def jax_step(kwargs, params, batch, size):
     def step(params, opt_state, key, x, t, eps):
         def loss_fn(p):
             out = model.apply({"params": p}, x, t, train=True, rngs={"dropout": key})
-            return jnp.mean(jnp.square(out - eps))
+            return jnp.mean(jnp.square(getattr(out, "eps", out) - eps))
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss

@@ -58,4 +58,6 @@ def get_config():
     c.eval.sample_steps = 1000
     c.eval.ddim_eta = 0.0
     c.eval.batch_size = 256
+    c.eval.metric_weights = ""               # .npz of docs/METRICS.md: adds fid / kid / kid_std
+    c.eval.num_fid_samples = 50_000          # FID of 50K samples vs the test set (Ho et al.)
     return c

@@ -56,4 +56,6 @@ def get_config():
     c.eval.sample_steps = 50
     c.eval.ddim_eta = 0.0
     c.eval.batch_size = 64
+    c.eval.metric_weights = ""               # .npz of docs/METRICS.md: adds fid / kid / kid_std
+    c.eval.num_fid_samples = 256             # generated images scored against the eval images
     return c

@@ -25,4 +25,6 @@ def get_config():
     c.eval.sample_steps = 50
     c.eval.record_every = 5
     c.eval.at_end = True
+    c.eval.num_fid_samples = 278          # as many samples as photos (with eval.metric_weights)
+    c.baselines.num_train_images = 200    # baselines: horse001-200 train, horse201-278 test
     return c

@@ -79,10 +79,14 @@ def test_shared_decoder_is_one_parameter_set_and_every_branch_trains_it():
 
 def test_unshared_has_k_decoders():
     fdm = FactorizedUNet(**KW, num_masks=3, decoding="unshared")
-    params = init(fdm)
-    shapes = jax.tree_util.tree_leaves(
-        jax.tree_util.tree_map(lambda a: a.shape[0], params["params"]["decoders"]))
-    assert set(shapes) == {3}
+    params = init(fdm)["params"]
+    shared = init(FactorizedUNet(**KW, num_masks=3))["params"]["decoder"]
+    assert "decoder" not in params
+    for k in range(3):
+        assert (jax.tree_util.tree_structure(params[f"decoder_{k}"])
+                == jax.tree_util.tree_structure(shared))
+    first, second = (jax.tree_util.tree_leaves(params[f"decoder_{k}"]) for k in (0, 1))
+    assert any(float(jnp.abs(a - b).max()) > 0 for a, b in zip(first, second))
 
 
 def test_masks_depend_on_the_input():

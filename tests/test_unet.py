@@ -11,7 +11,7 @@ import pytest
 
 from fdm.nn import (Attention, Downsample, GroupNorm, ResBlock, TimeEmbed, UNet, group_norm,
                     UNetDecoder, UNetEncoder, UNetMiddle, Upsample, timestep_embedding,
-                    unet_from_config)
+                    decoder_features, unet_from_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1,
@@ -195,3 +195,16 @@ def test_group_norm_exact_for_large_mean():
     xg = np.asarray(x, np.float64).reshape(2, -1, 4, 4)
     ref = (xg - xg.mean((1, 3), keepdims=True)) / np.sqrt(xg.var((1, 3), keepdims=True) + 1e-6)
     np.testing.assert_allclose(out, ref.reshape(x.shape), atol=2e-3)
+
+
+def test_decoder_features_are_the_levels_before_the_output_head(small):
+    """decoder_features: one entry per level; up_0 through norm_out/conv_out is the output."""
+    model, params, x, t, y = small
+    feats = decoder_features(model, params, x, t, y)
+    assert {k: v.shape for k, v in feats.items()} == {"up_1": (2, 8, 8, 32),
+                                                      "up_0": (2, 16, 16, 16)}
+    dec = params["decoder"]
+    h = nn.swish(apply(GroupNorm(4), dec["norm_out"], feats["up_0"]))
+    head = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)))
+    np.testing.assert_allclose(apply(head, dec["conv_out"], h), apply(model, params, x, t, y),
+                               atol=1e-5)

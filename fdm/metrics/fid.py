@@ -101,21 +101,27 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(within - 2.0 * polynomial_kernel(x, y).mean())
 
 
-def kid(features1: np.ndarray, features2: np.ndarray, num_subsets: int = 100,
-        subset_size: int = 1000, seed: int = 0) -> float:
-    """KID: mean unbiased MMD² over random subset pairs of features [N1, D], [N2, D].
+def kid_subset_values(features1: np.ndarray, features2: np.ndarray, num_subsets: int = 100,
+                      subset_size: int = 1000, seed: int = 0) -> np.ndarray:
+    """Unbiased MMD² of each of `num_subsets` random subset pairs of features [N1, D],
+    [N2, D] -> float64 [num_subsets]; their mean is the KID, their std its spread.
 
-    Subsets are drawn with `np.random.default_rng(seed)`: the value is deterministic.
+    Subsets are drawn with `np.random.default_rng(seed)`: the values are deterministic.
     """
     x, y = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     m = min(subset_size, len(x), len(y))
     if m < 2 or x.shape[1:] != y.shape[1:]:
         raise ValueError(f"need features [N >= 2, D] of equal D, got {x.shape} and {y.shape}")
     rng = np.random.default_rng(seed)
-    values = [mmd2_unbiased(x[rng.choice(len(x), m, replace=False)],
-                            y[rng.choice(len(y), m, replace=False)])
-              for _ in range(num_subsets)]
-    return float(np.mean(values))
+    return np.array([mmd2_unbiased(x[rng.choice(len(x), m, replace=False)],
+                                   y[rng.choice(len(y), m, replace=False)])
+                     for _ in range(num_subsets)])
+
+
+def kid(features1: np.ndarray, features2: np.ndarray, num_subsets: int = 100,
+        subset_size: int = 1000, seed: int = 0) -> float:
+    """KID: mean unbiased MMD² over random subset pairs of features [N1, D], [N2, D]."""
+    return float(kid_subset_values(features1, features2, num_subsets, subset_size, seed).mean())
 
 
 def compute_fid(images_a: Images, images_b: Images, variables: Mapping,
@@ -127,3 +133,17 @@ def compute_fid(images_a: Images, images_b: Images, variables: Mapping,
     """
     extract = InceptionFeatureExtractor(variables, batch_size=batch_size)
     return fid_from_features(extract(images_a), extract(images_b))
+
+
+def fid_kid(images_real: Images, images_fake: Images, variables: Mapping,
+            batch_size: int = 50) -> dict[str, float]:
+    """{'fid', 'kid', 'kid_std'} of generated vs real images ([N,H,W,3] in [-1,1], or
+    streams of such batches); kid_std is the std of the 100 subset MMD² values.
+
+    variables: `fdm.metrics.weights.load_metric_variables(path, "inception")`.
+    """
+    extract = InceptionFeatureExtractor(variables, batch_size=batch_size)
+    real, fake = extract(images_real), extract(images_fake)
+    kids = kid_subset_values(real, fake)
+    return {"fid": fid_from_features(real, fake), "kid": float(kids.mean()),
+            "kid_std": float(kids.std())}

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fdm.errors import UserError
+
 Params = Any  # a pytree of arrays
 Batch = Mapping[str, jnp.ndarray]
 
@@ -56,12 +58,17 @@ class ModelFamily(abc.ABC):
         """Loss on a (global, sharded) batch. Pure and jit-able."""
 
     def optimizer(self) -> optax.GradientTransformation:
-        """Adam at `train.learning_rate`, with optional global-norm clipping."""
+        """Adam at `train.learning_rate`, with optional global-norm clipping.
+
+        `train.lr_multipliers` (name -> factor) scales the learning rate of the
+        top-level parameter subtrees with those names (e.g. {'mask_generator':
+        0.1}); the others train at the base rate. Empty: one Adam.
+        """
         tc = self.config.train
         chain = []
         if tc.get("grad_clip", 0.0):
             chain.append(optax.clip_by_global_norm(tc.grad_clip))
-        chain.append(optax.adam(tc.learning_rate))
+        chain.append(_scaled_adam(tc.learning_rate, dict(tc.get("lr_multipliers", {}))))
         return optax.chain(*chain)
 
     # ---- modes other than train (host-side, use EMA params) ------------
@@ -87,3 +94,20 @@ class ModelFamily(abc.ABC):
                        rng: jax.Array) -> dict[str, jnp.ndarray]:
         """Optional images (name -> [N, H, W, C] in [0, 1]) logged at checkpoint time."""
         return {}
+
+
+def _scaled_adam(learning_rate: float, multipliers: dict) -> optax.GradientTransformation:
+    """Adam whose step is scaled by multipliers[k] on the top-level subtree k."""
+    if not multipliers:
+        return optax.adam(learning_rate)
+    txs = {k: optax.adam(learning_rate * float(f)) for k, f in multipliers.items()}
+    txs["_base"] = optax.adam(learning_rate)
+
+    def labels(params):
+        unknown = sorted(set(multipliers) - set(params))
+        if unknown:
+            raise UserError(f"train.lr_multipliers names {unknown}, which are not parameter "
+                            f"subtrees; use some of {sorted(params)}")
+        return {k: jax.tree_util.tree_map(lambda _: k if k in multipliers else "_base", v)
+                for k, v in params.items()}
+    return optax.multi_transform(txs, labels)

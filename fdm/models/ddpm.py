@@ -12,7 +12,8 @@ batch has none there).
 Config keys used: model.* (U-Net, see `fdm.nn.unet`), diffusion.{num_timesteps,
 beta_schedule, beta_start, beta_end, prediction, loss, variance, clip_x0},
 eval.{num_examples, batch_size, sampler (ancestral | ddim), sample_steps (DDIM
-only; ancestral always takes T steps), ddim_eta, sample_stats (default True)}.
+only; ancestral always takes T steps), ddim_eta, sample_stats (default True),
+metric_weights ('' = no FID/KID; else the .npz of docs/METRICS.md), num_fid_samples}.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from fdm.diffusion import (DiffusionSchedule, SampleOutput, ancestral_sample, dd
                            diffusion_loss)
 from fdm.diffusion.losses import PREDICTIONS, VARIANCES, WEIGHTINGS
 from fdm.errors import UserError
+from fdm.metrics.fid import fid_kid
+from fdm.metrics.weights import load_metric_variables
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.nn.unet import unet_from_config
 from fdm.train.mesh import to_host
@@ -119,17 +122,29 @@ class DDPMFamily(ModelFamily):
     def evaluate(self, params, batches, workdir, rng):
         """eval_loss / train_loss: mean per-example loss over the first eval.num_examples
         images of each split, with the same fixed keys; plus sample statistics
-        (`sample_stats`) against the eval images unless eval.sample_stats is False."""
+        (`sample_stats`) against the eval images unless eval.sample_stats is False, and
+        fid / kid / kid_std of eval.num_fid_samples samples vs all eval images when
+        eval.metric_weights names the Inception weights (docs/METRICS.md)."""
         from fdm.data import make_iterator
-        num = self.config.eval.num_examples
+        e = self.config.eval
+        inception = (load_metric_variables(e.metric_weights, "inception")
+                     if e.get("metric_weights") else None)  # a missing file fails before work
+        batches = list(batches)
         key = jax.random.fold_in(rng, 0)
-        eval_loss, eval_images = self._mean_loss(params, batches, num, key)
+        eval_loss, eval_images = self._mean_loss(params, iter(batches), e.num_examples, key)
         train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
-        train_loss, _ = self._mean_loss(params, train_batches, num, key)
+        train_loss, _ = self._mean_loss(params, train_batches, e.num_examples, key)
         metrics = {"eval_loss": eval_loss, "train_loss": train_loss}
-        if self.config.eval.get("sample_stats", True):
-            samples = self.generate(params, len(eval_images), jax.random.fold_in(rng, 1)).x0
-            metrics.update(sample_stats(samples, eval_images))
+        num_stats = len(eval_images) if e.get("sample_stats", True) else 0
+        num_fid = int(e.get("num_fid_samples", 0)) if inception else 0
+        if num_stats or num_fid:  # batch i of samples depends on i only: one run serves both
+            samples = self.generate(params, max(num_stats, num_fid),
+                                    jax.random.fold_in(rng, 1)).x0
+            if num_stats:
+                metrics.update(sample_stats(samples[:num_stats], eval_images))
+            if num_fid:
+                real = (to_host(b["image"])[_valid_rows(b)] for b in batches)
+                metrics.update(fid_kid(real, samples[:num_fid], inception, self._batch_size()))
         return metrics
 
     def _mean_loss(self, params, batches, num: int, rng):
@@ -138,7 +153,7 @@ class DDPMFamily(ModelFamily):
         for i, batch in enumerate(batches):
             inputs = {k: batch[k] for k in ("image", "label") if k in batch}
             loss = to_host(self._eval_losses(params, inputs, jax.random.fold_in(rng, i)))
-            valid = to_host(batch["valid"]) if "valid" in batch else np.ones(len(loss), bool)
+            valid = _valid_rows(batch)
             losses.append(loss[valid])
             images.append(to_host(batch["image"])[valid])
             if sum(map(len, losses)) >= num:
@@ -216,6 +231,13 @@ class DDPMFamily(ModelFamily):
                               None if labels is None else jnp.asarray(labels), sampler="ddim",
                               num_steps=steps, progress=False).x0
         return {"samples": jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)}
+
+
+def _valid_rows(batch) -> np.ndarray:
+    """bool [B]: the rows of an eval batch that are data (not padding)."""
+    if "valid" in batch:
+        return to_host(batch["valid"]).astype(bool)
+    return np.ones(batch["image"].shape[0], bool)
 
 
 def _concat_samples(outs: list[SampleOutput], num: int) -> SampleOutput:

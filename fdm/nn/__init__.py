@@ -45,11 +45,11 @@ xla_cpu_conv_workaround()
 from fdm.nn.layers import (Attention, Downsample, GroupNorm, ResBlock, Upsample,  # noqa: E402
                            group_norm, timestep_embedding, upsample_nearest)
 from fdm.nn.unet import (TimeEmbed, UNet, UNetDecoder, UNetEncoder, UNetMiddle,  # noqa: E402
-                         unet_from_config, unet_kwargs_from_config)
+                         decoder_features, unet_from_config, unet_kwargs_from_config)
 
 __all__ = [
     "Attention", "Downsample", "GroupNorm", "ResBlock", "Upsample", "group_norm",
     "timestep_embedding", "upsample_nearest", "TimeEmbed", "UNet", "UNetDecoder",
-    "UNetEncoder", "UNetMiddle", "unet_from_config", "unet_kwargs_from_config",
+    "UNetEncoder", "UNetMiddle", "decoder_features", "unet_from_config", "unet_kwargs_from_config",
     "xla_cpu_conv_workaround", "XLA_CPU_CONV_FLAG",
 ]

@@ -114,6 +114,10 @@ class UNetDecoder(_UNetPart):
     """Up path: per level (from the lowest) R+1 ResBlocks on [h, skip] (+attn),
     an upsample, then GroupNorm -> swish -> conv_out.
 
+    Each level's output before its upsample, [B, S/2^l, S/2^l, C_l], is sown into
+    the collection "intermediates" as "up_{l}": `apply(..., mutable=["intermediates"])`
+    returns them (see `decoder_features`); otherwise nothing is stored.
+
     conv_out is zero-initialised when `out_init_scale` is 0 (DDPM), else
     variance-scaling initialised with that scale (the FDM mask generator: exactly
     uniform masks are a fixed point, saturated ones have no gradient)."""
@@ -135,6 +139,7 @@ class UNetDecoder(_UNetPart):
                 h = self.res_block(self.ch * self.ch_mult[level], f"up_{level}_res_{i}")(
                     h, temb, train)
                 h = self.maybe_attn(h, f"up_{level}_attn_{i}")
+            self.sow("intermediates", f"up_{level}", h)
             if level != 0:
                 h = Upsample(self.dtype, name=f"up_{level}_upsample")(h)
         h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
@@ -211,3 +216,11 @@ def unet_kwargs_from_config(cfg) -> dict:
 def unet_from_config(cfg, **overrides) -> UNet:
     """Same as `UNet.from_config(cfg, **overrides)`."""
     return UNet.from_config(cfg, **overrides)
+
+
+def decoder_features(unet: UNet, params, x: jax.Array, t: jax.Array,
+                     y: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+    """Decoder level outputs of one eval-mode pass: {"up_l": [B, S/2^l, S/2^l, C_l]}
+    for every level l (x: [B, S, S, C_in], t: [B], y: [B] or None)."""
+    _, state = unet.apply({"params": params}, x, t, y=y, mutable=["intermediates"])
+    return {name: value[0] for name, value in state["intermediates"]["decoder"].items()}
