@@ -14,7 +14,7 @@ the no-noise ablation.
 
 Diffusion: T = 100 with the linear betas of Ho et al. rescaled by 1000 / T
 (1e-3 .. 0.2, as improved-DDPM does for short schedules) so that x_T is pure
-noise (alpha_bar_99 = 4e-5; the unscaled 1e-4 .. 0.02 would leave 0.36).
+noise (alpha_bar_99 = 2e-5; the unscaled 1e-4 .. 0.02 would leave 0.36).
 """
 import ml_collections
 
@@ -93,7 +93,7 @@ def _base_config():
     c.diffusion.prediction = "x0"
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 2000
+    c.train.num_steps = 20000
     c.train.batch_size = 8
     c.train.learning_rate = 5e-4             # NeRF
     c.train.encoder_learning_rate = 1e-4     # pose encoder
@@ -101,10 +101,10 @@ def _base_config():
     c.train.grad_clip = 0.0
     c.train.ema_decay = 0.99
     c.train.seed = 0
-    c.train.log_every = 50
-    c.train.checkpoint_every = 500
+    c.train.log_every = 250
+    c.train.checkpoint_every = 2500
     c.train.keep_checkpoints = 2
-    c.train.image_every = 500
+    c.train.image_every = 2500
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_examples = 20

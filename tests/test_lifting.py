@@ -19,6 +19,8 @@ from fdm.nerf.field import NeRFMLP
 from fdm.nn.pose_encoder import AxisAngleHead, CandidateHead
 
 CONFIGS = ("toy_scene", "lego", "drums", "shapenet_car", "llff_fern")
+FERN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                    "data", "nerf_llff_data", "fern")
 
 
 def tiny_config(**model) -> ml_collections.ConfigDict:
@@ -234,6 +236,14 @@ def test_configs_have_the_shared_keys(name):
         section, leaf = key.split(".")
         assert leaf in c[section], key
     assert c.model.family == "nerf_lifting" and c.diffusion.num_timesteps == 100
+
+
+@pytest.mark.skipif(not os.path.isdir(FERN), reason=f"shared fern not at {FERN}")
+def test_fern_config_evaluates_on_views_the_shared_copy_has():
+    c = importlib.import_module("configs.llff_fern").get_config()
+    c.data.data_dir, c.data.image_size = FERN, (48, 64)
+    held_out, train = lifting.load_scene(c, "eval"), lifting.load_scene(c, "train")
+    assert len(held_out.images) == 3 and len(train.images) == 14
 
 
 def test_bad_config_values_raise_user_error():

@@ -110,8 +110,16 @@ def test_fern_reader_conversion_and_split():
     assert 0 < d.near < d.far
     all_views = nerf.load_llff(FERN, "all", 24)
     assert len(all_views.images) == 17
-    with pytest.raises(UserError, match="held-out views"):
+    with pytest.raises(UserError, match="llff_holdout='position'"):
         nerf.load_llff(FERN, "test", 24)
+
+
+@needs_fern
+def test_fern_position_holdout_is_the_documented_fallback():
+    test = nerf.load_llff(FERN, "test", 16, holdout="position")
+    train = nerf.load_llff(FERN, "train", 16, holdout="position")
+    assert test.names == ("image001.png", "image010.png", "image019.png")
+    assert len(train.names) == 14 and not set(train.names) & set(test.names)
 
 
 def test_llff_to_opengl_columns():
@@ -130,6 +138,9 @@ def test_llff_split_uses_original_indices():
     other = nerf.original_indices(["b.png", "c.png", "x.png"])
     np.testing.assert_array_equal(other, [0, 1, 2])
     assert nerf.llff_split_mask(idx, "train", 0).all()
+    np.testing.assert_array_equal(nerf.holdout_indices(partial, "position"), np.arange(17))
+    with pytest.raises(UserError, match="llff_holdout"):
+        nerf.holdout_indices(partial, "random")
 
 
 def test_missing_data_raises_user_error(tmp_path):

@@ -16,12 +16,14 @@ Readers (any output resolution; the focal length follows the loaded width):
     far = max bound (world-space rendering; with `fdm.nerf.rays.ndc_rays`
     render in [0, 1] instead).
     Split selection is the standard hold-out: image i is held out ('test' or
-    'val') iff i % llffhold == 0. The index i is the number in the file name
-    when all names are `image<digits>` (as in the released `nerf_llff_data`),
-    else the position in sorted order. The shared development copy of fern
-    lacks image000/008/016, exactly the held-out views, so there its 'train'
-    split is all 17 images and its held-out split is empty (a UserError says so;
-    use split='all' or 'train' to evaluate on the views you have).
+    'val') iff i % llffhold == 0. With holdout='name' (default) the index i is
+    the number in the file name when all names are `image<digits>` (as in the
+    released `nerf_llff_data`), else the position in sorted order; with
+    holdout='position' it is always the position among the images present.
+    The shared development copy of fern lacks image000/008/016, exactly the
+    standard held-out views, so there the 'name' hold-out is empty (a UserError
+    says so) and holdout='position' is the documented fallback: it holds out
+    image001/010/019 (positions 0, 8, 16 of the 17) and trains on the other 14.
 Missing data raises `fdm.errors.UserError` naming the path and where to get it.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import flax
 import numpy as np
+from absl import logging
 from PIL import Image
 
 from fdm.errors import UserError
@@ -44,6 +47,7 @@ NERF_DATA_URL = ("https://drive.google.com/drive/folders/128yBriW1IG_3NJ5Rp7APST
                  "(NeRF project data: nerf_synthetic, nerf_llff_data)")
 BLENDER_NEAR, BLENDER_FAR = 2.0, 6.0
 HOLDOUT_SPLITS = ("test", "val")
+LLFF_HOLDOUTS = ("name", "position")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -224,9 +228,17 @@ def llff_split_mask(indices: np.ndarray, split: str, llffhold: int) -> np.ndarra
     raise UserError(f"unknown LLFF split {split!r}; use 'train', 'test' (or 'val') or 'all'")
 
 
+def holdout_indices(paths: Sequence[str], holdout: str) -> np.ndarray:
+    """The index each view is held out by: 'name' = `original_indices`, 'position' =
+    the position in sorted order (see the module docstring)."""
+    if holdout not in LLFF_HOLDOUTS:
+        raise UserError(f"data.llff_holdout={holdout!r}; use one of {list(LLFF_HOLDOUTS)}")
+    return original_indices(paths) if holdout == "name" else np.arange(len(paths))
+
+
 def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None,
               llffhold: int = 8, images_dir: str = "images_8", recenter: bool = True,
-              bd_factor: Optional[float] = 0.75) -> SceneData:
+              bd_factor: Optional[float] = 0.75, holdout: str = "name") -> SceneData:
     """A forward-facing LLFF scene (e.g. `.../nerf_llff_data/fern`).
 
     Args:
@@ -235,6 +247,7 @@ def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None
       image_size: see `output_size` (e.g. (378, 504) or 64).
       llffhold: hold-out period (8 standard; 0 holds nothing out).
       recenter, bd_factor: the standard loader's pose normalisation.
+      holdout: 'name' (standard) or 'position' (fallback for partial copies).
     """
     c2w, bounds, hwf = read_poses_bounds(scene_dir)
     paths = llff_image_paths(scene_dir, images_dir)
@@ -242,12 +255,17 @@ def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None
         raise UserError(f"{len(paths)} images in {os.path.join(scene_dir, images_dir)} but "
                         f"{len(c2w)} poses in poses_bounds.npy; they must match one to one")
     c2w, bounds = normalize_llff_poses(c2w, bounds, recenter, bd_factor)
-    keep = llff_split_mask(original_indices(paths), split, llffhold)
+    keep = llff_split_mask(holdout_indices(paths, holdout), split, llffhold)
     if not keep.any():
         raise UserError(f"LLFF split {split!r} of {scene_dir} is empty: its held-out views "
-                        f"(index % {llffhold} == 0) are not in this copy; use split 'train' or "
-                        "'all', or the full download")
+                        f"(index % {llffhold} == 0) are not in this copy; set "
+                        "data.llff_holdout='position' to hold out by position instead, or use "
+                        "the full download")
     paths = [p for p, k in zip(paths, keep) if k]
+    if holdout == "position" and split in HOLDOUT_SPLITS:
+        logging.warning("LLFF: held out %s by position (data.llff_holdout='position'), not "
+                        "by the standard file number %% %d", ", ".join(
+                            os.path.basename(p) for p in paths), llffhold)
     images = _load_images(paths, image_size, False)
     height, width = images.shape[1:3]
     focal = hwf[0, 2] * width / hwf[0, 1]

@@ -37,7 +37,8 @@ paper; train.encoder_learning_rate for the encoder, 2e-5), both decayed
 exponentially to train.lr_final_factor times their initial value.
 
 Config keys: data.{dataset (toy_scene | nerf_synthetic | llff), data_dir,
-image_size, eval_split, seed, num_train, num_val (toy_scene), llffhold (llff)};
+image_size, eval_split, seed, num_train, num_val (toy_scene), llffhold and
+llff_holdout (llff; see `fdm.data.nerf.load_llff`)};
 model.{supervised, autoencoder, camera_head, num_candidates, candidate_layout,
 camera_radius, world_up, cls_weight, num_samples, num_importance,
 num_loss_pixels, lindisp, ndc, encoder.*, nerf.*}; train.{learning_rate,
@@ -87,11 +88,13 @@ def load_scene(config, split: str) -> SceneData:
     size = d.image_size
     size = tuple(int(s) for s in size) if isinstance(size, (tuple, list)) else int(size)
     return _load_scene(name, d.get("data_dir", ""), scene_split, size, d.get("seed", 0),
-                       d.get("num_train", 100), d.get("num_val", 20), d.get("llffhold", 8))
+                       d.get("num_train", 100), d.get("num_val", 20), d.get("llffhold", 8),
+                       d.get("llff_holdout", "name"))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_scene(name, data_dir, split, size, seed, num_train, num_val, llffhold) -> SceneData:
+def _load_scene(name, data_dir, split, size, seed, num_train, num_val, llffhold,
+                llff_holdout) -> SceneData:
     if name == "toy_scene":
         if not isinstance(size, int):
             raise UserError("toy_scene renders square images; set data.image_size to an int")
@@ -101,7 +104,7 @@ def _load_scene(name, data_dir, split, size, seed, num_train, num_val, llffhold)
                         "--config.data.data_dir=DIR")
     if name == "nerf_synthetic":
         return load_nerf_synthetic(data_dir, split, size)
-    return load_llff(data_dir, split, size, llffhold)
+    return load_llff(data_dir, split, size, llffhold, holdout=llff_holdout)
 
 
 def scene_arrays(config, split: str) -> dict[str, np.ndarray]:
