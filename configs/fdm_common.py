@@ -55,6 +55,9 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.train.batch_size = batch_size
     c.train.learning_rate = 1e-4
     c.train.grad_clip = 1.0
+    # Per-subtree schedule knobs (ModelFamily.optimizer); the paper uses neither.
+    c.train.lr_multipliers = ml_collections.ConfigDict({"mask_generator": 1.0})
+    c.train.frozen_steps = ml_collections.ConfigDict({"mask_generator": 0})
     c.train.ema_decay = 0.9999
     c.train.seed = 0
     c.train.log_every = 100
@@ -73,6 +76,8 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.eval.sample_stats = True
     c.eval.metric_weights = ""       # .npz of docs/METRICS.md: adds fid / kid / kid_std
     c.eval.num_fid_samples = 10_000  # generated images scored against all eval images
+    c.eval.segmenter_workdir = ""    # a --baseline=supervised workdir: adds gen_seg_* (Table 2.5)
+    c.eval.num_gen_seg_samples = 64  # generated images whose masks that segmenter scores
 
     # Baselines of Tables 2.1-2.5 (experiments/baselines.py, fdm.baselines).
     c.baselines = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ def get_config():
     c.model.dropout = 0.1
     c.train.learning_rate = 5e-4
     c.train.ema_decay = 0.995
+    c.train.frozen_steps.mask_generator = 400   # as configs/shapes.py: decoder first
     c.train.log_every = 50
     c.train.checkpoint_every = 1000
     c.eval.num_examples = 32

@@ -11,6 +11,8 @@ import optax
 import pytest
 
 from configs import toy_scene
+from fdm.data import make_iterator
+from fdm.data.scenes import load_scene
 from fdm.errors import UserError
 from fdm.models import get_family
 from fdm.models import lifting
@@ -32,7 +34,7 @@ def tiny_config(**model) -> ml_collections.ConfigDict:
 
 
 def first_batch(config) -> dict:
-    return next(lifting.make_scene_iterator(config, "train"))
+    return next(make_iterator(config, "train"))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +202,7 @@ def test_autoencoder_ablation_feeds_the_clean_image(batch):
 
 def test_evaluate_returns_finite_metrics_and_figures(family, trained, tmp_path):
     metrics = family.evaluate(trained["params"],
-                              lifting.make_scene_iterator(family.config, "eval"),
+                              make_iterator(family.config, "eval"),
                               str(tmp_path), jax.random.PRNGKey(0))
     for key in ("psnr", "ssim", "pose_rot_err_deg", "pose_trans_err", "cam_cls_acc",
                 "cam_region_acc"):
@@ -242,7 +244,7 @@ def test_configs_have_the_shared_keys(name):
 def test_fern_config_evaluates_on_views_the_shared_copy_has():
     c = importlib.import_module("configs.llff_fern").get_config()
     c.data.data_dir, c.data.image_size = FERN, (48, 64)
-    held_out, train = lifting.load_scene(c, "eval"), lifting.load_scene(c, "train")
+    held_out, train = load_scene(c.data, "eval"), load_scene(c.data, "train")
     assert len(held_out.images) == 3 and len(train.images) == 14
 
 

@@ -191,3 +191,19 @@ def test_toy_scene_volume_render_reproduces_analytic_images():
 def test_toy_scene_bad_split():
     with pytest.raises(UserError, match="split"):
         toy_scene.load_toy_scene("test")
+
+
+def test_scene_datasets_are_registered_for_the_command_line(tmp_path):
+    """`fdm.data.load_split_arrays` serves the scenes (what `experiments.main` reads)."""
+    from configs import toy_scene
+    from fdm.data import load_split_arrays
+    from fdm.errors import UserError
+    c = toy_scene.get_config("tiny")
+    train, held_out = load_split_arrays(c, "train"), load_split_arrays(c, "eval")
+    assert train["image"].shape == (c.data.num_train, 16, 16, 3)
+    assert train["image"].dtype == np.uint8 and train["c2w"].shape == (c.data.num_train, 4, 4)
+    assert held_out["image"].shape[0] == c.data.num_val
+    assert not np.allclose(train["c2w"][:len(held_out["c2w"])], held_out["c2w"])
+    c.data.dataset, c.data.data_dir = "nerf_synthetic", str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="nowhere"):
+        load_split_arrays(c, "train")

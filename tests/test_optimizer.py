@@ -50,3 +50,14 @@ def test_multiplier_matches_a_separately_built_adam():
 def test_unknown_subtree_is_a_one_line_error():
     with pytest.raises(UserError, match="mask_gen.*mask_generator"):
         _optimizer(lr_multipliers={"mask_gen": 0.1}).init(PARAMS)
+
+
+def test_frozen_steps_hold_the_subtree_then_release_it():
+    opt = _optimizer(frozen_steps={"mask_generator": 2})
+    state, params, moved = opt.init(PARAMS), PARAMS, []
+    for _ in range(3):
+        updates, state = opt.update(GRADS, state, params)
+        params = optax.apply_updates(params, updates)
+        moved.append((float(updates["encoder"]["w"][0]), float(updates["mask_generator"]["w"][0])))
+    assert [m for _, m in moved[:2]] == [0.0, 0.0] and moved[2][1] < 0
+    assert all(e < 0 for e, _ in moved)

@@ -18,6 +18,8 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "pixel_imagenet": Pixel-ImageNet masks, <= 20 images per class (`fdm.data.pixel_imagenet`).
   "voc2012":        PASCAL VOC 2012, zero-shot per-class examples (`fdm.data.voc`).
   "davis2017":      DAVIS-2017 480p frames + object masks (`fdm.data.davis`).
+  "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
+                    [N, 4, 4]) for NeRF lifting (`fdm.data.scenes`); no flips.
 Every module documents its on-disk layout; a missing file ends in a one-line
 UserError naming the path, where to get it and the config key to set.
 
@@ -42,7 +44,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fdm.data import (celebamask, cub, davis, ffhq, flowers, folder, imagenet64, pipeline,
-                      pixel_imagenet, shapes, voc)
+                      pixel_imagenet, scenes, shapes, voc)
 from fdm.errors import UserError
 
 SPLITS = ("train", "eval")
@@ -106,6 +108,12 @@ DATASETS: dict[str, Dataset] = {
                                                         max_per_class=20, seed=0)),
     "voc2012": Dataset(voc.load),
     "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
+    "toy_scene": Dataset(scenes.registry_loader("toy_scene"),
+                         dict(eval_split="val", num_train=100, num_val=20, seed=0),
+                         uses_data_dir=False),
+    "nerf_synthetic": Dataset(scenes.registry_loader("nerf_synthetic"), dict(eval_split="val")),
+    "llff": Dataset(scenes.registry_loader("llff"),
+                    dict(eval_split="test", llffhold=8, llff_holdout="name")),
 }
 
 
@@ -140,7 +148,8 @@ def load_split_arrays(config, split: str) -> dict[str, np.ndarray]:
     name, root = source(config.data, split)
     options = tuple((k, _option(config.data, k, default))
                     for k, default in DATASETS[name].options.items())
-    return _load(name, root, config.data.image_size, split, options)
+    size = config.data.image_size
+    return _load(name, root, tuple(size) if isinstance(size, list) else size, split, options)
 
 
 def source(d, split: str) -> tuple[str, folder.DataDir | None]:

@@ -60,15 +60,18 @@ class ModelFamily(abc.ABC):
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at `train.learning_rate`, with optional global-norm clipping.
 
-        `train.lr_multipliers` (name -> factor) scales the learning rate of the
-        top-level parameter subtrees with those names (e.g. {'mask_generator':
-        0.1}); the others train at the base rate. Empty: one Adam.
+        Per top-level parameter subtree (e.g. 'mask_generator'):
+        `train.lr_multipliers` (name -> factor) scales its learning rate and
+        `train.frozen_steps` (name -> n) holds it at 0 for the first n steps
+        (Adam's moments still accumulate). Subtrees not named train at the base
+        rate; with neither key set this is one plain Adam.
         """
         tc = self.config.train
         chain = []
         if tc.get("grad_clip", 0.0):
             chain.append(optax.clip_by_global_norm(tc.grad_clip))
-        chain.append(_scaled_adam(tc.learning_rate, dict(tc.get("lr_multipliers", {}))))
+        chain.append(_subtree_adam(tc.learning_rate, dict(tc.get("lr_multipliers", {})),
+                                   dict(tc.get("frozen_steps", {}))))
         return optax.chain(*chain)
 
     # ---- modes other than train (host-side, use EMA params) ------------
@@ -96,18 +99,30 @@ class ModelFamily(abc.ABC):
         return {}
 
 
-def _scaled_adam(learning_rate: float, multipliers: dict) -> optax.GradientTransformation:
-    """Adam whose step is scaled by multipliers[k] on the top-level subtree k."""
-    if not multipliers:
+def _subtree_adam(learning_rate: float, multipliers: dict,
+                  frozen_steps: dict) -> optax.GradientTransformation:
+    """Adam with a learning-rate schedule per named top-level subtree (see optimizer)."""
+    named = ({k for k, f in multipliers.items() if float(f) != 1.0}
+             | {k for k, n in frozen_steps.items() if int(n) > 0})
+    if not named:
         return optax.adam(learning_rate)
-    txs = {k: optax.adam(learning_rate * float(f)) for k, f in multipliers.items()}
+    txs = {k: optax.adam(_subtree_schedule(learning_rate * float(multipliers.get(k, 1.0)),
+                                           int(frozen_steps.get(k, 0)))) for k in named}
     txs["_base"] = optax.adam(learning_rate)
 
     def labels(params):
-        unknown = sorted(set(multipliers) - set(params))
+        unknown = sorted(named - set(params))
         if unknown:
-            raise UserError(f"train.lr_multipliers names {unknown}, which are not parameter "
-                            f"subtrees; use some of {sorted(params)}")
-        return {k: jax.tree_util.tree_map(lambda _: k if k in multipliers else "_base", v)
+            raise UserError(f"train.lr_multipliers / train.frozen_steps name {unknown}, which "
+                            f"are not parameter subtrees; use some of {sorted(params)}")
+        return {k: jax.tree_util.tree_map(lambda _: k if k in named else "_base", v)
                 for k, v in params.items()}
     return optax.multi_transform(txs, labels)
+
+
+def _subtree_schedule(learning_rate: float, frozen: int):
+    """learning_rate, or 0 for the first `frozen` steps and learning_rate after."""
+    if frozen <= 0:
+        return learning_rate
+    return optax.join_schedules([optax.constant_schedule(0.0),
+                                 optax.constant_schedule(learning_rate)], [frozen])

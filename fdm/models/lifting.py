@@ -25,8 +25,8 @@ t = 0; the ablation of Fig. 3.10); `supervised=True` is the NeRF baseline of
 Table 3.1: no encoder, cameras from batch['c2w'], optional hierarchical
 sampling (num_importance > 0; coarse and fine losses summed, one field).
 
-Batches (`make_scene_iterator`, or `fdm.data.make_iterator` once the scene
-datasets are registered there): 'image' float32 [B, H, W, 3] in [-1, 1],
+Batches (`fdm.data.make_iterator`; scene datasets in `fdm.data.scenes`):
+'image' float32 [B, H, W, 3] in [-1, 1],
 'c2w' float32 [B, 4, 4] (ground truth, used only by evaluation and the
 supervised baseline), 'index' int32 [B] (view index in its split), and
 'valid' bool [B] in evaluation batches.
@@ -47,7 +47,6 @@ batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg}.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, Iterator
 
@@ -60,8 +59,9 @@ import optax
 
 from fdm import viz
 from fdm.data import pipeline
-from fdm.data.nerf import SceneData, load_llff, load_nerf_synthetic
-from fdm.data.toy_scene import load_toy_scene
+from fdm.data import load_split_arrays
+from fdm.data.nerf import SceneData
+from fdm.data.scenes import load_scene
 from fdm.diffusion import DiffusionSchedule, ancestral_sample, q_sample
 from fdm.errors import UserError
 from fdm.models.base import LossOutput, ModelFamily
@@ -69,66 +69,8 @@ from fdm.nerf import cameras, figures, rays as rays_lib, render as render_lib
 from fdm.nerf.field import NeRFMLP
 from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder
 
-SCENE_DATASETS = ("toy_scene", "nerf_synthetic", "llff")
 LAYOUTS = ("octant", "quadrant")
 NUM_SUMMARY_VIEWS = 4
-
-
-# ============================================================================ data
-
-
-def load_scene(config, split: str) -> SceneData:
-    """The scene split as SceneData; split 'train', or 'eval' (= data.eval_split)."""
-    d = config.data
-    name = d.get("dataset", "toy_scene")
-    if name not in SCENE_DATASETS:
-        raise UserError(f"data.dataset={name!r} is not a NeRF scene; use one of "
-                        f"{list(SCENE_DATASETS)}")
-    scene_split = d.get("eval_split", "val") if split == "eval" else split
-    size = d.image_size
-    size = tuple(int(s) for s in size) if isinstance(size, (tuple, list)) else int(size)
-    return _load_scene(name, d.get("data_dir", ""), scene_split, size, d.get("seed", 0),
-                       d.get("num_train", 100), d.get("num_val", 20), d.get("llffhold", 8),
-                       d.get("llff_holdout", "name"))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_scene(name, data_dir, split, size, seed, num_train, num_val, llffhold,
-                llff_holdout) -> SceneData:
-    if name == "toy_scene":
-        if not isinstance(size, int):
-            raise UserError("toy_scene renders square images; set data.image_size to an int")
-        return load_toy_scene(split, seed, size, num_train, num_val)
-    if not data_dir:
-        raise UserError(f"data.dataset={name!r} needs data.data_dir (the scene folder); pass "
-                        "--config.data.data_dir=DIR")
-    if name == "nerf_synthetic":
-        return load_nerf_synthetic(data_dir, split, size)
-    return load_llff(data_dir, split, size, llffhold, holdout=llff_holdout)
-
-
-def scene_arrays(config, split: str) -> dict[str, np.ndarray]:
-    """Arrays for `fdm.data.pipeline`: 'image' uint8 [N,H,W,3], 'c2w' float32 [N,4,4],
-    'index' int32 [N] (read-only)."""
-    scene = load_scene(config, split)
-    arrays = {"image": np.round(scene.images * 255.0).astype(np.uint8),
-              "c2w": np.asarray(scene.c2w, np.float32),
-              "index": np.arange(len(scene.images), dtype=np.int32)}
-    for v in arrays.values():
-        v.setflags(write=False)
-    return arrays
-
-
-def make_scene_iterator(config, split: str, process_index: int = 0, process_count: int = 1,
-                        start_step: int = 0, batch_size: int | None = None) -> Iterator[dict]:
-    """`fdm.data.make_iterator` for the scene datasets (same contract; no flips)."""
-    arrays = scene_arrays(config, split)
-    if split == "train":
-        return pipeline.train_batches(arrays, batch_size or config.train.batch_size,
-                                      config.data.get("seed", 0), process_index, process_count,
-                                      start_step)
-    size = batch_size or config.eval.get("batch_size", config.train.batch_size)
-    return pipeline.eval_batches(arrays, size, process_index, process_count)
 
 
 # ======================================================================= rendering
@@ -259,7 +201,7 @@ class LiftingFamily(ModelFamily):
         m = config.model
         self.supervised = bool(m.get("supervised", False))
         self.autoencoder = bool(m.get("autoencoder", False))
-        scene = load_scene(config, "train")
+        scene = load_scene(config.data, "train")
         _check_image_size(config, scene)
         self.forward_facing = scene.forward_facing
         self.settings = _render_settings(config, scene)
@@ -477,7 +419,7 @@ class LiftingFamily(ModelFamily):
             rs = self.settings
             return np.asarray(cameras.spiral_path(jnp.asarray(c2w), rs.near, 5.0 * rs.far, frames))
         if self.supervised:
-            radius = float(np.mean(np.linalg.norm(load_scene(self.config, "train").c2w[:, :3, 3],
+            radius = float(np.mean(np.linalg.norm(load_scene(self.config.data, "train").c2w[:, :3, 3],
                                                   axis=-1)))
         else:
             radius = float(m.camera_radius)
@@ -486,7 +428,7 @@ class LiftingFamily(ModelFamily):
 
     def _train_cameras(self, params, rng) -> np.ndarray:
         """c2w [N, 4, 4] of the training views: true (supervised) or predicted."""
-        arrays = scene_arrays(self.config, "train")
+        arrays = load_split_arrays(self.config, "train")
         if self.encoder is None:
             return np.asarray(arrays["c2w"])
         batches = pipeline.eval_batches(arrays, int(self.config.eval.get("batch_size", 8)))
