@@ -5,16 +5,18 @@
       [--config.baselines.key=value ...]
 
 Writes DIR/results.json (keys of `--mode=evaluate`: seg_acc, seg_iou, seg_dice on
-the test split, all_seg_* on the whole eval split; see fdm/baselines/common.py).
+the test split, all_seg_* on the whole eval split; see fdm/baselines/common.py);
+`--baseline=supervised` also writes DIR/segmenter.npz, which an FDM's
+`--mode=evaluate --config.eval.segmenter_workdir=DIR` uses to score the masks of
+generated images (gen_seg_*, Table 2.5 bottom).
 `--baseline=kmeans` (DatasetDDPM-unsup) clusters the decoder features of a DDPM
 trained first with `python -m experiments.main --config=configs/ddpm_horse.py
 --workdir=DDPM_DIR` (any model.family="ddpm" run at the same data.image_size).
-Thin: flags and one-line errors are those of experiments/main.py (its --mode,
---input and distributed flags are not used here).
+Thin: one-line errors (exit code 2) as experiments/main.py, via experiments/cli.py.
 """
 from absl import app, flags
 
-from experiments import main as cli
+from experiments import cli  # first: defines --config/--workdir, quiets TF's banner
 from fdm.baselines import BASELINES, run_baseline
 from fdm.errors import UserError
 
@@ -24,17 +26,14 @@ _DDPM_WORKDIR = flags.DEFINE_string(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli._fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    cli.reject_positional(argv)
     try:
         if not _BASELINE.value:
             raise UserError(f"missing --baseline; pass one of {', '.join(BASELINES)}")
-        if not cli._WORKDIR.value:
-            raise UserError("missing --workdir; pass --workdir=DIR (created if needed)")
-        results = run_baseline(_BASELINE.value, cli._load_config(), cli._WORKDIR.value,
-                               _DDPM_WORKDIR.value)
+        workdir = cli.workdir()
+        results = run_baseline(_BASELINE.value, cli.load_config(), workdir, _DDPM_WORKDIR.value)
     except UserError as e:
-        cli._fail(str(e), 2)
+        cli.fail(str(e), 2)
     print({k: v for k, v in results.items() if k.startswith(("seg_", "all_seg_", "wall"))})
 
 

@@ -171,12 +171,16 @@ def test_run_kmeans_scores_clusters_with_the_fdm_mapping(ddpm):
 
 # --- supervised U-Net -----------------------------------------------------------------------
 
-def test_generated_mask_agreement_maps_regions_globally():
-    config = small_config()
-    net = supervised.build_net(config, 2)
+def random_segmenter(num_classes: int = 2) -> supervised.Segmenter:
+    """The small config's segmenter net with random parameters, for S x S images."""
+    net = supervised.build_net(small_config(), num_classes)
     shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, S, S, 3)),
                             jnp.zeros((1,), jnp.int32))["params"]
-    segmenter = supervised.Segmenter(net, random_like(shapes))
+    return supervised.Segmenter(net, random_like(shapes), S)
+
+
+def test_generated_mask_agreement_maps_regions_globally():
+    segmenter = random_segmenter()
     images = disk_images(3)[0]
     reference = supervised.predict(segmenter, images, batch_size=2)
     assert reference.shape == (3, S, S) and 0 < reference.mean() < 1
@@ -187,15 +191,35 @@ def test_generated_mask_agreement_maps_regions_globally():
         supervised.predict(segmenter, images.astype(np.float32))
 
 
+def test_saved_segmenter_predicts_the_same(tmp_path):
+    segmenter = random_segmenter(num_classes=3)
+    path = supervised.save_segmenter(segmenter, str(tmp_path))
+    loaded = supervised.load_segmenter(str(tmp_path))
+    assert path == str(tmp_path / supervised.SEGMENTER_FILE)
+    assert loaded.net == segmenter.net and loaded.image_size == S
+    images = disk_images(3)[0]
+    np.testing.assert_array_equal(supervised.predict(loaded, images, batch_size=2),
+                                  supervised.predict(segmenter, images, batch_size=2))
+
+
+def test_missing_segmenter_is_one_line_error(tmp_path):
+    with pytest.raises(UserError) as error:
+        supervised.load_segmenter(str(tmp_path / "none"))
+    message = str(error.value)
+    assert "\n" not in message and "--baseline=supervised" in message
+    assert str(tmp_path / "none" / supervised.SEGMENTER_FILE) in message
+
+
 @pytest.mark.slow
-def test_supervised_segmenter_learns_disks():
+def test_supervised_segmenter_learns_disks(tmp_path):
     images, masks = disk_images(40, seed=1)
     config = small_config(supervised_steps=150, supervised_batch_size=8,
                           supervised_learning_rate=3e-3)
     data = common.BaselineData(common.LabelledImages(images[:32], masks[:32]),
                                common.LabelledImages(images, masks), np.arange(32, 40))
-    out = supervised.run_supervised(config, data)
+    out = supervised.run_supervised(config, data, str(tmp_path))
     assert out["seg_iou"] > 80, out                     # held-out disks
+    assert os.path.isfile(tmp_path / supervised.SEGMENTER_FILE)
     assert out["seg_iou"] > out["baseline_centre_iou"] + 10
 
 

@@ -80,6 +80,35 @@ def test_evaluate_reports_segmentation_with_mapping(tmp_path, family_and_params)
     assert os.path.exists(tmp_path / "segment" / "eval_overlays.png")
 
 
+def test_evaluate_scores_generated_masks_with_a_saved_segmenter(tmp_path, monkeypatch,
+                                                               family_and_params):
+    from fdm.baselines import common, supervised
+    from fdm.data import make_iterator
+    family, params = family_and_params
+    seg_config = tiny_config(ch_mult=(1,))      # its own (smaller) U-Net: compiles faster
+    seg_config.baselines = dict(supervised_steps=2, supervised_batch_size=2,
+                                supervised_learning_rate=1e-3)
+    images = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    masks = (images.mean(-1) > 128).astype(np.int32)
+    segmenter = supervised.train_segmenter(seg_config, common.LabelledImages(images, masks))
+    supervised.save_segmenter(segmenter, str(tmp_path / "supervised"))
+    config = tiny_config()
+    config.eval.update(segmenter_workdir=str(tmp_path / "supervised"), num_gen_seg_samples=5,
+                       sample_stats=True)
+    monkeypatch.setattr(family, "config", config)  # the fixture's compiled functions
+    generate, calls = family.generate, []
+    monkeypatch.setattr(family, "generate",
+                        lambda p, num, *a, **k: calls.append(num) or generate(p, num, *a, **k))
+    metrics = family.evaluate(params, make_iterator(config, "eval"), str(tmp_path / "run"),
+                              jax.random.PRNGKey(4))
+    for key in ("gen_seg_acc", "gen_seg_iou", "gen_seg_dice", "sample_mean_err", "seg_iou"):
+        assert np.isfinite(metrics[key]), key
+    assert calls == [5]                          # one sampling run serves all sample metrics
+    config.eval.segmenter_workdir = str(tmp_path / "none")
+    with pytest.raises(UserError, match="--baseline=supervised"):
+        family.evaluate(params, iter([]), str(tmp_path), jax.random.PRNGKey(4))
+
+
 def test_sample_writes_images_masks_and_trajectory(tmp_path, family_and_params):
     family, params = family_and_params
     family.sample(params, str(tmp_path), jax.random.PRNGKey(5))

@@ -4,7 +4,8 @@
               needs a DDPM workdir (`--ddpm_workdir`, trained with a model.family="ddpm"
               config such as configs/ddpm_horse.py) - Tables 2.3/2.4
   supervised  U-Net trained with cross-entropy on image/mask pairs (`supervised`)
-              - Tables 2.3-2.5
+              - Tables 2.3-2.5; also saves workdir/segmenter.npz, the judge of
+              generated masks (FDM `--mode=evaluate` with eval.segmenter_workdir)
   grabcut     OpenCV GrabCut from a centred rectangle (`grabcut`) - Tables 2.1/2.2
 
 `run_baseline` writes `workdir/results.json` with the FDM evaluation's keys
@@ -26,8 +27,9 @@ BASELINES = ("kmeans", "supervised", "grabcut")
 RESULTS_FILE = "results.json"
 
 
-def _compute(name: str, config, data, ddpm_workdir: str | None) -> tuple[dict, int]:
-    """(metrics, step) of one baseline."""
+def _compute(name: str, config, data, workdir: str,
+             ddpm_workdir: str | None) -> tuple[dict, int]:
+    """(metrics, step) of one baseline (the supervised one also saves its net in workdir)."""
     if name == "kmeans":
         import fdm
         from fdm.baselines.kmeans import run_kmeans
@@ -35,7 +37,8 @@ def _compute(name: str, config, data, ddpm_workdir: str | None) -> tuple[dict, i
         return run_kmeans(config, data, ddpm.family, ddpm.params, config.train.seed), ddpm.step
     if name == "supervised":
         from fdm.baselines.supervised import run_supervised
-        return run_supervised(config, data, config.train.seed), config.baselines.supervised_steps
+        steps = config.baselines.supervised_steps
+        return run_supervised(config, data, workdir, config.train.seed), steps
     from fdm.baselines.grabcut import run_grabcut
     return run_grabcut(config, data, config.train.seed), 0
 
@@ -52,7 +55,7 @@ def run_baseline(name: str, config, workdir: str, ddpm_workdir: str | None = Non
         raise UserError(f"config {config.name!r} has no baselines section; use a config "
                         "built with configs/fdm_common.py (e.g. configs/weizmann_horse.py)")
     start = time.time()
-    metrics, step = _compute(name, config, load_baseline_data(config), ddpm_workdir)
+    metrics, step = _compute(name, config, load_baseline_data(config), workdir, ddpm_workdir)
     results = {k: np.asarray(v).item() for k, v in metrics.items()}
     results.update(baseline=name, config=config.name, step=int(step),
                    wall_s=round(time.time() - start, 1))

@@ -8,6 +8,9 @@ Training: softmax cross-entropy per pixel, Adam at `baselines.supervised_learnin
 `baselines.supervised_steps` steps of `baselines.supervised_batch_size` images drawn
 (seeded) from the train images, random horizontal flips; dropout as config.model.
 Prediction: argmax over the C logits -> int32 [N, S, S] in the masks' classes.
+Saved by `run_supervised` as `<workdir>/segmenter.npz` (`save_segmenter`): arrays
+"params/<module path>", the U-Net's sizes "net/<field>" (net/out_ch = C) and
+"image_size" S; `load_segmenter(workdir)` rebuilds it.
 
 Generated images (Table 2.5 bottom): the segmenter's prediction on a generated image
 is the reference; the generator's own K-region mask is scored against it with the
@@ -16,6 +19,7 @@ global region mapping of the FDM evaluation (`generated_mask_agreement`).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax
@@ -25,18 +29,24 @@ import numpy as np
 import optax
 from absl import logging
 
+from fdm import viz
 from fdm.baselines.common import (BaselineData, LabelledImages, class_scores, region_scores,
                                  split_results, unit_range_batches)
-from fdm.nn.unet import UNet
+from fdm.errors import UserError
+from fdm.metrics.weights import flatten, unflatten
+from fdm.nn.unet import UNet, unet_kwargs_from_config
 
 LOG_EVERY = 100
+SEGMENTER_FILE = "segmenter.npz"
 
 
 @flax.struct.dataclass
 class Segmenter:
-    """A trained segmenter: the U-Net (static) and its parameters."""
+    """A trained segmenter: the U-Net (static), its parameters and the side S of the
+    square images it was trained on (static)."""
     net: UNet = flax.struct.field(pytree_node=False)
     params: Any
+    image_size: int = flax.struct.field(pytree_node=False)
 
 
 def build_net(config, num_classes: int) -> UNet:
@@ -88,7 +98,29 @@ def train_segmenter(config, train: LabelledImages, seed: int = 0) -> Segmenter:
                                               jax.random.fold_in(key, step))
         if step % LOG_EVERY == 0:
             logging.info("supervised segmenter step %d: cross-entropy %.4f", step, float(loss))
-    return Segmenter(net, params)
+    return Segmenter(net, params, int(train.images.shape[1]))
+
+
+def save_segmenter(segmenter: Segmenter, workdir: str) -> str:
+    """Writes `workdir/segmenter.npz` (module doc); returns its path."""
+    tree = {"params": segmenter.params, "net": unet_kwargs_from_config(segmenter.net),
+            "image_size": segmenter.image_size}
+    path = os.path.join(workdir, SEGMENTER_FILE)
+    viz.save_npz(path, **{k: np.asarray(v) for k, v in flatten(tree).items()})
+    return path
+
+
+def load_segmenter(workdir: str) -> Segmenter:
+    """The segmenter `run_supervised` saved in `workdir`; UserError when there is none."""
+    path = os.path.join(workdir, SEGMENTER_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"no trained segmenter at {path}; make it with `python -m "
+                        f"experiments.baselines --baseline=supervised --config=configs/NAME.py "
+                        f"--workdir={workdir}` (a config with the same data)")
+    with np.load(path) as arrays:
+        tree = unflatten({k: arrays[k] for k in arrays.files})
+    net = UNet.from_config({k: v.tolist() for k, v in tree["net"].items()})
+    return Segmenter(net, jax.tree.map(jnp.asarray, tree["params"]), int(tree["image_size"]))
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -115,8 +147,10 @@ def generated_mask_agreement(segmenter: Segmenter, images: np.ndarray, regions: 
     return {f"gen_{k}": v for k, v in scores.items()}
 
 
-def run_supervised(config, data: BaselineData, seed: int = 0) -> dict:
-    """Trains on the train images, predicts the evaluation set, scores it (no remapping)."""
+def run_supervised(config, data: BaselineData, workdir: str, seed: int = 0) -> dict:
+    """Trains on the train images, saves the segmenter in `workdir` (for Table 2.5's
+    `eval.segmenter_workdir`), predicts the evaluation set, scores it (no remapping)."""
     segmenter = train_segmenter(config, data.train, seed)
+    save_segmenter(segmenter, workdir)
     pred = predict(segmenter, data.evaluation.images, int(config.eval.get("batch_size", 64)))
     return split_results(pred, data, class_scores)

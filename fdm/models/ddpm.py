@@ -125,6 +125,12 @@ class DDPMFamily(ModelFamily):
         (`sample_stats`) against the eval images unless eval.sample_stats is False, and
         fid / kid / kid_std of eval.num_fid_samples samples vs all eval images when
         eval.metric_weights names the Inception weights (docs/METRICS.md)."""
+        return self._evaluate_with_samples(params, batches, rng)[0]
+
+    def _evaluate_with_samples(self, params, batches, rng,
+                               num_samples: int = 0) -> tuple[dict, SampleOutput | None]:
+        """(the metrics of `evaluate`, the SampleOutput they were computed on, with at least
+        `num_samples` samples for a subclass's own metrics; None when nothing sampled)."""
         from fdm.data import make_iterator
         e = self.config.eval
         inception = (load_metric_variables(e.metric_weights, "inception")
@@ -137,15 +143,17 @@ class DDPMFamily(ModelFamily):
         metrics = {"eval_loss": eval_loss, "train_loss": train_loss}
         num_stats = len(eval_images) if e.get("sample_stats", True) else 0
         num_fid = int(e.get("num_fid_samples", 0)) if inception else 0
-        if num_stats or num_fid:  # batch i of samples depends on i only: one run serves both
-            samples = self.generate(params, max(num_stats, num_fid),
-                                    jax.random.fold_in(rng, 1)).x0
-            if num_stats:
-                metrics.update(sample_stats(samples[:num_stats], eval_images))
-            if num_fid:
-                real = (to_host(b["image"])[_valid_rows(b)] for b in batches)
-                metrics.update(fid_kid(real, samples[:num_fid], inception, self._batch_size()))
-        return metrics
+        num = max(num_stats, num_fid, num_samples)
+        if not num:
+            return metrics, None
+        # Batch i of samples depends on i only: one run serves every sample metric.
+        out = self.generate(params, num, jax.random.fold_in(rng, 1))
+        if num_stats:
+            metrics.update(sample_stats(out.x0[:num_stats], eval_images))
+        if num_fid:
+            real = (to_host(b["image"])[_valid_rows(b)] for b in batches)
+            metrics.update(fid_kid(real, out.x0[:num_fid], inception, self._batch_size()))
+        return metrics, out
 
     def _mean_loss(self, params, batches, num: int, rng):
         """(mean loss over the first `num` valid examples of `batches`, their images [n,H,W,C])."""

@@ -14,7 +14,10 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
     recorded every eval.record_every steps for the refinement strip (Fig. 2.10).
   * Evaluation: fg/bg Acc / IoU / DICE with one global K→{fg, bg} mapping and
     mIoU with Hungarian matching (`fdm.metrics.segmentation`), next to the
-    all-foreground and centre-prior baselines.
+    all-foreground and centre-prior baselines. With eval.segmenter_workdir (a
+    `--baseline=supervised` workdir, experiments/baselines.py) also gen_seg_*
+    (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
+    scored against the supervised segmenter's prediction on those images.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdm import viz
+from fdm.baselines.supervised import generated_mask_agreement, load_segmenter
 from fdm.diffusion import q_sample
 from fdm.errors import UserError
 from fdm.metrics import segmentation as seg_metrics
@@ -103,9 +107,15 @@ class FDMFamily(DDPMFamily):
 
     # ---- evaluation -----------------------------------------------------
     def evaluate(self, params, batches, workdir, rng):
-        """DDPM metrics plus segmentation metrics on every eval image that has a mask."""
+        """DDPM metrics plus segmentation metrics on every eval image that has a mask, and
+        gen_seg_* of generated images when eval.segmenter_workdir is set (module doc)."""
         batches = list(batches)
-        metrics = super().evaluate(params, iter(batches), workdir, rng)
+        segmenter, num_gen = self._eval_segmenter()  # a missing file fails before any work
+        metrics, samples = self._evaluate_with_samples(params, iter(batches), rng, num_gen)
+        if segmenter is not None:
+            metrics.update(generated_mask_agreement(
+                segmenter, viz.to_uint8(samples.x0[:num_gen]),
+                samples.aux["masks"][:num_gen].argmax(-1), self.num_masks))
         images, targets = _valid_images_and_masks(batches)
         if targets is None:
             return metrics
@@ -115,6 +125,23 @@ class FDMFamily(DDPMFamily):
         write_segmentation_figure(os.path.join(workdir, "segment", "eval_overlays.png"),
                                   images, targets, pred, masks)
         return metrics
+
+    def _eval_segmenter(self):
+        """(the supervised segmenter of eval.segmenter_workdir, eval.num_gen_seg_samples),
+        or (None, 0) when unset; UserError for a segmenter trained at another image size."""
+        e = self.config.eval
+        workdir, num = e.get("segmenter_workdir", ""), int(e.get("num_gen_seg_samples", 64))
+        if not workdir:
+            return None, 0
+        if num <= 0:
+            raise UserError(f"eval.num_gen_seg_samples={num} must be > 0 when "
+                            "eval.segmenter_workdir is set; e.g. 64")
+        segmenter = load_segmenter(workdir)
+        if segmenter.image_size != self.config.data.image_size:
+            raise UserError(f"the segmenter in {workdir} was trained on {segmenter.image_size}px "
+                            f"images, data.image_size is {self.config.data.image_size}; train it "
+                            "with this config (experiments/baselines.py --baseline=supervised)")
+        return segmenter, num
 
     # ---- generation -----------------------------------------------------
     def sample(self, params, workdir, rng):
