@@ -14,7 +14,7 @@ PAPER_CONFIGS = {"flowers": "flowers102", "flowers128": "flowers102", "cub": "cu
 def test_registry_names():
     assert set(data.DATASETS) == {"shapes", "folder", "cifar10", "flowers102", "cub", "ffhq",
                                   "celebamask_hq", "imagenet64", "pixel_imagenet", "voc2012",
-                                  "davis2017"}
+                                  "davis2017", "toy_scene", "nerf_synthetic", "llff"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
