@@ -79,8 +79,7 @@ def print_table(runners, timings):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.cores:
-        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    unet_step.pin_cores(args.cores)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fdm.nn  # noqa: F401  (first: may add the XLA:CPU conv flag before jax starts)
     cfg = dict(unet_step.CONFIGS[args.config])

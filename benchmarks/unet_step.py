@@ -174,10 +174,15 @@ def machine_line():
             f"load(1m) {load:.2f}")
 
 
+def pin_cores(num_cores: int) -> None:
+    """Pins this process (and the threads it starts later) to the first N cores; 0: all."""
+    if num_cores:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:num_cores]))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.cores:
-        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    pin_cores(args.cores)
     if args.xla_flags:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     if args.no_workaround:
