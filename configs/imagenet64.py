@@ -7,8 +7,9 @@ Data: downsampled ImageNet 64x64 npz batches under PATH with labels in the stand
 class order via data.synsets_file (a map_clsloc.txt; `fdm.data.imagenet64`).
 Evaluation: Pixel-ImageNet masks, <= 20 images per class (data.eval_dataset=
 "pixel_imagenet", `fdm.data.pixel_imagenet`). Zero-shot VOC 2012 (Table 2.7):
---config.data.eval_dataset=voc2012 --config.data.eval_data_dir=VOCdevkit/VOC2012
-(`fdm.data.voc`); DAVIS-2017: --config.data.eval_dataset=davis2017
+--mode=evaluate --config.name=imagenet64_voc --config.data.eval_dataset=voc2012
+--config.data.eval_data_dir=VOCdevkit/VOC2012 (`fdm.data.voc`; per-class
+seg_{acc,iou,miou}_voc{c}, read by experiments/tables.py); DAVIS-2017: --config.data.eval_dataset=davis2017
 --config.data.eval_data_dir=DAVIS --config.data.davis_label=K (`fdm.data.davis`).
 """
 from configs.fdm_common import fdm_config

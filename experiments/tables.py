@@ -14,7 +14,9 @@ title) and "here" per metric; "—" marks a missing run or a number the paper la
 
 Dataset names: Tables 2.1/2.2 `flowers`, `cub` (64x64; the 128x128 configs fill
 Table 2.5 only); Table 2.3 `celebamask` (an FFHQ-trained FDM evaluated on CelebAMask-HQ
-under that config name); Table 2.4 `imagenet64`; Table 3.1 the NeRF configs
+under that config name); Table 2.4 `imagenet64`; Table 2.7 `imagenet64_voc` (the
+ImageNet FDM evaluated with --config.name=imagenet64_voc
+--config.data.eval_dataset=voc2012, keys seg_{acc,miou}_voc{c}); Table 3.1 the NeRF configs
 `llff_<scene>`, `shapenet_car`, `lego`, `drums`. Keys read: seg_acc, seg_iou,
 seg_dice (fg/bg); seg_acc_matched, seg_miou (multi-class); fid; gen_seg_acc
 (generated masks vs the supervised segmenter); psnr, ssim, lpips,
@@ -73,6 +75,22 @@ GENERATION_ROWS = (
     ("Acc. DDPM", "ddpm", "gen_seg_acc", (80.5, 82.9, 84.2, 83.7, 84.2, 84.2, 71.2)),
     ("Acc. Ours (FDM)", "fdm", "gen_seg_acc", (92.3, 92.7, 91.4, 91.2, 90.3, 90.7, 84.1)))
 # Table 3.1: scene -> (dataset, PSNR, SSIM, LPIPS), each (Supervised, NeRF--, Ours).
+# Table 2.7: VOC class -> (ImageNet class, VOC-val images, Acc., mIoU) of the paper
+# (fractions there, percent here); zero-shot from the ImageNet FDM.
+VOC_PAPER = (
+    ("aeroplane", "895:warplane", 136, 82, 57), ("bicycle", "671:mountain-bike", 108, 79, 47),
+    ("bird", "94:hummingbird", 168, 83, 58), ("boat", "814:speedboat", 115, 81, 51),
+    ("bottle", "907:wine-bottle", 133, 76, 47), ("bus", "779:school-bus", 114, 73, 54),
+    ("car", "817:sports-car", 191, 74, 48), ("cat", "281:tabby", 206, 82, 66),
+    ("chair", "765:rocking-chair", 175, 75, 64), ("cow", "346:water-buffalo", 102, 82, 45),
+    ("diningtable", "532:dining-table", 89, 69, 62), ("dog", "153:maltese-dog", 204, 82, 67),
+    ("horse", "603:horsecart", 104, 84, 53), ("motorbike", "670:motorscooter", 117, 76, 52),
+    ("person", "981:ballplayer", 584, 77, 46), ("potted plant", "883:vase", 116, 74, 46),
+    ("sheep", "348:ram", 89, 84, 64), ("sofa", "831:studio-couch", 109, 73, 51),
+    ("train", "466:bullet-train", 126, 76, 56), ("tv/monitor", "664:monitor", 106, 73, 47))
+VOC_PAPER_MEAN = (78, 54)
+VOC_DATASET = "imagenet64_voc"
+
 NERF_PAPER = (
     ("Fern", "llff_fern", (22.22, 21.67, 17.02), (0.64, 0.61, 0.42), (0.47, 0.50, 0.55)),
     ("Flower", "llff_flower", (25.25, 25.34, 22.42), (0.71, 0.71, 0.58), (0.36, 0.37, 0.43)),
@@ -203,6 +221,24 @@ def nerf_table(runs: Runs) -> str:
     return markdown("Table 3.1: Multiview reconstruction quality and cameras", header, body)
 
 
+def voc_table(runs: Runs) -> str:
+    """Table 2.7: per VOC class Acc. and mIoU (fg/bg) of the zero-shot ImageNet FDM,
+    read from seg_{acc,miou}_voc{c} of the run named `imagenet64_voc`."""
+    method = _any_method(runs, VOC_DATASET)
+    body = []
+    for c, (name, imagenet, count, acc, miou) in enumerate(VOC_PAPER, start=1):
+        body.append([f"{c}:{name}", imagenet, str(count), fmt(acc, 0),
+                     here(runs, VOC_DATASET, method, f"seg_acc_voc{c}"), fmt(miou, 0),
+                     here(runs, VOC_DATASET, method, f"seg_miou_voc{c}")])
+    body.append(["Average", MISSING, MISSING, fmt(VOC_PAPER_MEAN[0], 0),
+                 here(runs, VOC_DATASET, method, "seg_acc_voc_mean"), fmt(VOC_PAPER_MEAN[1], 0),
+                 here(runs, VOC_DATASET, method, "seg_miou_voc_mean")])
+    header = ["VOC class", "ImageNet class", "VOC-val images", "Acc. paper", "Acc. here",
+              "mIoU paper", "mIoU here"]
+    return markdown(f"Table 2.7: Zero-shot VOC segmentation per class (dataset "
+                    f"`{VOC_DATASET}`, percent)", header, body)
+
+
 def _any_method(runs: Runs, dataset: str) -> Optional[str]:
     """The method of the (first) run of `dataset`: NeRF tables match by dataset only."""
     return next((m for d, m in sorted(runs) if d == dataset), None)
@@ -242,9 +278,9 @@ def all_tables(runs: Runs) -> str:
              for d, (title, rows) in FG_BG_PAPER.items()]
     parts += [method_table(runs, d, title, rows, MULTICLASS_METRICS)
               for d, (title, rows) in MULTICLASS_PAPER.items()]
-    parts += [generation_table(runs), nerf_table(runs)]
+    parts += [generation_table(runs), voc_table(runs), nerf_table(runs)]
     known = (set(FG_BG_PAPER) | set(MULTICLASS_PAPER) | {d for _, d in GENERATION_COLUMNS}
-             | {d for _, d, *_ in NERF_PAPER})
+             | {d for _, d, *_ in NERF_PAPER} | {VOC_DATASET})
     others = sorted({d for (d, _), r in runs.items() if d not in known and "seg_iou" in r})
     parts += [other_segmentation_table(runs, d) for d in others]
     return "\n".join(parts)

@@ -80,6 +80,24 @@ def test_evaluate_reports_segmentation_with_mapping(tmp_path, family_and_params)
     assert os.path.exists(tmp_path / "segment" / "eval_overlays.png")
 
 
+def test_evaluate_breaks_scores_out_per_voc_class(tmp_path, family_and_params):
+    """Table 2.7: with a 'voc_class' column, per-class scores under the global mapping."""
+    from fdm.data import make_iterator
+    from fdm.metrics import segmentation as seg
+    family, params = family_and_params
+    batches = [dict(b, voc_class=np.arange(len(b["image"])) % 2 + 1)
+               for b in make_iterator(family.config, "eval")]
+    metrics = family.evaluate(params, iter(batches), str(tmp_path), jax.random.PRNGKey(4))
+    assert {k for k in metrics if k.startswith("seg_iou_voc")} == {
+        "seg_iou_voc1", "seg_iou_voc2", "seg_iou_voc_mean"}
+    assert metrics["seg_miou_voc_mean"] == np.mean([metrics["seg_miou_voc1"],
+                                                    metrics["seg_miou_voc2"]])
+    # one class holding every image reproduces the pooled fg/bg scores
+    whole = seg.group_scores(np.zeros((2, 4, 4), int), np.ones((2, 4, 4), int), np.ones(2),
+                             (True,) + (False,) * (family.num_masks - 1))
+    assert whole[1]["iou"] == 100.0 and whole[1]["acc"] == 100.0
+
+
 def test_evaluate_scores_generated_masks_with_a_saved_segmenter(tmp_path, monkeypatch,
                                                                family_and_params):
     from fdm.baselines import common, supervised

@@ -98,3 +98,19 @@ def test_trivial_baselines():
     assert out["baseline_all_fg_iou"] == pytest.approx(16.0)
     assert out["baseline_all_fg_acc"] == pytest.approx(16.0)
     assert out["baseline_centre_iou"] == pytest.approx(100.0)
+
+
+def test_group_scores_match_sklearn_per_group_with_a_fixed_mapping():
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 3, (6, 5, 5))
+    target = rng.integers(0, 2, (6, 5, 5))
+    groups = np.array([4, 4, 9, 9, 9, 1])
+    foreground = (False, True, True)
+    got = seg.group_scores(pred, target, groups, foreground)
+    assert sorted(got) == [1, 4, 9]
+    for g, scores in got.items():
+        p = np.isin(pred[groups == g], [1, 2]).ravel()
+        t = target[groups == g].ravel().astype(bool)
+        assert scores["acc"] == pytest.approx(100 * skm.accuracy_score(t, p))
+        assert scores["iou"] == pytest.approx(100 * skm.jaccard_score(t, p))
+        assert scores["miou"] == pytest.approx(100 * skm.jaccard_score(t, p, average="macro"))

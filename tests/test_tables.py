@@ -79,3 +79,13 @@ def test_datasets_without_paper_table_get_their_own(text):
 def test_missing_run_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no results.json"):
         tables.main([str(tmp_path / "nothing")])
+
+
+def test_voc_table_per_class_next_to_the_paper(tmp_path):
+    results = {"config": "imagenet64_voc", "step": 5, "seg_acc_voc8": 81.25,
+               "seg_miou_voc8": 60.5, "seg_acc_voc_mean": 70.0, "seg_miou_voc_mean": 50.0}
+    run = write_run(tmp_path, "voc", results, "fdm")
+    text = tables.all_tables(tables.load_runs(tables.results_files([run])))
+    assert row(text, "8:cat") == ["8:cat", "281:tabby", "206", "82", "81.2", "66", "60.5"]
+    assert row(text, "1:aeroplane")[4] == tables.MISSING
+    assert row(text, "Average")[3:] == ["78", "70.0", "54", "50.0"]

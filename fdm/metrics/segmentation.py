@@ -148,3 +148,24 @@ def trivial_baselines(target: np.ndarray) -> dict[str, float]:
                     f"baseline_{name}_iou": 100 * scores.iou,
                     f"baseline_{name}_dice": 100 * scores.dice})
     return out
+
+
+def group_scores(pred: np.ndarray, target: np.ndarray, groups: np.ndarray,
+                 foreground: tuple[bool, ...]) -> dict[int, dict[str, float]]:
+    """Per-group scores under ONE fixed K -> {fg, bg} mapping (Table 2.7: per VOC class).
+
+    pred [N,H,W] in [0,K); target [N,H,W] (> 0 is fg); groups [N] int (e.g. the
+    VOC class of each example); foreground: K bools (the global mapping).
+    Returns {group: {'acc', 'iou' (foreground), 'miou' (mean of fg and bg IoU)}},
+    percent.
+    """
+    pred, target, groups = np.asarray(pred), np.asarray(target) > 0, np.asarray(groups)
+    out = {}
+    for g in np.unique(groups):
+        sel = groups == g
+        conf = confusion_matrix(pred[sel], target[sel], len(foreground), 2)
+        fg = scores_for_mapping(conf, tuple(foreground))
+        bg = scores_for_mapping(conf[:, ::-1], tuple(not f for f in foreground))
+        out[int(g)] = {"acc": 100 * fg.acc, "iou": 100 * fg.iou,
+                       "miou": 50 * (fg.iou + bg.iou)}
+    return out

@@ -122,9 +122,23 @@ class FDMFamily(DDPMFamily):
         pred, masks = self.segment_images(params, images, jax.random.fold_in(rng, 7))
         metrics.update(segmentation_metrics(pred, targets, self.num_masks))
         metrics["seg_num_images"] = len(images)
+        metrics.update(self._per_class_scores(metrics, pred, targets, batches))
         write_segmentation_figure(os.path.join(workdir, "segment", "eval_overlays.png"),
                                   images, targets, pred, masks)
         return metrics
+
+    def _per_class_scores(self, metrics, pred, targets, batches) -> dict:
+        """Table 2.7: seg_{acc,iou,miou}_voc{c} per VOC class (and their means) under
+        the global mapping in `metrics`, when the eval batches carry 'voc_class'."""
+        classes = _valid_column(batches, "voc_class")
+        if classes is None:
+            return {}
+        mapping = tuple(bool(metrics[f"seg_region{k}_is_fg"]) for k in range(self.num_masks))
+        per_class = seg_metrics.group_scores(pred, targets, classes, mapping)
+        out = {f"seg_{name}_voc{c}": v for c, s in per_class.items() for name, v in s.items()}
+        for name in ("acc", "iou", "miou"):
+            out[f"seg_{name}_voc_mean"] = float(np.mean([s[name] for s in per_class.values()]))
+        return out
 
     def _eval_segmenter(self):
         """(the supervised segmenter of eval.segmenter_workdir, eval.num_gen_seg_samples),
@@ -209,6 +223,15 @@ def _valid_images_and_masks(batches) -> tuple[np.ndarray, np.ndarray | None]:
             masks.append(np.asarray(b["mask"])[valid])
     images = np.concatenate(images)
     return images, (np.concatenate(masks) if masks else None)
+
+
+def _valid_column(batches, key: str) -> np.ndarray | None:
+    """Column `key` [N] of the valid eval rows, or None when the batches lack it."""
+    if not batches or key not in batches[0]:
+        return None
+    return np.concatenate([np.asarray(b[key])[np.asarray(b.get("valid", np.ones(len(b[key]),
+                                                                               bool)))]
+                           for b in batches])
 
 
 def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_masks: int) -> dict:
