@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +168,26 @@ def test_run_kmeans_scores_clusters_with_the_fdm_mapping(ddpm):
     assert all(np.isfinite(out[k]) for k in ("seg_acc", "seg_iou", "all_seg_dice"))
     with pytest.raises(UserError, match="kmeans_timesteps"):
         kmeans.run_kmeans(small_config(kmeans_timesteps=(20,)), data, family, params)
+
+
+def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypatch, ddpm):
+    """Table 2.5's DDPM row: DDPM samples, k-means masks, judged by the segmenter."""
+    family, params = ddpm
+    images, masks = disk_images(4)
+    supervised.save_segmenter(random_segmenter(), str(tmp_path))
+    calls = []
+
+    def fake_generate(p, num, rng, **kw):
+        calls.append(num)
+        return types.SimpleNamespace(x0=images[:num].astype(np.float32) / 127.5 - 1)
+    monkeypatch.setattr(family, "generate", fake_generate)
+    config = small_config(kmeans_timesteps=(2,), kmeans_fit_pixels=300)
+    config.eval.update(segmenter_workdir=str(tmp_path), num_gen_seg_samples=3)
+    data = common.BaselineData(common.LabelledImages(images, masks),
+                               common.LabelledImages(images, masks), np.array([3]))
+    out = kmeans.run_kmeans(config, data, family, params)
+    assert calls == [3]
+    assert 0 <= out["gen_seg_acc"] <= 100 and np.isfinite(out["gen_seg_iou"])
 
 
 # --- supervised U-Net -----------------------------------------------------------------------

@@ -33,6 +33,8 @@ def text(tmp_path):
                                             "seg_acc": 81.0, "seg_iou": 68.0, "seg_dice": 78.0})
     write_run(tmp_path, "ddpm_flowers", {"config": "ddpm_flowers", "step": 5, "fid": 16.5},
               "ddpm")
+    write_run(tmp_path, "kmeans_flowers", {"config": "flowers", "baseline": "kmeans", "step": 5,
+                                           "gen_seg_acc": 77.77})
     write_run(tmp_path, "celeba", {"config": "celebamask", "step": 5, "seg_acc_matched": 85.0,
                                    "seg_miou": 75.5}, "fdm")
     write_run(tmp_path, "lego", {"config": "lego", "step": 5, "psnr": 20.5, "ssim": 0.8,
@@ -64,6 +66,7 @@ def test_multiclass_generation_and_nerf_tables(text):
     assert row(celeba, "Supervised UNet")[2] == "—"
     assert row(text, "FID DDPM")[1:3] == ["15.81 / 16.50", "14.62 / —"]    # ddpm_ prefix dropped
     assert row(text, "FID Ours (FDM)")[1] == "13.33 / 12.35"
+    assert row(text, "Acc. DDPM")[1] == "80.5 / 77.8"        # DDPM samples + k-means masks
     lego = row(text, "Lego")
     assert lego[1:5] == ["25.44", "×", "21.38", "20.50"] and lego[-3:] == ["3.25", "—", "—"]
 

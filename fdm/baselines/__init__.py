@@ -2,7 +2,9 @@
 
   kmeans      DatasetDDPM-unsup: k-means (K = 3) on DDPM decoder features (`kmeans`),
               needs a DDPM workdir (`--ddpm_workdir`, trained with a model.family="ddpm"
-              config such as configs/ddpm_horse.py) - Tables 2.3/2.4
+              config such as configs/ddpm_horse.py) - Tables 2.3/2.4; with
+              eval.segmenter_workdir also the DDPM row of Table 2.5 (its samples
+              masked by the k-means, judged by the supervised segmenter: gen_seg_*)
   supervised  U-Net trained with cross-entropy on image/mask pairs (`supervised`)
               - Tables 2.3-2.5; also saves workdir/segmenter.npz, the judge of
               generated masks (FDM `--mode=evaluate` with eval.segmenter_workdir)

@@ -113,4 +113,23 @@ def run_kmeans(config, data: BaselineData, family, params, seed: int = 0) -> dic
     pred = predict_clusters(model, feature_batches(family, params, data.evaluation.images,
                                                    timesteps, key, batch))
     k = int(b.kmeans_clusters)
-    return split_results(pred, data, lambda p, m: region_scores(p, m, k))
+    metrics = split_results(pred, data, lambda p, m: region_scores(p, m, k))
+    if config.eval.get("segmenter_workdir", ""):
+        metrics.update(generated_image_scores(config, model, family, params, timesteps, key))
+    return metrics
+
+
+def generated_image_scores(config, model, family, params, timesteps, key) -> dict:
+    """Table 2.5 (bottom), the DDPM row: eval.num_gen_seg_samples DDPM samples, masked by
+    the fitted k-means (the two-stage baseline), scored against the supervised segmenter
+    of eval.segmenter_workdir -> gen_seg_acc, gen_seg_iou, ..."""
+    from fdm import viz
+    from fdm.baselines.supervised import generated_mask_agreement, load_segmenter
+    segmenter = load_segmenter(config.eval.segmenter_workdir)
+    num = int(config.eval.get("num_gen_seg_samples", 64))
+    images = viz.to_uint8(family.generate(params, num, jax.random.fold_in(key, 1)).x0)
+    batch = int(config.eval.get("batch_size", 64))
+    clusters = predict_clusters(model, feature_batches(family, params, images, timesteps, key,
+                                                       batch))
+    return generated_mask_agreement(segmenter, images, clusters,
+                                    int(config.baselines.kmeans_clusters))
