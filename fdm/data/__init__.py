@@ -109,11 +109,13 @@ DATASETS: dict[str, Dataset] = {
     "voc2012": Dataset(voc.load),
     "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
     "toy_scene": Dataset(scenes.registry_loader("toy_scene"),
-                         dict(eval_split="val", num_train=100, num_val=20, seed=0),
-                         uses_data_dir=False),
-    "nerf_synthetic": Dataset(scenes.registry_loader("nerf_synthetic"), dict(eval_split="val")),
+                         dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["toy_scene"], num_train=100,
+                              num_val=20, seed=0), uses_data_dir=False),
+    "nerf_synthetic": Dataset(scenes.registry_loader("nerf_synthetic"),
+                              dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["nerf_synthetic"])),
     "llff": Dataset(scenes.registry_loader("llff"),
-                    dict(eval_split="test", llffhold=8, llff_holdout="name")),
+                    dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["llff"], llffhold=8,
+                         llff_holdout="name")),
 }
 
 

@@ -75,7 +75,7 @@ def to_arrays(scene: SceneData) -> dict[str, np.ndarray]:
 
 def registry_loader(name: str):
     """`load(root, image_size, split, **options)` for the `fdm.data` registry."""
-    def load(root, image_size, split, eval_split=EVAL_SPLIT_DEFAULT[name], **options):
+    def load(root, image_size, split, eval_split, **options):
         path = root.path if root is not None else ""
         return to_arrays(read_scene(name, path, eval_split if split == "eval" else split,
                                     as_size(image_size), **options))
