@@ -45,8 +45,7 @@ IMAGES_PER_MASK_FOLDER = 2000
 
 def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
     """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = "train" if split == "train" else folder.check_choice("data.eval_split", eval_split,
-                                                                 EVAL_SPLITS)
+    name = folder.split_name(split, eval_split, EVAL_SPLITS)
     ids = split_ids(root, name)
     root.require("CelebA-HQ-img", what="CelebAMask-HQ images (CelebA-HQ-img/)", source=SOURCE)
     root.require("CelebAMask-HQ-mask-anno", what="CelebAMask-HQ part masks "

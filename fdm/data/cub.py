@@ -35,8 +35,7 @@ EVAL_SPLITS = ("test", "val")
 
 def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
     """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = "train" if split == "train" else folder.check_choice("data.eval_split", eval_split,
-                                                                 EVAL_SPLITS)
+    name = folder.split_name(split, eval_split, EVAL_SPLITS)
     names = split_files(root, name)
     root.require("images", what="CUB images (images/ of CUB_200_2011.tgz)", source=SOURCE)
     root.require("segmentations", what="CUB masks (segmentations/ of segmentations.tgz)",

@@ -33,8 +33,7 @@ BACKGROUND_RGB = (0, 0, 254)
 
 def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
     """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = "train" if split == "train" else folder.check_choice("data.eval_split", eval_split,
-                                                                 EVAL_SPLITS)
+    name = folder.split_name(split, eval_split, EVAL_SPLITS)
     ids = split_ids(root, name)
     root.require("jpg", what="Flowers-102 images (jpg/ of 102flowers.tgz)", source=SOURCE)
     root.require("segmim", what="Flowers-102 masks (segmim/ of 102segmentations.tgz)",

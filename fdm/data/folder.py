@@ -95,6 +95,14 @@ def check_choice(key: str, value, choices: Sequence):
     return value
 
 
+def split_name(split: str, eval_split: str, eval_splits: Sequence[str]) -> str:
+    """The dataset's own split for the registry split: "train", or data.eval_split
+    (checked against `eval_splits`) for "eval"."""
+    if split == "train":
+        return "train"
+    return check_choice("data.eval_split", eval_split, eval_splits)
+
+
 def read_lines(path: str) -> list[str]:
     """Non-empty stripped lines of a text file."""
     with open(path) as f:
