@@ -37,6 +37,7 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.model.num_masks = num_masks
     c.model.decoding = "shared"      # shared | unshared | mask_hmid | concat (Table 2.6)
     c.model.mask_init_scale = 1e-2   # small random init of the mask generator output
+    c.model.mask_skip_max_res = 0    # mask generator reads every skip (the paper)
     c.model.hierarchical = False     # 2-level FDM (appendix 2.5.1)
     c.model.level2_masks = 3
 

@@ -1,6 +1,6 @@
 """Segmentation emerges on the procedural shapes data (the README's main job).
 
-Trains `configs/shapes.py` as `make demo` does (about 15-25 minutes on 2 CPU
+Trains `configs/shapes.py` as `make demo` does (about 15-20 minutes on 2 CPU
 cores), then reads the `results.json` the run writes at the end. The learned
 masks must beat both trivial baselines that `evaluate` reports by a clear
 margin. Slow: run with `make test-slow`.
@@ -18,8 +18,8 @@ MIN_MARGIN_OVER_BASELINES = 10.0   # IoU points
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open (FDM issue): masks do not yet follow objects "
-                   "within the demo's CPU budget; see README 'What the main job shows today'")
+@pytest.mark.xfail(strict=True, reason="open (FDM issue): masks followed objects in an exploratory "
+                   "run but not in the main job's; see README 'What the main job shows today'")
 def test_main_job_segments_better_than_trivial_baselines(tmp_path):
     workdir = str(tmp_path / "shapes")
     proc = helpers.run_main("--config=configs/shapes.py", f"--workdir={workdir}", timeout=3600)

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from fdm.nn.factorized import FactorizedUNet, HierarchicalFDM, fdm_from_config
-from fdm.nn.unet import UNet
+from fdm.nn.unet import TimeEmbed, UNet, UNetDecoder, UNetEncoder, UNetMiddle
 
 KW = dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_groups=8)
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
@@ -55,6 +55,30 @@ def test_k1_reduces_to_the_ddpm_unet():
     unet_params = {"params": {k: v for k, v in params["params"].items() if k != "mask_generator"}}
     expected = UNet(**KW).apply(unet_params, X, T)
     np.testing.assert_allclose(fdm.apply(params, X, T).eps, expected, atol=1e-5)
+
+
+def reference_masks(model, params, max_res):
+    """m from the parts applied one by one, skips finer than max_res zeroed."""
+    p, kw = params["params"], model.part_kwargs()
+    temb = TimeEmbed(KW["ch"]).apply({"params": p["time_embed"]}, T, None)
+    h, skips = UNetEncoder(**kw).apply({"params": p["encoder"]}, X, temb, False)
+    h_mid = UNetMiddle(**kw).apply({"params": p["middle"]}, h, temb, False)
+    skips = [s if s.shape[1] <= max_res else jnp.zeros_like(s) for s in skips]
+    logits = UNetDecoder(**kw, out_ch=model.num_masks).apply(
+        {"params": p["mask_generator"]}, h_mid, skips, temb, False)
+    return jax.nn.softmax(logits, -1)
+
+
+def test_coarse_mask_generator_reads_only_the_coarse_skips():
+    full = FactorizedUNet(**KW, num_masks=2)
+    params = randomize(init(full), seed=5)
+    np.testing.assert_allclose(full.apply(params, X, T).masks,
+                               reference_masks(full, params, 16), atol=1e-5)
+    coarse = FactorizedUNet(**KW, num_masks=2, mask_skip_max_res=8)
+    assert jax.tree_util.tree_structure(init(coarse)) == jax.tree_util.tree_structure(params)
+    masks = coarse.apply(params, X, T).masks
+    np.testing.assert_allclose(masks, reference_masks(coarse, params, 8), atol=1e-5)
+    assert float(jnp.abs(masks - full.apply(params, X, T).masks).max()) > 1e-3
 
 
 def test_shared_decoder_is_one_parameter_set_and_every_branch_trains_it():

@@ -14,7 +14,11 @@ Notation (shapes NHWC):
 is decoder-shaped with its own weights and K output channels; its output conv
 gets a small random init (`mask_init_scale`): with exactly equal masks every
 branch sees the same input, the gradient w.r.t. the masks vanishes and uniform
-masks never split, while a full-scale init saturates the softmax. The decoder has
+masks never split, while a full-scale init saturates the softmax.
+`mask_skip_max_res` (0 = every skip, the paper) lets the mask generator read only
+the skips at resolution <= that value (the others are replaced by zeros, so the
+parameter tree is unchanged): its masks are then built from coarse features and
+cannot follow single edges (README, "What the main job shows today"). The decoder has
 ONE set of weights shared by all K branches; the branches run as one batched
 computation, K folded into the batch axis (row k·B + b is branch k of example b).
 
@@ -94,6 +98,16 @@ def combine_branches(branches: jax.Array, m: jax.Array) -> jax.Array:
     return jnp.einsum("kbhwc,bhwk->bhwc", branches, m)
 
 
+def coarse_skips(skips: Sequence[jax.Array], max_res: int) -> list[jax.Array]:
+    """The skips with those finer than `max_res` zeroed; max_res = 0 keeps all.
+
+    skips: list of [B, S_i, S_i, C_i] -> same shapes.
+    """
+    if max_res <= 0:
+        return list(skips)
+    return [s if s.shape[1] <= max_res else jnp.zeros_like(s) for s in skips]
+
+
 class FactorizedUNet(nn.Module):
     """FDM denoiser: x_t, t -> FDMOutput(ε̂, m).  See the module docstring."""
     ch: int = 128
@@ -107,6 +121,7 @@ class FactorizedUNet(nn.Module):
     num_masks: int = 3
     decoding: str = "shared"
     mask_init_scale: float = 1e-2
+    mask_skip_max_res: int = 0
     dtype: Any = jnp.float32
 
     def part_kwargs(self) -> dict:
@@ -125,7 +140,8 @@ class FactorizedUNet(nn.Module):
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
         h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
         logits = UNetDecoder(**kw, out_ch=self.num_masks, out_init_scale=self.mask_init_scale,
-                             name="mask_generator")(h_mid, skips, temb, train)
+                             name="mask_generator")(
+            h_mid, coarse_skips(skips, self.mask_skip_max_res), temb, train)
         m = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         if self.decoding == "concat":
             eps = self._concat_decode(h_mid, skips, temb, m, train)
@@ -212,6 +228,7 @@ def fdm_from_config(model_cfg) -> nn.Module:
     kw["num_masks"] = model_cfg.num_masks
     kw["decoding"] = model_cfg.get("decoding", "shared")
     kw["mask_init_scale"] = model_cfg.get("mask_init_scale", 1e-2)
+    kw["mask_skip_max_res"] = model_cfg.get("mask_skip_max_res", 0)
     if kw["decoding"] not in DECODINGS:
         raise UserError(f"model.decoding={kw['decoding']!r} is unknown; use one of {DECODINGS}")
     if model_cfg.get("hierarchical", False):
