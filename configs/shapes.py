@@ -29,7 +29,7 @@ def get_config():
     # ...and let it read only the 8x8 skips: with every skip its masks settle on
     # object and texture outlines (one branch takes the edge pixels) and stay
     # there; from coarse features they grew as blobs onto the objects in an
-    # exploratory run (fg IoU 76.5 at step 3000; one seed of three), not in this
+    # exploratory run (fg IoU 76.5 at step 3000; one seed of five), not in this
     # job's own runs (README, "What the main job shows today").
     c.model.mask_skip_max_res = 8
     c.train.log_every = 50

@@ -19,7 +19,7 @@ MIN_MARGIN_OVER_BASELINES = 10.0   # IoU points
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="open (FDM issue): masks followed objects in one exploratory "
-                   "seed of three, never in the main job; see README 'What the main job shows today'")
+                   "seed of five, never in the main job; see README 'What the main job shows today'")
 def test_main_job_segments_better_than_trivial_baselines(tmp_path):
     workdir = str(tmp_path / "shapes")
     proc = helpers.run_main("--config=configs/shapes.py", f"--workdir={workdir}", timeout=3600)
