@@ -63,13 +63,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, family, params: An
 
 
 def finish_with_evaluation(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """`eval.at_end`: after training, evaluate (results.json) and sample (figures)."""
+    """`eval.at_end`: after training, evaluate (results.json) and sample (figures) when
+    the family can."""
     from fdm.models import get_family
     family = get_family(config)
     params, step = restore_ema_params(workdir)
     key = jax.random.PRNGKey(config.train.seed)
     results = evaluate(config, workdir, family, params, step, jax.random.fold_in(key, 1))
-    family.sample(params, workdir, jax.random.fold_in(key, 2))
+    if family.can_sample:
+        family.sample(params, workdir, jax.random.fold_in(key, 2))
     logging.info("results: %s", results)
     return results
 

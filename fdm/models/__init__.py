@@ -7,6 +7,7 @@ from fdm.models.base import LossOutput, ModelFamily
 _FAMILIES = {
     "ddpm": "fdm.models.ddpm:DDPMFamily",
     "fdm": "fdm.models.fdm:FDMFamily",
+    "fdm_given_masks": "fdm.models.mask_probe:GivenMaskFDMFamily",
     "nerf_lifting": "fdm.models.lifting:LiftingFamily",
 }
 

@@ -43,6 +43,7 @@ class LossOutput:
 
 class ModelFamily(abc.ABC):
     """A model family: network init, loss, and the evaluation-time hooks."""
+    can_sample = True  # whether `sample` makes samples (run after training by eval.at_end)
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

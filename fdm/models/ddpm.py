@@ -42,6 +42,7 @@ SUMMARY_DDIM_STEPS = 20
 
 class DDPMFamily(ModelFamily):
     """U-Net eps/x0-predictor with the DDPM loss, ancestral/DDIM sampling and loss evaluation."""
+    loss_batch_keys = ("image", "label")  # what the evaluation loss reads of a batch
 
     def __init__(self, config):
         super().__init__(config)
@@ -85,14 +86,19 @@ class DDPMFamily(ModelFamily):
                             "--config.model.num_classes=0 or use a labelled dataset")
         return batch["label"]
 
+    def denoiser_inputs(self, batch) -> dict:
+        """Extra keyword inputs of `apply_model` taken from the batch in the loss; none here."""
+        return {}
+
     def per_example_loss(self, params, batch, rng, train: bool):
         """DiffusionLossOutput(loss [B], t [B]) of batch['image'] [B, H, W, C]."""
         key_loss, key_dropout = jax.random.split(rng)
         y = self._labels(batch)
+        extra = self.denoiser_inputs(batch)
 
         def denoise(x_t, t):
             return self.apply_model(params, x_t, t, y=y, train=train,
-                                    rngs={"dropout": key_dropout})
+                                    rngs={"dropout": key_dropout}, **extra)
 
         d = self.config.diffusion
         return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
@@ -131,16 +137,11 @@ class DDPMFamily(ModelFamily):
                                num_samples: int = 0) -> tuple[dict, SampleOutput | None]:
         """(the metrics of `evaluate`, the SampleOutput they were computed on, with at least
         `num_samples` samples for a subclass's own metrics; None when nothing sampled)."""
-        from fdm.data import make_iterator
         e = self.config.eval
         inception = (load_metric_variables(e.metric_weights, "inception")
                      if e.get("metric_weights") else None)  # a missing file fails before work
         batches = list(batches)
-        key = jax.random.fold_in(rng, 0)
-        eval_loss, eval_images = self._mean_loss(params, iter(batches), e.num_examples, key)
-        train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
-        train_loss, _ = self._mean_loss(params, train_batches, e.num_examples, key)
-        metrics = {"eval_loss": eval_loss, "train_loss": train_loss}
+        metrics, eval_images = self._loss_metrics(params, batches, rng)
         num_stats = len(eval_images) if e.get("sample_stats", True) else 0
         num_fid = int(e.get("num_fid_samples", 0)) if inception else 0
         num = max(num_stats, num_fid, num_samples)
@@ -155,11 +156,21 @@ class DDPMFamily(ModelFamily):
             metrics.update(fid_kid(real, out.x0[:num_fid], inception, self._batch_size()))
         return metrics, out
 
+    def _loss_metrics(self, params, batches: list, rng) -> tuple[dict, np.ndarray]:
+        """({'eval_loss', 'train_loss'}: mean loss over the first eval.num_examples images of
+        each split with the same fixed keys, the eval images used [n, H, W, C])."""
+        from fdm.data import make_iterator
+        num, key = self.config.eval.num_examples, jax.random.fold_in(rng, 0)
+        eval_loss, eval_images = self._mean_loss(params, iter(batches), num, key)
+        train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
+        train_loss, _ = self._mean_loss(params, train_batches, num, key)
+        return {"eval_loss": eval_loss, "train_loss": train_loss}, eval_images
+
     def _mean_loss(self, params, batches, num: int, rng):
         """(mean loss over the first `num` valid examples of `batches`, their images [n,H,W,C])."""
         losses, images = [], []
         for i, batch in enumerate(batches):
-            inputs = {k: batch[k] for k in ("image", "label") if k in batch}
+            inputs = {k: batch[k] for k in self.loss_batch_keys if k in batch}
             loss = to_host(self._eval_losses(params, inputs, jax.random.fold_in(rng, i)))
             valid = _valid_rows(batch)
             losses.append(loss[valid])

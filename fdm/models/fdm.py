@@ -45,9 +45,13 @@ class FDMFamily(DDPMFamily):
     def build_model(self):
         return fdm_from_config(self.config.model)
 
-    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None):
-        """(ε̂ [B,S,S,C], {'masks': m [B,S,S,K], 'fine_masks' (hierarchical)})."""
-        out = self.model.apply({"params": params}, x_t, t, y=y, train=train, rngs=rngs)
+    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None, masks=None):
+        """(ε̂ [B,S,S,C], {'masks': m [B,S,S,K], 'fine_masks' (hierarchical)}).
+
+        masks: [B,S,S,K] to decode with in place of the generated ones, or None.
+        """
+        given = {} if masks is None else {"masks": masks}
+        out = self.model.apply({"params": params}, x_t, t, y=y, train=train, rngs=rngs, **given)
         aux = {"masks": out.masks}
         if out.fine_masks is not None:
             aux["fine_masks"] = out.fine_masks

@@ -131,24 +131,34 @@ class FactorizedUNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: Optional[jax.Array] = None,
-                 train: bool = False, return_branches: bool = False) -> FDMOutput:
-        """x: [B, S, S, C], t: [B], y: [B] or None -> FDMOutput."""
+                 train: bool = False, return_branches: bool = False,
+                 masks: Optional[jax.Array] = None) -> FDMOutput:
+        """x: [B, S, S, C], t: [B], y: [B] or None -> FDMOutput.
+
+        masks: [B, S, S, K] or None. When given, the decoder uses them in place of
+        the mask generator's (which is then not run; FDMOutput.masks = masks):
+        the given-mask probe of `fdm.models.mask_probe`.
+        """
         if self.decoding not in DECODINGS:
             raise UserError(f"model.decoding={self.decoding!r} is unknown; use one of {DECODINGS}")
         kw = self.part_kwargs()
         temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
         h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
-        logits = UNetDecoder(**kw, out_ch=self.num_masks, out_init_scale=self.mask_init_scale,
-                             name="mask_generator")(
-            h_mid, coarse_skips(skips, self.mask_skip_max_res), temb, train)
-        m = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        m = self._generate_masks(h_mid, skips, temb, train) if masks is None else masks
         if self.decoding == "concat":
             eps = self._concat_decode(h_mid, skips, temb, m, train)
             return FDMOutput(eps=eps, masks=m)
         branches = self._branch_decode(h_mid, skips, temb, m, train)
         return FDMOutput(eps=combine_branches(branches, m), masks=m,
                          branches=branches if return_branches else None)
+
+    def _generate_masks(self, h_mid, skips, temb, train) -> jax.Array:
+        """m = softmax(mask_generator(h_mid, h_enc, t)) [B, S, S, K] (Eq. 2.4)."""
+        logits = UNetDecoder(**self.part_kwargs(), out_ch=self.num_masks,
+                             out_init_scale=self.mask_init_scale, name="mask_generator")(
+            h_mid, coarse_skips(skips, self.mask_skip_max_res), temb, train)
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     def _branch_inputs(self, h_mid, skips, temb, m):
         """Per-branch decoder inputs, each [K, B, ...]."""
