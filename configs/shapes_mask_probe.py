@@ -19,6 +19,6 @@ def get_config():
     c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
     c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
     c.data.num_eval = 2048
-    c.eval.num_examples = 2048       # the loss differences are ~1e-2 of ~0.2
+    c.eval.num_examples = 2048       # the differences measured are ~3e-3 to 7e-3 of ~0.045
     c.eval.batch_size = 256
     return c
