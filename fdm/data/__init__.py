@@ -4,8 +4,9 @@
 each yields in-memory arrays ('image' uint8 [N, S, S, 3], optional 'mask'
 int32 [N, S, S], 'label' int32 [N], and dataset-specific int32 [N] columns)
 for the splits "train" and "eval", with S = `data.image_size`:
-  "shapes":         procedural textured shapes (`fdm.data.shapes`); keys data.num_regions,
-                    data.num_train, data.num_eval, data.seed. Has masks.
+  "shapes":         procedural shapes (`fdm.data.shapes`); keys data.num_regions,
+                    data.num_train, data.num_eval, data.seed, data.style ("object":
+                    object-centric, the default; "textured": the harder style). Has masks.
   "folder":         `data.data_dir`/images (+ masks/), see `fdm.data.folder`. Both splits
                     are the whole folder (unsupervised setting: masks only evaluate).
   "cifar10":        TFDS `cifar10` already prepared under `data.data_dir` (never
@@ -63,12 +64,12 @@ class Dataset:
     uses_data_dir: bool = True
 
 
-def _shapes(root, image_size, split, num_train, num_eval, num_regions, seed):
+def _shapes(root, image_size, split, num_train, num_eval, num_regions, seed, style):
     """Procedural shapes in the stored format: image uint8 [N,S,S,3], mask int32 [N,S,S]."""
     num_examples = num_train if split == "train" else num_eval
     if num_examples <= 0:
         raise UserError(f"data.num_{split}={num_examples}; it must be positive")
-    data = shapes.generate(num_examples, image_size, num_regions, seed, split)
+    data = shapes.generate(num_examples, image_size, num_regions, seed, split, style=style)
     image = np.round((data["image"] + 1.0) * 127.5).astype(np.uint8)
     return {"image": image, "mask": data["mask"]}
 
@@ -96,7 +97,7 @@ def _cifar10(root, image_size, split):
 _EVAL_SPLIT = {"eval_split": "test"}
 DATASETS: dict[str, Dataset] = {
     "shapes": Dataset(_shapes, dict(num_train=REQUIRED, num_eval=REQUIRED, num_regions=3,
-                                    seed=0), uses_data_dir=False),
+                                    seed=0, style="object"), uses_data_dir=False),
     "folder": Dataset(_folder),
     "cifar10": Dataset(_cifar10),
     "flowers102": Dataset(flowers.load, _EVAL_SPLIT),

@@ -1,17 +1,35 @@
-"""Procedural "shapes" dataset: textured objects on a textured background.
+"""Procedural "shapes" dataset: objects near the centre on a background, with masks.
 
 Every image has exactly R = `num_regions` regions (2 or 3): the background
 (label 0) and R-1 objects (labels 1..R-1) drawn back to front, so label k
 occludes labels < k and the mask holds the *visible* region of each pixel.
 Objects are discs, ellipses, squares, rectangles or regular triangles with
-random size, position and rotation. Each region has its own colour pair and
-texture (stripes at a random angle/frequency, a rotated checkerboard, smooth
-value noise, or a linear gradient); a little per-pixel noise is added.
-Region hues are spread around the colour circle (at least 0.5/R apart), so
-regions are separable by an unsupervised segmenter, but only through texture
-statistics, never through a single flat colour.
+random size, position and rotation. Two styles (`style`, config `data.style`):
 
-Determinism: example `i` of split s is a pure function of (seed, s, i): its
+  "object"    object-centric, built like the paper's datasets (Flowers, CUB,
+              faces; SPEC "Embedded defaults"): object centres uniform within
+              +-OBJECT_CENTRE_RANGE of the image centre in normalised units (the
+              image spans [-1, 1], so +-1/8 of the width; centroid std ~2.4 px at
+              32 px), radii in OBJECT_RADIUS_RANGE; each object is saturated and
+              patterned (hard stripes or a checkerboard of a vivid colour and a
+              second, paler and darker colour of the same hue), the background
+              smooth, low-frequency (value noise on a 3x3 lattice or a linear
+              gradient) and desaturated. Object and background hues are drawn
+              independently, so no colour names the object: a colour-histogram
+              classifier fitted with the labels reaches object IoU 0.63 on the
+              eval split (README); figure/ground is saturation, pattern and place
+              together.
+  "textured"  the harder previous style: every region (background included)
+              drawn from the same colour and texture distributions (stripes at a
+              random angle/frequency, a rotated checkerboard, smooth value noise,
+              or a linear gradient); hues spread around the colour circle (at
+              least 0.5/R apart) so that regions are separable within an image,
+              but which region is the object is not identifiable across images
+              (score it per image: `seg_iou_per_image`, `seg_ari`).
+
+A little per-pixel noise is added in both styles.
+
+Determinism: example `i` of split s is a pure function of (seed, s, i, style): its
 parameters come from `np.random.default_rng([seed, split_id, i, attempt])`,
 where `attempt` counts redraws of scenes in which a region covers less than
 `MIN_REGION_FRACTION` of the pixels (checked at the requested resolution).
@@ -28,6 +46,7 @@ import numpy as np
 from fdm.errors import UserError
 
 SPLIT_IDS = {"train": 0, "eval": 1}
+STYLES = ("object", "textured")
 SHAPE_KINDS = ("disc", "ellipse", "square", "rectangle", "triangle")
 TEXTURE_KINDS = ("stripes", "checker", "noise", "gradient")
 MIN_REGION_FRACTION = 0.04
@@ -40,22 +59,27 @@ _MAX_ATTEMPTS = 64
 
 
 def generate(num_examples: int, image_size: int, num_regions: int = 3, seed: int = 0,
-             split: str = "train", start: int = 0) -> dict[str, np.ndarray]:
-    """Examples start..start+num_examples-1 of `split`.
+             split: str = "train", start: int = 0,
+             style: str = "object") -> dict[str, np.ndarray]:
+    """Examples start..start+num_examples-1 of `split` in `style` (module doc).
 
     Returns {'image': float32 [N, S, S, 3] in [-1, 1], 'mask': int32 [N, S, S]}.
     """
-    _check_args(image_size, num_regions, split)
+    _check_args(image_size, num_regions, split, style)
     indices = np.arange(start, start + num_examples)
+    render = _RENDERERS[style]
     chunks = [_generate_chunk(indices[i:i + _CHUNK], image_size, num_regions, seed,
-                              SPLIT_IDS[split]) for i in range(0, num_examples, _CHUNK)]
+                              SPLIT_IDS[split], render) for i in range(0, num_examples, _CHUNK)]
     if not chunks:
         return {"image": np.zeros((0, image_size, image_size, 3), np.float32),
                 "mask": np.zeros((0, image_size, image_size), np.int32)}
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def _check_args(image_size: int, num_regions: int, split: str) -> None:
+def _check_args(image_size: int, num_regions: int, split: str, style: str) -> None:
+    if style not in STYLES:
+        raise UserError(f"data.style={style!r} is unknown for the shapes dataset; use one "
+                        f"of {list(STYLES)}")
     if num_regions not in (2, 3):
         raise UserError(f"data.num_regions={num_regions} is not supported by the shapes "
                         "dataset; use 2 (one object) or 3 (two objects)")
@@ -66,7 +90,7 @@ def _check_args(image_size: int, num_regions: int, split: str) -> None:
         raise UserError(f"unknown split {split!r}; use one of {sorted(SPLIT_IDS)}")
 
 
-def _generate_chunk(indices, size, num_regions, seed, split_id):
+def _generate_chunk(indices, size, num_regions, seed, split_id, render):
     """Renders `indices`, redrawing scenes whose regions are too small."""
     n = len(indices)
     images = np.zeros((n, size, size, 3), np.float32)
@@ -74,7 +98,7 @@ def _generate_chunk(indices, size, num_regions, seed, split_id):
     todo = np.arange(n)
     for attempt in range(_MAX_ATTEMPTS):
         rngs = [np.random.default_rng([seed, split_id, int(indices[j]), attempt]) for j in todo]
-        img, mask = _render(rngs, size, num_regions)
+        img, mask = render(rngs, size, num_regions)
         ok = _regions_visible(mask, num_regions)
         images[todo[ok]], masks[todo[ok]] = img[ok], mask[ok]
         todo = todo[~ok]
@@ -89,8 +113,9 @@ def _regions_visible(mask, num_regions):
     return (frac >= MIN_REGION_FRACTION).all(axis=1)
 
 
-def _render(rngs, size, num_regions):
-    """Draws parameters from each generator and renders: ([n,S,S,3] in [-1,1], [n,S,S])."""
+def _render_textured(rngs, size, num_regions):
+    """Style "textured": draws parameters from each generator and renders
+    ([n,S,S,3] in [-1,1], [n,S,S])."""
     num_obj = num_regions - 1
     lattice = _NOISE_LATTICE ** 2
     per_image = 1 + num_regions * (_REGION_PARAMS + lattice) + num_obj * _OBJECT_PARAMS
@@ -111,8 +136,13 @@ def _render(rngs, size, num_regions):
         tex = _region_texture(region_u[:, k], noise_u[:, k], base_hue, k, num_regions, x, y)
         image = np.where(inside[..., None], tex, image)
         mask = np.where(inside, k, mask)
+    return _finish(image, pixel_noise), mask
+
+
+def _finish(image, pixel_noise):
+    """[n,S,S,3] in [0, 1] plus pixel noise, clipped, as float32 in [-1, 1]."""
     image = np.clip(image + PIXEL_NOISE_STD * pixel_noise, 0.0, 1.0)
-    return (image * 2.0 - 1.0).astype(np.float32), mask
+    return (image * 2.0 - 1.0).astype(np.float32)
 
 
 def _pixel_grid(size):
@@ -127,11 +157,15 @@ def _kind(u, num_kinds):
     return np.minimum((u * num_kinds).astype(np.int64), num_kinds - 1)
 
 
-def _object_inside(p, x, y):
-    """Object geometry uniforms p [n, 6] -> inside mask [n, S, S] bool."""
+def _object_inside(p, x, y, centre_range=0.5, radius_range=(0.4, 0.75)):
+    """Object geometry uniforms p [n, 6] -> inside mask [n, S, S] bool.
+
+    Centre uniform in [-centre_range, centre_range]^2, radius in radius_range
+    (normalised units, the image spans [-1, 1]).
+    """
     kind = _kind(p[:, 0], len(SHAPE_KINDS))
-    cx, cy = p[:, 1] - 0.5, p[:, 2] - 0.5
-    radius = 0.4 + 0.35 * p[:, 3]
+    cx, cy = (2 * p[:, 1] - 1) * centre_range, (2 * p[:, 2] - 1) * centre_range
+    radius = radius_range[0] + (radius_range[1] - radius_range[0]) * p[:, 3]
     aspect = np.where(np.isin(kind, (0, 2)), 1.0, 0.45 + 0.4 * p[:, 4])
     theta = 2 * np.pi * p[:, 5]
     dx, dy = x - cx[:, None, None], y - cy[:, None, None]
@@ -224,3 +258,81 @@ def _hsv_to_rgb(h, s, v):
     h = np.mod(h, 1.0)[:, None]
     k = np.mod(np.array([5.0, 3.0, 1.0], np.float32) + h * 6.0, 6.0)
     return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------- style "object"
+OBJECT_CENTRE_RANGE = 0.25             # object centres uniform in [-r, r]^2 (normalised units)
+OBJECT_RADIUS_RANGE = (0.45, 0.75)     # of the [-1, 1] image
+OBJECT_PATTERN_KINDS = ("stripes", "checker")
+BACKGROUND_KINDS = ("noise", "gradient")
+_BACKGROUND_LATTICE = 3                # low-frequency background: value noise on 3x3 points
+_BACKGROUND_PARAMS = 6                 # hue, saturation, value, contrast, kind, angle
+_APPEARANCE_PARAMS = 9                 # per object: see _object_colours / _object_pattern
+
+
+def _render_object(rngs, size, num_regions):
+    """Style "object": saturated patterned objects near the centre on a smooth, paler
+    background; hues of every region independent.  ([n,S,S,3] in [-1,1], [n,S,S])."""
+    num_obj = num_regions - 1
+    lattice = _BACKGROUND_LATTICE ** 2
+    per_obj = _OBJECT_PARAMS + _APPEARANCE_PARAMS
+    per_image = _BACKGROUND_PARAMS + lattice + num_obj * per_obj
+    u = np.stack([r.random(per_image, np.float32) for r in rngs])         # [n, P]
+    pixel_noise = np.stack([r.standard_normal((size, size, 3), np.float32) for r in rngs])
+    bg_u, u = u[:, :_BACKGROUND_PARAMS], u[:, _BACKGROUND_PARAMS:]
+    bg_lattice = u[:, :lattice].reshape(-1, _BACKGROUND_LATTICE, _BACKGROUND_LATTICE)
+    obj_u = u[:, lattice:].reshape(-1, num_obj, per_obj)
+
+    x, y = _pixel_grid(size)
+    image = _background(bg_u, bg_lattice, x, y)
+    mask = np.zeros(image.shape[:3], np.int32)
+    for k in range(1, num_regions):
+        geometry, look = obj_u[:, k - 1, :_OBJECT_PARAMS], obj_u[:, k - 1, _OBJECT_PARAMS:]
+        inside = _object_inside(geometry, x, y, OBJECT_CENTRE_RANGE, OBJECT_RADIUS_RANGE)
+        vivid, pale = _object_colours(look)
+        pattern = _object_pattern(look, x, y)[..., None]
+        tex = pale[:, None, None] + (vivid - pale)[:, None, None] * pattern
+        image = np.where(inside[..., None], tex, image)
+        mask = np.where(inside, k, mask)
+    return _finish(image, pixel_noise), mask
+
+
+def _background(p, lattice, x, y):
+    """Smooth low-frequency, desaturated background: p [n, 6], lattice [n, G, G] ->
+    RGB [n, S, S, 3] in [0, 1] (saturation 0-0.35, value noise or a linear gradient)."""
+    hue, sat = p[:, 0], 0.35 * p[:, 1]
+    val, contrast = 0.3 + 0.55 * p[:, 2], 0.15 + 0.3 * p[:, 3]
+    low = _hsv_to_rgb(hue, sat, np.clip(val - contrast / 2, 0.05, 1.0))
+    high = _hsv_to_rgb(hue + 0.05, sat, np.clip(val + contrast / 2, 0.05, 1.0))
+    angle = np.pi * p[:, 5][:, None, None]
+    along = x * np.cos(angle) + y * np.sin(angle)
+    gradient = np.clip(0.5 + along / (2 * np.sqrt(2)), 0.0, 1.0)
+    pattern = np.where((_kind(p[:, 4], len(BACKGROUND_KINDS)) == 0)[:, None, None],
+                       _noise(None, lattice, x, y), gradient)[..., None]
+    return low[:, None, None] + (high - low)[:, None, None] * pattern
+
+
+def _object_colours(p):
+    """The two colours of an object's pattern, each [n, 3] in [0, 1]: a vivid one
+    (saturation 0.6-1, value 0.6-1) and a paler, darker one of the same hue."""
+    hue, sat, val = p[:, 0], 0.6 + 0.4 * p[:, 1], 0.6 + 0.4 * p[:, 2]
+    vivid = _hsv_to_rgb(hue, sat, val)
+    pale = _hsv_to_rgb(hue, sat * (0.2 + 0.5 * p[:, 3]), val * (0.35 + 0.4 * p[:, 4]))
+    return vivid, pale
+
+
+def _object_pattern(p, x, y):
+    """Hard stripes or a checkerboard [n, S, S] in {0, 1}: angle p[:, 6], frequency
+    1.5-3 cycles per unit p[:, 7], phase p[:, 8]; kind p[:, 5]."""
+    angle = np.pi * p[:, 6][:, None, None]
+    c, s = np.cos(angle), np.sin(angle)
+    along, across = x * c + y * s, y * c - x * s
+    freq = (1.5 + 1.5 * p[:, 7])[:, None, None]
+    phase = 2 * np.pi * p[:, 8][:, None, None]
+    wave = np.sin(2 * np.pi * freq * along + phase)
+    checker = wave * np.sin(2 * np.pi * freq * across)
+    is_stripes = (_kind(p[:, 5], len(OBJECT_PATTERN_KINDS)) == 0)[:, None, None]
+    return (np.where(is_stripes, wave, checker) > 0).astype(np.float32)
+
+
+_RENDERERS = {"object": _render_object, "textured": _render_textured}
