@@ -1,6 +1,6 @@
 """Command line for the segmentation baselines (`fdm.baselines`):
 
-  python -m experiments.baselines --baseline=kmeans|supervised|grabcut \
+  python -m experiments.baselines --baseline=kmeans|supervised|grabcut|histogram \
       --config=configs/weizmann_horse.py --workdir=DIR [--ddpm_workdir=DDPM_DIR] \
       [--config.baselines.key=value ...]
 
@@ -9,6 +9,8 @@ the test split, all_seg_* on the whole eval split; see fdm/baselines/common.py);
 `--baseline=supervised` also writes DIR/segmenter.npz, which an FDM's
 `--mode=evaluate --config.eval.segmenter_workdir=DIR` uses to score the masks of
 generated images (gen_seg_*, Table 2.5 bottom).
+`--baseline=histogram` fits a colour-histogram pixel classifier with the labels of
+the train images: how far colour alone segments the data (fdm/baselines/histogram.py).
 `--baseline=kmeans` (DatasetDDPM-unsup) clusters the decoder features of a DDPM
 trained first with `python -m experiments.main --config=configs/ddpm_horse.py
 --workdir=DDPM_DIR` (any model.family="ddpm" run at the same data.image_size).

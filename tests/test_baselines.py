@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn import metrics as skm
 
 from configs.fdm_common import fdm_config
-from fdm.baselines import common, kmeans, run_baseline, supervised
+from fdm.baselines import common, histogram, kmeans, run_baseline, supervised
 from fdm.errors import UserError
 from fdm.models import get_family
 from fdm.nn.unet import decoder_features
@@ -92,8 +93,13 @@ def test_class_scores_by_hand():
             for c in range(3)]
     assert out["seg_miou"] == pytest.approx(100 * np.mean(ious))
     assert out["seg_acc_matched"] == pytest.approx(100 * np.mean(pred == target))
+    per_image = [(a & b).sum() / (a | b).sum() for a, b in zip(p, t)]
+    assert out["seg_iou_per_image"] == pytest.approx(100 * np.mean(per_image))
+    aris = [skm.adjusted_rand_score(b.ravel(), a.ravel()) for a, b in zip(pred, target)]
+    assert out["seg_ari"] == pytest.approx(100 * np.mean(aris))
     flipped = common.class_scores(1 - (target > 0), target > 0)   # no remapping: all wrong
     assert flipped["seg_acc"] == 0 and "baseline_centre_iou" in flipped
+    assert flipped["seg_iou_per_image"] == 0 and flipped["seg_ari"] == pytest.approx(100)
 
 
 def test_split_results_scores_test_rows_and_all():
@@ -119,6 +125,7 @@ def test_fit_kmeans_samples_pixels_across_batches_and_finds_colours():
     pred = kmeans.predict_clusters(some, iter(colours))
     scores = common.region_scores(pred, masks, 2)
     assert pred.shape == masks.shape and scores["seg_iou"] > 95
+    assert scores["seg_iou_per_image"] > 95 and scores["seg_ari"] > 90
 
 
 def random_like(shapes, scale=0.3, seed=1):
@@ -256,6 +263,86 @@ def test_grabcut_segments_a_red_disk():
     np.testing.assert_array_equal(pred, grabcut.grabcut_masks(images, 0.1, 5))  # seeded
     with pytest.raises(UserError, match="grabcut_margin"):
         grabcut.init_rectangle(8, 8, 0.5)
+
+
+# --- colour histogram -------------------------------------------------------------------
+
+def coloured_images(n: int, fg_colours, bg_colours, seed: int = 0):
+    """disk_images' masks with per-pixel colours: fg pixels drawn by fg_colours(rng, k),
+    bg pixels by bg_colours(rng, k) (uint8 [k, 3] each)."""
+    rng = np.random.default_rng(seed)
+    masks = disk_images(n, seed=seed)[1]
+    images = np.zeros(masks.shape + (3,), np.uint8)
+    fg = masks > 0
+    images[fg] = fg_colours(rng, int(fg.sum()))
+    images[~fg] = bg_colours(rng, int((~fg).sum()))
+    return images, masks
+
+
+def histogram_data(images, masks, num_train):
+    """Train on rows [:num_train], evaluate all, test rows [num_train:]."""
+    return common.BaselineData(common.LabelledImages(images[:num_train], masks[:num_train]),
+                               common.LabelledImages(images, masks),
+                               np.arange(num_train, len(images)))
+
+
+def test_histogram_separates_red_from_blue():
+    def noisy(colour):          # +-7 around a bin centre: stays in one bin of 16 per channel
+        return lambda rng, k: (np.array(colour) + rng.integers(-7, 8, (k, 3))).astype(np.uint8)
+    images, masks = coloured_images(12, noisy([200, 24, 24]), noisy([24, 24, 200]))
+    out = histogram.run_histogram(small_config(), histogram_data(images, masks, 8))
+    assert out["seg_iou"] == 100 and out["all_seg_iou"] == 100 and out["seg_acc"] == 100
+    assert out["seg_num_images"] == 4 and out["all_seg_num_images"] == 12
+
+
+def test_histogram_without_colour_cue_is_near_all_background():
+    def uniform(rng, k):
+        return rng.integers(0, 256, (k, 3)).astype(np.uint8)
+    images, masks = coloured_images(240, uniform, uniform, seed=3)
+    out = histogram.run_histogram(small_config(histogram_bins=8),
+                                  histogram_data(images, masks, 200))
+    assert out["seg_iou"] < 15, out                        # all background: IoU 0
+    assert out["seg_iou"] < out["baseline_all_fg_iou"], out
+
+
+def test_histogram_predict_matches_a_pixel_loop():
+    rng = np.random.default_rng(0)
+    bins = 4
+    images = rng.integers(0, 256, (3, 5, 5, 3)).astype(np.uint8)
+    masks = rng.integers(0, 3, (3, 5, 5))
+    counts = histogram.fit_histograms(images, masks, bins)
+    assert counts.shape == (2, bins ** 3) and counts.sum() == masks.size
+    assert counts[1].sum() == (masks > 0).sum()
+
+    def colour_bin(pixel):
+        return tuple(int(v) * bins // 256 for v in pixel)
+    slow_counts = {}                                       # bin -> [bg, fg] training pixels
+    for image, mask in zip(images, masks):
+        for pixel, label in zip(image.reshape(-1, 3), mask.ravel()):
+            slow_counts.setdefault(colour_bin(pixel), [0, 0])[int(label > 0)] += 1
+    test = rng.integers(0, 256, (2, 4, 4, 3)).astype(np.uint8)
+    for data in (images, test):                            # test: some bins never seen
+        expected = np.zeros(data.shape[:3], np.int32)
+        for i, y, x in np.ndindex(*data.shape[:3]):
+            bg, fg = slow_counts.get(colour_bin(data[i, y, x]), (0, 0))
+            expected[i, y, x] = fg > bg
+        got = histogram.predict(counts, data, bins)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(UserError, match="uint8"):
+        histogram.bin_index(images.astype(np.float32), bins)
+    with pytest.raises(UserError, match="bins"):
+        histogram.predict(counts, test, 8)
+
+
+def test_run_baseline_histogram_on_shapes(tmp_path):
+    config = small_config(histogram_bins=8)
+    config.data.update(dataset="shapes", num_train=48, num_eval=16, num_regions=2)
+    out = run_baseline("histogram", config, str(tmp_path / "run"))
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written == out and written["baseline"] == "histogram" and written["step"] == 0
+    assert written["seg_num_images"] == 16 and written["all_seg_num_images"] == 16
+    assert 0 < written["seg_iou"] <= 100 and written["seg_iou"] == written["all_seg_iou"]
 
 
 # --- runner ---------------------------------------------------------------------------------

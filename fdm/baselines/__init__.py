@@ -9,11 +9,15 @@
               - Tables 2.3-2.5; also saves workdir/segmenter.npz, the judge of
               generated masks (FDM `--mode=evaluate` with eval.segmenter_workdir)
   grabcut     OpenCV GrabCut from a centred rectangle (`grabcut`) - Tables 2.1/2.2
+  histogram   colour-histogram pixel classifier fitted with the labels on the train
+              images (`histogram`): the strength of the dataset's colour cue, an
+              upper bound on any colour key (SPEC: procedural shapes' object IoU
+              in [0.5, 0.85])
 
 `run_baseline` writes `workdir/results.json` with the FDM evaluation's keys
 (`seg_acc`, `seg_iou`, `seg_dice`, ...: test split; `all_seg_*`: the whole eval
 split, see `common`), plus "baseline", "config", "step" (DDPM checkpoint step for
-kmeans, training steps for supervised, 0 for grabcut) and "wall_s".
+kmeans, training steps for supervised, 0 for grabcut and histogram) and "wall_s".
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import numpy as np
 from fdm.baselines.common import load_baseline_data
 from fdm.errors import UserError
 
-BASELINES = ("kmeans", "supervised", "grabcut")
+BASELINES = ("kmeans", "supervised", "grabcut", "histogram")
 RESULTS_FILE = "results.json"
 
 
@@ -41,6 +45,9 @@ def _compute(name: str, config, data, workdir: str,
         from fdm.baselines.supervised import run_supervised
         steps = config.baselines.supervised_steps
         return run_supervised(config, data, workdir, config.train.seed), steps
+    if name == "histogram":
+        from fdm.baselines.histogram import run_histogram
+        return run_histogram(config, data, config.train.seed), 0
     from fdm.baselines.grabcut import run_grabcut
     return run_grabcut(config, data, config.train.seed), 0
 
