@@ -114,3 +114,110 @@ def test_group_scores_match_sklearn_per_group_with_a_fixed_mapping():
         assert scores["acc"] == pytest.approx(100 * skm.accuracy_score(t, p))
         assert scores["iou"] == pytest.approx(100 * skm.jaccard_score(t, p))
         assert scores["miou"] == pytest.approx(100 * skm.jaccard_score(t, p, average="macro"))
+
+
+# --- per-image diagnostics ---------------------------------------------------------------
+
+def slow_per_image_iou(pred, target, num_regions):
+    """Per image: the best foreground IoU over all region subsets, by boolean masks."""
+    ious = []
+    for p, t in zip(pred, target > 0):
+        best = 0.0
+        for flags in itertools.product((False, True), repeat=num_regions):
+            called = np.isin(p, [k for k in range(num_regions) if flags[k]])
+            union = (called | t).sum()
+            best = max(best, (called & t).sum() / union if union else 1.0)
+        ious.append(best)
+    return 100 * np.mean(ious)
+
+
+def sklearn_mean_ari(pred, target):
+    return 100 * np.mean([skm.adjusted_rand_score(t.ravel(), p.ravel())
+                          for p, t in zip(pred, target)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_image_scores_match_sklearn_ari_and_brute_force_iou(seed):
+    rng = np.random.default_rng(seed)
+    k, c = 2 + seed % 3, 2 + seed % 2
+    target = rng.integers(0, c, (5, 9, 11))
+    pred = np.where(rng.random(target.shape) < rng.random(), target % k,
+                    rng.integers(0, k, target.shape))
+    out = seg.per_image_scores(pred, target, k)
+    assert out["seg_ari"] == pytest.approx(sklearn_mean_ari(pred, target), abs=1e-9)
+    assert out["seg_iou_per_image"] == pytest.approx(slow_per_image_iou(pred, target, k))
+
+
+def test_ari_degenerate_images_match_sklearn():
+    target = np.zeros((6, 4, 4), int)
+    target[[1, 3, 5], :, :2] = 2                      # images 1, 3, 5: two target classes
+    pred = np.zeros((6, 4, 4), int)
+    pred[[2, 3], 1:, :] = 1                           # images 2, 3: two regions
+    pred[4] = 1                                       # image 4: one cluster labelled 1
+    for i in range(len(pred)):
+        got = seg.per_image_scores(pred[i:i + 1], target[i:i + 1], 2)["seg_ari"]
+        assert got == pytest.approx(100 * skm.adjusted_rand_score(target[i].ravel(),
+                                                                  pred[i].ravel())), i
+    ids = seg.per_image_scores(pred, target, 2)["seg_ari"]
+    assert ids == pytest.approx(sklearn_mean_ari(pred, target))
+    assert seg.per_image_scores(pred[[0, 4]], target[[0, 4]], 2)["seg_ari"] == 100.0
+
+
+def test_image_without_foreground_scores_100_per_image():
+    target = np.zeros((2, 4, 4), int)
+    target[1, :2] = 1
+    pred = np.zeros((2, 4, 4), int)
+    pred[:, 2:] = 1                                   # image 0: empty target, split prediction
+    out = seg.per_image_scores(pred, target, 2)
+    assert out["seg_iou_per_image"] == pytest.approx(100.0)
+    assert out["seg_iou_per_image"] == pytest.approx(slow_per_image_iou(pred, target, 2))
+
+
+def test_image_confusion_matrices_chunked_match_per_image():
+    rng = np.random.default_rng(4)
+    pred, target = rng.integers(0, 3, (7, 5, 6)), rng.integers(0, 4, (7, 5, 6))
+    got = seg.image_confusion_matrices(pred, target, 3, 4, chunk_pixels=64)   # 2 images a chunk
+    for n in range(len(pred)):
+        np.testing.assert_array_equal(got[n], seg.confusion_matrix(pred[n], target[n], 3, 4))
+
+
+def test_flipped_labels_score_100_per_image_but_not_globally():
+    """The motivating case: the true partition, its labels flipped in a random half of
+    the images; the global mapping sees ~all-foreground, the per-image scores 100."""
+    rng = np.random.default_rng(5)
+    target = np.zeros((40, 16, 16), int)
+    for n in range(len(target)):
+        r, c, s = rng.integers(0, 8), rng.integers(0, 8), rng.integers(4, 9)
+        target[n, r:r + s, c:c + s] = 1
+    flip = rng.permutation(len(target)) < len(target) // 2
+    pred = np.where(flip[:, None, None], 1 - target, target)
+    out = seg.segmentation_metrics(pred, target, 2)
+    assert out["seg_iou_per_image"] == pytest.approx(100.0)
+    assert out["seg_ari"] == pytest.approx(100.0)
+    fg = target > 0
+    all_fg_iou = 100 * fg.sum() / fg.size
+    assert out["seg_iou"] <= all_fg_iou + 1.0
+    assert out["seg_iou"] < 50
+
+
+def test_segmentation_metrics_keys():
+    rng = np.random.default_rng(6)
+    target = rng.integers(0, 3, (3, 8, 8))
+    pred = rng.integers(0, 4, (3, 8, 8))
+    out = seg.segmentation_metrics(pred, target, 4)
+    assert {"seg_acc", "seg_iou", "seg_dice", "seg_miou", "seg_acc_matched",
+            "seg_iou_per_image", "seg_ari", "baseline_all_fg_iou",
+            "seg_region3_is_fg", "seg_region3_class"} <= set(out)
+    assert out == pytest.approx({**seg.per_image_scores(pred, target, 4), **out})
+
+
+def test_fixed_prediction_scores_do_not_remap():
+    rng = np.random.default_rng(7)
+    target = rng.integers(0, 3, (4, 6, 6))
+    pred = np.where(rng.random(target.shape) < 0.6, target, rng.integers(0, 3, target.shape))
+    out = seg.fixed_prediction_scores(pred, target)
+    ious = [((p > 0) & (t > 0)).sum() / ((p > 0) | (t > 0)).sum() for p, t in zip(pred, target)]
+    assert out["seg_iou_per_image"] == pytest.approx(100 * np.mean(ious))
+    assert out["seg_ari"] == pytest.approx(sklearn_mean_ari(pred, target))
+    flipped = seg.fixed_prediction_scores(1 - (target > 0), target > 0)
+    assert flipped["seg_iou_per_image"] == 0 and flipped["seg_ari"] == pytest.approx(100.0)

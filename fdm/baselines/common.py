@@ -18,10 +18,13 @@ Scores (percent, keys as the FDM's `evaluate`), for the test rows as `seg_*` and
 for the whole evaluation set as `all_seg_*`:
   * `region_scores`: a prediction in K unnamed regions (k-means clusters) gets
     one global region -> {fg, bg} mapping (and a Hungarian region -> class
-    matching when C > 2), exactly the FDM's `segmentation_metrics`;
+    matching when C > 2), exactly the FDM's scores
+    (`fdm.metrics.segmentation.segmentation_metrics`);
   * `class_scores`: a prediction already in the target's classes (supervised
     U-Net: 0..C-1; GrabCut: 1 = fg) is scored as it is, no remapping.
-Both add the all-foreground and centre-prior scores (`baseline_*`).
+Both add the per-image diagnostics `seg_iou_per_image` and `seg_ari` (for
+`class_scores` the per-image IoU of pred > 0 as it is) and the all-foreground
+and centre-prior scores (`baseline_*`).
 """
 from __future__ import annotations
 
@@ -91,14 +94,14 @@ def unit_range_batches(images: np.ndarray, batch_size: int):
 
 def region_scores(pred: np.ndarray, masks: np.ndarray, num_regions: int) -> dict:
     """Scores of K unnamed regions (global mapping; see module doc)."""
-    from fdm.models.fdm import segmentation_metrics
-    return segmentation_metrics(pred, masks, num_regions)
+    return seg_metrics.segmentation_metrics(pred, masks, num_regions)
 
 
 def class_scores(pred: np.ndarray, masks: np.ndarray) -> dict:
     """Scores of a prediction in the masks' own classes (no remapping): fg/bg Acc / IoU /
     DICE of pred > 0 vs masks > 0; for C > 2 classes also seg_miou and the C-class pixel
-    accuracy seg_acc_matched (same keys as the FDM's Hungarian-matched ones)."""
+    accuracy seg_acc_matched (same keys as the FDM's Hungarian-matched ones); the
+    per-image seg_iou_per_image (pred > 0, no remapping) and seg_ari."""
     conf = seg_metrics.confusion_matrix(pred > 0, masks > 0, 2, 2)
     fg = seg_metrics.scores_for_mapping(conf, (False, True))
     out = {"seg_acc": 100 * fg.acc, "seg_iou": 100 * fg.iou, "seg_dice": 100 * fg.dice}
@@ -109,6 +112,7 @@ def class_scores(pred: np.ndarray, masks: np.ndarray) -> dict:
         present = conf.sum(0) > 0                         # classes of the ground truth
         out["seg_miou"] = 100 * float(np.mean(np.diag(conf)[present] / union[present]))
         out["seg_acc_matched"] = 100 * float(np.trace(conf) / conf.sum())
+    out.update(seg_metrics.fixed_prediction_scores(pred, masks))
     out.update(seg_metrics.trivial_baselines(masks))
     return out
 
