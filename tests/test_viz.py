@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fdm import viz
@@ -61,3 +62,96 @@ def test_palette_distinct_and_soft_masks():
                                   np.broadcast_to(pal[1], (2, 2, 3)))
     maps = viz.mask_channels(probs)
     assert maps.shape == (3, 2, 2, 3) and (maps[1] == 255).all() and (maps[0] == 0).all()
+
+
+def _columns(n=3, k=4, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8) for _ in range(k)]
+
+
+def test_upscale_nearest_and_factor():
+    image = np.random.default_rng(1).integers(0, 256, (2, 3, 5, 3), dtype=np.uint8)
+    up = viz.upscale_nearest(image, 3)
+    assert up.shape == (2, 9, 15, 3) and up.dtype == np.uint8
+    np.testing.assert_array_equal(up[1], np.kron(image[1], np.ones((3, 3, 1), np.uint8)))
+    np.testing.assert_array_equal(viz.upscale_nearest(image, 1), image)
+    assert [viz.upscale_factor(s, 128) for s in (32, 33, 64, 100, 128, 256)] == [4, 4, 2, 2, 1, 1]
+
+
+def test_titled_columns_shape_and_nearest_tiles():
+    n, k, size, pad = 3, 4, 32, 4
+    cols = _columns(n, k, size)
+    titles = ["image", "truth", "argmax", "soft masks"]
+    out = viz.titled_columns(cols, titles, min_tile=128, pad=pad)
+    f = 4                                                  # ceil(128 / 32)
+    header = viz.title_strip(titles, size * f, pad=pad).shape[0]
+    assert 10 < header < 60
+    assert out.dtype == np.uint8
+    assert out.shape == (header + n * (size * f + pad) + pad, k * (size * f + pad) + pad, 3)
+    np.testing.assert_array_equal(out[:header], viz.title_strip(titles, size * f, pad=pad))
+    for i, j in [(0, 0), (2, 3), (1, 2)]:                  # example i, column j
+        y, x = header + pad + i * (size * f + pad), pad + j * (size * f + pad)
+        tile = out[y:y + size * f, x:x + size * f]
+        np.testing.assert_array_equal(tile, np.kron(cols[j][i], np.ones((f, f, 1), np.uint8)))
+    assert (out[header:header + pad] == 255).all()         # light padding between tiles
+    # 33 px tiles also go to an integer factor (4 -> 132 px), non-square tiles by the short side
+    assert viz.titled_columns(_columns(1, 2, 33), ["a", "b"], pad=0).shape[1] == 2 * 132
+    wide = [np.zeros((1, 16, 40, 3), np.uint8)] * 2
+    out = viz.titled_columns(wide, ["a", "b"], pad=0)
+    assert out.shape[1] == 2 * 40 * 8 and out.shape[0] - 16 * 8 > 0
+
+
+def test_titled_columns_header_is_readable_and_titles_differ():
+    size, pad, f = 32, 4, 4
+    titles = ["image", "truth", "argmax", "soft masks"]
+    out = viz.titled_columns(_columns(2, 4, size), titles, pad=pad)
+    header = viz.title_strip(titles, size * f, pad=pad).shape[0]
+    strip = out[:header]
+    background = strip[0, 0]
+    np.testing.assert_array_equal(background, [255, 255, 255])
+    cells = [strip[:, pad + j * (size * f + pad): (j + 1) * (size * f + pad)] for j in range(4)]
+    for cell in cells:
+        ink = (cell != background).any(-1)
+        assert ink.sum() > 20                              # each title draws pixels
+        assert cell.min() < 64                             # dark text on the light strip
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not np.array_equal(cells[a], cells[b])
+    dark = viz.titled_columns(_columns(1, 2, size), ["x", "y"], pad=pad, background=0)
+    assert dark[0, 0].max() == 0 and dark[:header].max() > 191   # light text on a dark strip
+
+
+def test_titled_columns_keeps_large_tiles():
+    cols = _columns(2, 2, 128)
+    out = viz.titled_columns(cols, ["a", "b"], min_tile=128, pad=2)
+    header = out.shape[0] - (2 * 130 + 2)
+    assert out.shape[1] == 2 * 130 + 2 and header > 0
+    np.testing.assert_array_equal(out[header + 2:header + 130, 2:130], cols[0][0])
+    np.testing.assert_array_equal(out[header + 132:header + 260, 132:260], cols[1][1])
+    assert viz.titled_columns(_columns(1, 1, 200), ["a"], pad=0).shape[1] == 200
+
+
+def test_titled_columns_grey_columns_and_errors():
+    grey = np.full((2, 32, 32, 1), 7, np.uint8)
+    out = viz.titled_columns([grey, _columns(2, 1)[0]], ["grey", "rgb"], pad=0)
+    assert (out[-128:, :128] == 7).all()
+    with pytest.raises(ValueError, match="one shape"):
+        viz.titled_columns([np.zeros((2, 32, 32, 3), np.uint8),
+                            np.zeros((3, 32, 32, 3), np.uint8)], ["a", "b"])
+    with pytest.raises(ValueError, match="one shape"):
+        viz.titled_columns([np.zeros((2, 32, 32, 3), np.uint8),
+                            np.zeros((2, 16, 16, 3), np.uint8)], ["a", "b"])
+    with pytest.raises(ValueError, match="one shape"):
+        viz.titled_columns([np.zeros((32, 32, 3), np.uint8)], ["a"])
+    with pytest.raises(ValueError, match="2 columns but 1 titles"):
+        viz.titled_columns(_columns(1, 2), ["a"])
+    with pytest.raises(ValueError, match="uint8"):
+        viz.titled_columns([np.zeros((1, 8, 8, 3), np.float32)], ["a"])
+    with pytest.raises(ValueError, match="at least one"):
+        viz.titled_columns([], [])
+
+
+def test_title_strip_cuts_long_titles():
+    strip = viz.title_strip(["a very long title that does not fit", "b"], 40, pad=2)
+    assert strip.shape[1] == 2 * 42 + 2
+    assert (strip[:, 42:44] == 255).all()                  # nothing spills into the gap
