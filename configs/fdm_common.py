@@ -38,6 +38,7 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.model.decoding = "shared"      # shared | unshared | mask_hmid | concat (Table 2.6)
     c.model.mask_init_scale = 1e-2   # small random init of the mask generator output
     c.model.mask_skip_max_res = 0    # mask generator reads every skip (the paper)
+    c.model.branch_embed_std = 0.0   # > 0: learned per-branch embedding added to the decoder's temb
     c.model.hierarchical = False     # 2-level FDM (appendix 2.5.1)
     c.model.level2_masks = 3
 
@@ -56,9 +57,15 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.train.batch_size = batch_size
     c.train.learning_rate = 1e-4
     c.train.grad_clip = 1.0
-    # Per-subtree schedule knobs (ModelFamily.optimizer); the paper uses neither.
+    # Per-subtree schedule knobs (ModelFamily.optimizer); the paper uses none of them.
     c.train.lr_multipliers = ml_collections.ConfigDict({"mask_generator": 1.0})
     c.train.frozen_steps = ml_collections.ConfigDict({"mask_generator": 0})
+    c.train.warmup_steps = 0         # linear learning-rate warm-up of every subtree
+    # Search aids for the mask generator (fdm/models/fdm_search.py); off in the paper.
+    c.train.mask_prior_steps = 0     # > 0: warm start on a centred blob for this many steps
+    c.train.mask_prior_sigma = 0.35  # the blob's sigma, a fraction of the half-width
+    c.train.mask_prior_weight = 1.0  # weight of its cross-entropy during the warm start
+    c.train.mask_z_loss = 0.0        # weight of the router z-loss on the mask logits
     c.train.ema_decay = 0.9999
     c.train.seed = 0
     c.train.log_every = 100
@@ -92,4 +99,5 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.baselines.grabcut_size = 128    # GrabCut runs on the photos at this size (0: image_size)
     c.baselines.grabcut_margin = 0.05  # init rectangle: centred, this fraction off each side
     c.baselines.grabcut_iters = 5
+    c.baselines.histogram_bins = 16   # colour histogram: bins per RGB channel (B^3 in all)
     return c

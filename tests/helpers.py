@@ -84,7 +84,7 @@ class TinyFamily(ModelFamily):
         schedule = optax.linear_schedule(tc.learning_rate, tc.learning_rate / 2, tc.num_steps)
         return optax.inject_hyperparams(optax.adam)(learning_rate=schedule)
 
-    def loss_fn(self, params, batch, rng, train):
+    def loss_fn(self, params, batch, rng, train, step=0):
         x = batch["image"].reshape(-1, 16)
         noisy = x + 0.1 * jax.random.normal(rng, x.shape)
         pred = self._net().apply(params, noisy)

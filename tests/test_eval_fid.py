@@ -75,7 +75,7 @@ def test_evaluate_writes_fid_and_kid(tmp_path, weights_path):
 def test_missing_weights_file_is_one_line_error_before_any_work(tmp_path, monkeypatch):
     missing = str(tmp_path / "nope.npz")
     family, params = _family(fdm_tiny_config(), metric_weights=missing)
-    monkeypatch.setattr(family, "_mean_loss", lambda *a: pytest.fail("ran before the check"))
+    monkeypatch.setattr(family, "_example_losses", lambda *a: pytest.fail("ran before the check"))
     with pytest.raises(UserError) as info:
         family.evaluate(params, iter([]), str(tmp_path), jax.random.PRNGKey(0))
     message = str(info.value)

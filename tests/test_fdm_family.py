@@ -73,8 +73,11 @@ def test_evaluate_reports_segmentation_with_mapping(tmp_path, family_and_params)
     metrics = family.evaluate(params, make_iterator(family.config, "eval"), str(tmp_path),
                               jax.random.PRNGKey(4))
     for key in ("seg_acc", "seg_iou", "seg_dice", "seg_miou", "eval_loss", "train_loss",
-                "baseline_all_fg_iou", "baseline_centre_iou"):
+                "seg_iou_per_image", "seg_ari", "baseline_all_fg_iou", "baseline_centre_iou",
+                "eval_loss_q0", "mask_entropy", "mask_shift_error"):
         assert np.isfinite(metrics[key]), key
+    assert 0 <= metrics["mask_entropy"] <= 1 and 0 <= metrics["mask_shift_error"] <= 1
+    assert "baseline_mask_prior_iou" not in metrics     # no warm start configured
     assert metrics["seg_num_images"] == 6          # padding rows of the eval pass excluded
     assert {metrics[f"seg_region{k}_is_fg"] for k in range(3)} <= {0, 1}
     assert os.path.exists(tmp_path / "segment" / "eval_overlays.png")
@@ -160,3 +163,42 @@ def test_variants_build_through_the_family(model):
     out = family.loss_fn(params, {"image": jnp.zeros((2, SIZE, SIZE, 3))},
                          jax.random.PRNGKey(0), train=True)
     assert np.isfinite(float(out.loss))
+
+
+def test_mask_shift_error_tells_content_masks_from_positional_ones(family_and_params):
+    """Through the family's own noising and batching: a mask generator replaced by one
+    that reads the pixel colours scores ~0, one that ignores the image scores > 0.1."""
+    family, params = family_and_params
+    images = np.random.default_rng(5).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    square = np.zeros((SIZE, SIZE), np.float32)
+    square[4:12, 4:12] = 1
+
+    def with_masks(masks_fn):
+        f = get_family(tiny_config())
+        f.apply_model = lambda p, x_t, t, **kw: (x_t, {"masks": masks_fn(x_t)})
+        return f.mask_shift_error(params, images, jax.random.PRNGKey(0))
+
+    content = lambda x: jax.nn.softmax(jnp.stack([x[..., 0], x[..., 1], x[..., 2]], -1))
+    fixed = lambda x: jnp.broadcast_to(jnp.stack([square, 1 - square, 0 * square], -1),
+                                       x.shape[:3] + (3,))
+    assert with_masks(content) < 1e-6
+    assert with_masks(fixed) > 0.1
+
+
+def test_evaluate_reports_the_warm_start_prior_as_a_baseline(tmp_path, family_and_params,
+                                                            monkeypatch):
+    from fdm.data import make_iterator
+    from fdm.metrics import segmentation as seg
+    from fdm.models import fdm_search
+    family, params = family_and_params
+    monkeypatch.setattr(family, "search", fdm_search.SearchSettings(prior_steps=10,
+                                                                    prior_sigma=0.5))
+    metrics = family.evaluate(params, make_iterator(family.config, "eval"), str(tmp_path),
+                              jax.random.PRNGKey(4))
+    targets = np.concatenate([np.asarray(b["mask"])[np.asarray(b["valid"])]
+                              for b in make_iterator(family.config, "eval")])
+    blob = fdm_search.prior_hard_labels(SIZE, 0.5).astype(bool)
+    fg = targets > 0
+    pred = np.broadcast_to(blob, fg.shape)
+    want = 100 * (pred & fg).sum() / (pred | fg).sum()
+    assert metrics["baseline_mask_prior_iou"] == pytest.approx(want)

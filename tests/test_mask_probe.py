@@ -95,9 +95,42 @@ def test_probe_trains_and_writes_its_losses(tmp_path):
         run_lib.run(probe_config(), workdir, "sample")
 
 
+def test_probe_reports_the_loss_per_quarter_of_t(tmp_path):
+    """eval_loss_q{k} are means over the eval examples whose t falls in quarter k: their
+    count-weighted mean is eval_loss (recomputed here from the same fixed keys)."""
+    from fdm.data import make_iterator
+    family = get_family(probe_config(decoding="concat"))
+    params = randomize(family.init_params(jax.random.PRNGKey(0),
+                                          {"image": jnp.zeros((1, SIZE, SIZE, 3))}))
+    metrics = family.evaluate(params, make_iterator(family.config, "eval"), str(tmp_path),
+                              jax.random.PRNGKey(5))
+    losses, t, _ = family._example_losses(params, make_iterator(family.config, "eval"),
+                                          family.config.eval.num_examples,
+                                          jax.random.fold_in(jax.random.PRNGKey(5), 0))
+    quarter = t * 4 // family.schedule.num_timesteps
+    assert metrics["eval_loss"] == pytest.approx(losses.mean(), rel=1e-6)
+    for k in range(4):
+        want = losses[quarter == k].mean() if np.any(quarter == k) else np.nan
+        np.testing.assert_allclose(metrics[f"eval_loss_q{k}"], want, rtol=1e-6)
+
+
+def test_concat_control_sees_the_same_masks_through_one_decoder():
+    """decoding='concat' with given masks: one decoder, masks as extra channels; the output
+    depends on the given masks and not on the mask generator."""
+    family = get_family(probe_config(decoding="concat"))
+    params = randomize(family.init_params(jax.random.PRNGKey(0),
+                                          {"image": jnp.zeros((1, SIZE, SIZE, 3))}))
+    assert "decoder" in params and "decoder_1" not in params
+    labels = jnp.asarray(np.random.default_rng(3).integers(0, 3, (2, SIZE, SIZE)))
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, SIZE, SIZE, 3)), jnp.float32)
+    t = jnp.array([1, 5])
+    eps = lambda m: family.apply_model(params, x, t, masks=given_masks(m, 3))[0]
+    assert not np.allclose(eps(labels), eps((labels + 1) % 3), atol=1e-4)
+
+
 @pytest.mark.parametrize("model,named", [
     (dict(given_mask_alpha=1.5), "given_mask_alpha"),
-    (dict(decoding="concat"), "decoding"),
+    (dict(hierarchical=True), "hierarchical"),
     (dict(num_masks=2), "num_regions")])
 def test_probe_rejects_bad_settings_in_one_line(model, named):
     with pytest.raises(UserError, match=named):

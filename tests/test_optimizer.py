@@ -13,7 +13,7 @@ class _Family(ModelFamily):
     def init_params(self, rng, batch):
         raise NotImplementedError
 
-    def loss_fn(self, params, batch, rng, train):
+    def loss_fn(self, params, batch, rng, train, step=0):
         raise NotImplementedError
 
 
@@ -61,3 +61,35 @@ def test_frozen_steps_hold_the_subtree_then_release_it():
         moved.append((float(updates["encoder"]["w"][0]), float(updates["mask_generator"]["w"][0])))
     assert [m for _, m in moved[:2]] == [0.0, 0.0] and moved[2][1] < 0
     assert all(e < 0 for e, _ in moved)
+
+
+def _updates(opt, num_steps):
+    """The encoder / mask_generator updates of `num_steps` Adam steps on GRADS."""
+    state, params, out = opt.init(PARAMS), PARAMS, []
+    for _ in range(num_steps):
+        updates, state = opt.update(GRADS, state, params)
+        params = optax.apply_updates(params, updates)
+        out.append((float(updates["encoder"]["w"][0]), float(updates["mask_generator"]["w"][0])))
+    return out
+
+
+def test_warmup_ramps_every_rate_linearly():
+    # Adam's step on a constant gradient is -lr (up to eps): the update is the rate.
+    moved = _updates(_optimizer(warmup_steps=4, lr_multipliers={"mask_generator": 0.5}), 6)
+    np.testing.assert_allclose([e for e, _ in moved], -1e-2 * np.array([1, 2, 3, 4, 4, 4]) / 4,
+                               rtol=1e-4)
+    np.testing.assert_allclose([m for _, m in moved], -5e-3 * np.array([1, 2, 3, 4, 4, 4]) / 4,
+                               rtol=1e-4)
+
+
+def test_warmup_of_a_frozen_subtree_starts_when_it_is_released():
+    moved = _updates(_optimizer(warmup_steps=2, frozen_steps={"mask_generator": 2}), 5)
+    np.testing.assert_allclose([m for _, m in moved], [0, 0, -5e-3, -1e-2, -1e-2], rtol=1e-4,
+                               atol=1e-12)
+    np.testing.assert_allclose([e for e, _ in moved], [-5e-3, -1e-2, -1e-2, -1e-2, -1e-2],
+                               rtol=1e-4)
+
+
+def test_negative_warmup_is_a_one_line_error():
+    with pytest.raises(UserError, match="warmup_steps"):
+        _optimizer(warmup_steps=-1)

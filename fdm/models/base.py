@@ -54,9 +54,13 @@ class ModelFamily(abc.ABC):
         """Initial parameters (pure, jit-able; the trainer jits it with out_shardings)."""
 
     @abc.abstractmethod
-    def loss_fn(self, params: Params, batch: Batch, rng: jax.Array,
-                train: bool) -> LossOutput:
-        """Loss on a (global, sharded) batch. Pure and jit-able."""
+    def loss_fn(self, params: Params, batch: Batch, rng: jax.Array, train: bool,
+                step: jax.Array | int = 0) -> LossOutput:
+        """Loss on a (global, sharded) batch. Pure and jit-able.
+
+        step: int32 [] updates done so far (the trainer passes `TrainState.step`), for
+        losses whose terms follow a schedule; 0 outside training.
+        """
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at `train.learning_rate`, with optional global-norm clipping.
@@ -64,15 +68,20 @@ class ModelFamily(abc.ABC):
         Per top-level parameter subtree (e.g. 'mask_generator'):
         `train.lr_multipliers` (name -> factor) scales its learning rate and
         `train.frozen_steps` (name -> n) holds it at 0 for the first n steps
-        (Adam's moments still accumulate). Subtrees not named train at the base
-        rate; with neither key set this is one plain Adam.
+        (Adam's moments still accumulate). `train.warmup_steps` = w > 0 ramps
+        every rate linearly from 0 to its value over the first w steps of its
+        subtree's training (after its frozen steps). Subtrees not named train at
+        the base rate; with none of these keys set this is one plain Adam.
         """
         tc = self.config.train
+        warmup = int(tc.get("warmup_steps", 0))
+        if warmup < 0:
+            raise UserError(f"train.warmup_steps={warmup} must be >= 0 (0: no warm-up)")
         chain = []
         if tc.get("grad_clip", 0.0):
             chain.append(optax.clip_by_global_norm(tc.grad_clip))
         chain.append(_subtree_adam(tc.learning_rate, dict(tc.get("lr_multipliers", {})),
-                                   dict(tc.get("frozen_steps", {}))))
+                                   dict(tc.get("frozen_steps", {})), warmup))
         return optax.chain(*chain)
 
     # ---- modes other than train (host-side, use EMA params) ------------
@@ -100,16 +109,18 @@ class ModelFamily(abc.ABC):
         return {}
 
 
-def _subtree_adam(learning_rate: float, multipliers: dict,
-                  frozen_steps: dict) -> optax.GradientTransformation:
+def _subtree_adam(learning_rate: float, multipliers: dict, frozen_steps: dict,
+                  warmup_steps: int = 0) -> optax.GradientTransformation:
     """Adam with a learning-rate schedule per named top-level subtree (see optimizer)."""
     named = ({k for k, f in multipliers.items() if float(f) != 1.0}
              | {k for k, n in frozen_steps.items() if int(n) > 0})
+    base = optax.adam(_subtree_schedule(learning_rate, 0, warmup_steps))
     if not named:
-        return optax.adam(learning_rate)
+        return base
     txs = {k: optax.adam(_subtree_schedule(learning_rate * float(multipliers.get(k, 1.0)),
-                                           int(frozen_steps.get(k, 0)))) for k in named}
-    txs["_base"] = optax.adam(learning_rate)
+                                           int(frozen_steps.get(k, 0)), warmup_steps))
+           for k in named}
+    txs["_base"] = base
 
     def labels(params):
         unknown = sorted(named - set(params))
@@ -121,9 +132,14 @@ def _subtree_adam(learning_rate: float, multipliers: dict,
     return optax.multi_transform(txs, labels)
 
 
-def _subtree_schedule(learning_rate: float, frozen: int):
-    """learning_rate, or 0 for the first `frozen` steps and learning_rate after."""
-    if frozen <= 0:
+def _subtree_schedule(learning_rate: float, frozen: int, warmup: int = 0):
+    """0 for the first `frozen` steps, then a linear ramp to learning_rate over `warmup`
+    steps (reached at update `frozen + warmup`), then learning_rate; a float when
+    both are 0."""
+    if frozen <= 0 and warmup <= 0:
         return learning_rate
-    return optax.join_schedules([optax.constant_schedule(0.0),
-                                 optax.constant_schedule(learning_rate)], [frozen])
+    ramp = (optax.linear_schedule(learning_rate / warmup, learning_rate, warmup - 1)
+            if warmup > 1 else optax.constant_schedule(learning_rate))
+    if frozen <= 0:
+        return ramp
+    return optax.join_schedules([optax.constant_schedule(0.0), ramp], [frozen])

@@ -50,7 +50,7 @@ class DDPMFamily(ModelFamily):
         self.model = self.build_model()
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self._eval_losses = jax.jit(
-            lambda p, b, k: self.per_example_loss(p, b, k, train=False).loss)
+            lambda p, b, k: _loss_and_t(self.per_example_loss(p, b, k, train=False)))
 
     # ---- the network (subclasses swap it) -------------------------------
     def build_model(self):
@@ -64,6 +64,11 @@ class DDPMFamily(ModelFamily):
 
     def loss_scalars(self, loss_out, weight) -> dict:
         """Extra logged scalars from the DiffusionLossOutput (its aux); none for DDPM."""
+        return {}
+
+    def extra_losses(self, loss_out, weight, step) -> dict:
+        """Terms added to the diffusion loss (name -> scalar), from the DiffusionLossOutput,
+        the valid-row weights [B] and the update count; none for DDPM."""
         return {}
 
     # ---- training -----------------------------------------------------
@@ -106,13 +111,20 @@ class DDPMFamily(ModelFamily):
                               weighting=d.get("loss", "simple"),
                               variance=d.get("variance", "fixed_small"))
 
-    def loss_fn(self, params, batch, rng, train):
-        """Mean loss over valid examples plus loss per t-quarter (see module doc)."""
+    def loss_fn(self, params, batch, rng, train, step=0):
+        """Mean loss over valid examples plus loss per t-quarter (see module doc); with
+        `extra_losses` (a subclass's), `loss` is their sum and `loss_diffusion` the
+        diffusion loss alone."""
         out = self.per_example_loss(params, batch, rng, train)
         weight = batch.get("valid", jnp.ones_like(out.loss)).astype(jnp.float32)
         loss = jnp.sum(out.loss * weight) / jnp.maximum(jnp.sum(weight), 1.0)
         scalars = {"loss": loss, **self._binned_losses(out.loss, out.t, weight),
                    **self.loss_scalars(out, weight)}
+        extra = self.extra_losses(out, weight, step)
+        if extra:
+            scalars.update(extra, loss_diffusion=loss)
+            loss = loss + sum(extra.values())
+            scalars["loss"] = loss
         return LossOutput(loss=loss, scalars=scalars)
 
     def _binned_losses(self, losses, t, weight):
@@ -157,30 +169,40 @@ class DDPMFamily(ModelFamily):
         return metrics, out
 
     def _loss_metrics(self, params, batches: list, rng) -> tuple[dict, np.ndarray]:
-        """({'eval_loss', 'train_loss'}: mean loss over the first eval.num_examples images of
-        each split with the same fixed keys, the eval images used [n, H, W, C])."""
+        """({'eval_loss', 'eval_loss_q0'..'eval_loss_q3', 'train_loss'}: mean loss over the
+        first eval.num_examples images of each split with the same fixed keys, and over
+        those eval images whose t falls in each quarter of [0, T), the eval images used
+        [n, H, W, C])."""
         from fdm.data import make_iterator
         num, key = self.config.eval.num_examples, jax.random.fold_in(rng, 0)
-        eval_loss, eval_images = self._mean_loss(params, iter(batches), num, key)
+        losses, t, eval_images = self._example_losses(params, iter(batches), num, key)
+        metrics = {"eval_loss": float(losses.mean())}
+        bins = t * NUM_T_BINS // self.schedule.num_timesteps
+        for k in range(NUM_T_BINS):
+            metrics[f"eval_loss_q{k}"] = float(losses[bins == k].mean()) if np.any(bins == k) \
+                else float("nan")
         train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
-        train_loss, _ = self._mean_loss(params, train_batches, num, key)
-        return {"eval_loss": eval_loss, "train_loss": train_loss}, eval_images
+        metrics["train_loss"] = float(self._example_losses(params, train_batches, num, key)[0]
+                                      .mean())
+        return metrics, eval_images
 
-    def _mean_loss(self, params, batches, num: int, rng):
-        """(mean loss over the first `num` valid examples of `batches`, their images [n,H,W,C])."""
-        losses, images = [], []
+    def _example_losses(self, params, batches, num: int, rng):
+        """(losses [n], their timesteps t [n], images [n,H,W,C]) of the first `num` valid
+        examples of `batches`."""
+        losses, ts, images = [], [], []
         for i, batch in enumerate(batches):
             inputs = {k: batch[k] for k in self.loss_batch_keys if k in batch}
-            loss = to_host(self._eval_losses(params, inputs, jax.random.fold_in(rng, i)))
+            loss, t = map(to_host, self._eval_losses(params, inputs, jax.random.fold_in(rng, i)))
             valid = _valid_rows(batch)
             losses.append(loss[valid])
+            ts.append(t[valid])
             images.append(to_host(batch["image"])[valid])
             if sum(map(len, losses)) >= num:
                 break
         losses = np.concatenate(losses)[:num]
         if not len(losses):
             raise UserError("the evaluation split is empty; check data.num_eval / data.data_dir")
-        return float(losses.mean()), np.concatenate(images)[:num]
+        return losses, np.concatenate(ts)[:num], np.concatenate(images)[:num]
 
     # ---- sampling -----------------------------------------------------
     def _batch_size(self) -> int:
@@ -250,6 +272,11 @@ class DDPMFamily(ModelFamily):
                               None if labels is None else jnp.asarray(labels), sampler="ddim",
                               num_steps=steps, progress=False).x0
         return {"samples": jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)}
+
+
+def _loss_and_t(out) -> tuple[jax.Array, jax.Array]:
+    """(per-example loss [B], timesteps [B]) of a DiffusionLossOutput (drops its aux)."""
+    return out.loss, out.t
 
 
 def _valid_rows(batch) -> np.ndarray:

@@ -13,7 +13,8 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
     t = 1 in the paper's 1-indexing) gives the masks; the mask trajectory is
     recorded every eval.record_every steps for the refinement strip (Fig. 2.10).
   * Evaluation: fg/bg Acc / IoU / DICE with one global K→{fg, bg} mapping and
-    mIoU with Hungarian matching (`fdm.metrics.segmentation`), next to the
+    mIoU with Hungarian matching, the per-image diagnostics seg_iou_per_image and
+    seg_ari (`fdm.metrics.segmentation.segmentation_metrics`), next to the
     all-foreground and centre-prior baselines. With eval.segmenter_workdir (a
     `--baseline=supervised` workdir, experiments/baselines.py) also gen_seg_*
     (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
@@ -32,7 +33,9 @@ from fdm import viz
 from fdm.baselines.supervised import generated_mask_agreement, load_segmenter
 from fdm.diffusion import q_sample
 from fdm.errors import UserError
+from fdm.metrics import mask_diagnostics
 from fdm.metrics import segmentation as seg_metrics
+from fdm.models import fdm_search
 from fdm.models.ddpm import DDPMFamily
 from fdm.nn.factorized import fdm_from_config
 
@@ -42,11 +45,17 @@ NUM_FIGURE_EXAMPLES = 16
 class FDMFamily(DDPMFamily):
     """The factorized U-Net trained as a DDPM; segments images and generates image+mask."""
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.search = fdm_search.search_settings(config.train)
+
     def build_model(self):
         return fdm_from_config(self.config.model)
 
-    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None, masks=None):
-        """(ε̂ [B,S,S,C], {'masks': m [B,S,S,K], 'fine_masks' (hierarchical)}).
+    def apply_model(self, params, x_t, t, y=None, train=False, rngs=None, masks=None,
+                    return_mask_logits=False):
+        """(ε̂ [B,S,S,C], {'masks': m [B,S,S,K], 'fine_masks' (hierarchical),
+        'mask_logits' [B,S,S,K] (when return_mask_logits)}).
 
         masks: [B,S,S,K] to decode with in place of the generated ones, or None.
         """
@@ -55,7 +64,26 @@ class FDMFamily(DDPMFamily):
         aux = {"masks": out.masks}
         if out.fine_masks is not None:
             aux["fine_masks"] = out.fine_masks
+        if return_mask_logits:
+            aux["mask_logits"] = out.mask_logits
         return out.eps, aux
+
+    def denoiser_inputs(self, batch) -> dict:
+        """Asks for the mask logits when a search aid penalises them (fdm_search)."""
+        return {"return_mask_logits": True} if self.search.active else {}
+
+    def extra_losses(self, loss_out, weight, step) -> dict:
+        """loss_mask_prior (the warm start) and loss_mask_z, as configured (fdm_search)."""
+        s, logits = self.search, loss_out.aux.get("mask_logits")
+        mean = lambda v: jnp.sum(v * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+        out = {}
+        if s.prior_steps > 0:
+            prior = fdm_search.centre_blob_prior(logits.shape[1], self.num_masks, s.prior_sigma)
+            out["loss_mask_prior"] = (s.prior_weight * fdm_search.prior_active(step, s.prior_steps)
+                                      * mean(fdm_search.mask_prior_loss(logits, prior)))
+        if s.z_loss > 0:
+            out["loss_mask_z"] = s.z_loss * mean(fdm_search.mask_z_loss(logits))
+        return out
 
     @property
     def num_masks(self) -> int:
@@ -97,17 +125,46 @@ class FDMFamily(DDPMFamily):
                             f"{images.dtype} {images.shape}; convert with fdm.viz.to_uint8")
         if not hasattr(self, "_segment_jit"):
             self._segment_jit = jax.jit(self.segment_fn)
-        b = self._batch_size()
-        masks = []
-        for i, start in enumerate(range(0, len(images), b)):
-            chunk = images[start:start + b]
-            x0 = np.zeros((b,) + chunk.shape[1:], np.float32)
-            x0[:len(chunk)] = chunk.astype(np.float32) / 127.5 - 1.0
-            y = None if labels is None else jnp.asarray(_pad_rows(labels[start:start + b], b))
-            m = self._segment_jit(params, jnp.asarray(x0), jax.random.fold_in(rng, i), y)
-            masks.append(np.asarray(m)[:len(chunk)])
-        masks = np.concatenate(masks)
+        x0 = images.astype(np.float32) / 127.5 - 1.0
+        masks = self._in_batches(
+            lambda i, x, y: self._segment_jit(params, x, jax.random.fold_in(rng, i), y),
+            x0, labels)
         return masks.argmax(-1).astype(np.int32), masks
+
+    def _in_batches(self, fn, x, labels=None) -> np.ndarray:
+        """Concatenated fn(i, x batch, labels batch or None) over batches i of
+        eval.batch_size rows of x [N, ...], the last zero-padded (one compilation)."""
+        b, out = self._batch_size(), []
+        for i, start in enumerate(range(0, len(x), b)):
+            chunk = _pad_rows(x[start:start + b], b)
+            y = None if labels is None else jnp.asarray(_pad_rows(labels[start:start + b], b))
+            out.append(np.asarray(fn(i, jnp.asarray(chunk), y))[:len(x[start:start + b])])
+        return np.concatenate(out)
+
+    def mask_shift_error(self, params, images, rng, num_images: int = 128) -> float:
+        """Label-free translation-equivariance error of the masks on the first `num_images`
+        uint8 images [N, S, S, 3] (fdm.metrics.mask_diagnostics): shifts of one and two
+        coarsest strides along each axis, the same noise at t = eval.segment_t on the
+        padded canvas for both windows. In [0, 1]; 0 = masks move with the content."""
+        x0 = images[:num_images].astype(np.float32) / 127.5 - 1.0
+        size, stride = x0.shape[1], 2 ** (len(self.config.model.ch_mult) - 1)
+        t_seg = lambda n: jnp.full((n,), self.segment_t, jnp.int32)
+        if not hasattr(self, "_noisy_masks_jit"):
+            self._noisy_masks_jit = jax.jit(
+                lambda p, x_t: self.apply_model(p, x_t, t_seg(x_t.shape[0]))[1]["masks"])
+        masks = lambda x_t: self._in_batches(lambda i, x, y: self._noisy_masks_jit(params, x),
+                                             x_t)
+        errors = []
+        for d in (stride, 2 * stride):
+            canvas = mask_diagnostics.shift_canvas(x0, d)
+            noise = jax.random.normal(jax.random.fold_in(rng, d), canvas.shape)
+            x_t = np.asarray(q_sample(self.schedule, jnp.asarray(canvas), t_seg(len(canvas)),
+                                      noise))
+            m_a = masks(mask_diagnostics.window(x_t, 0, 0, size))
+            for dy, dx in ((d, 0), (0, d)):
+                m_b = masks(mask_diagnostics.window(x_t, dy, dx, size))
+                errors.append(mask_diagnostics.shift_error(m_a, m_b, dy, dx))
+        return float(np.mean(errors))
 
     # ---- evaluation -----------------------------------------------------
     def evaluate(self, params, batches, workdir, rng):
@@ -124,8 +181,14 @@ class FDMFamily(DDPMFamily):
         if targets is None:
             return metrics
         pred, masks = self.segment_images(params, images, jax.random.fold_in(rng, 7))
-        metrics.update(segmentation_metrics(pred, targets, self.num_masks))
+        metrics.update(seg_metrics.segmentation_metrics(pred, targets, self.num_masks))
         metrics["seg_num_images"] = len(images)
+        if self.search.prior_steps > 0:   # the warm start's own, data-independent masks
+            prior = fdm_search.prior_hard_labels(targets.shape[1], self.search.prior_sigma)
+            metrics.update(seg_metrics.trivial_baselines(targets, {"mask_prior": prior}))
+        metrics["mask_entropy"] = mask_diagnostics.mask_entropy(masks)
+        metrics["mask_shift_error"] = self.mask_shift_error(params, images,
+                                                            jax.random.fold_in(rng, 8))
         metrics.update(self._per_class_scores(metrics, pred, targets, batches))
         write_segmentation_figure(os.path.join(workdir, "segment", "eval_overlays.png"),
                                   images, targets, pred, masks)
@@ -238,40 +301,29 @@ def _valid_column(batches, key: str) -> np.ndarray | None:
                            for b in batches])
 
 
-def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_masks: int) -> dict:
-    """fg/bg metrics (target > 0 is fg), mIoU over the target's classes, trivial baselines."""
-    fg = seg_metrics.SegmentationAccumulator(num_masks, num_classes=2)
-    fg.update(pred, target)
-    out = fg.foreground_results()
-    num_classes = int(target.max()) + 1
-    if num_classes > 2:
-        mc = seg_metrics.SegmentationAccumulator(num_masks, num_classes=num_classes)
-        mc.update(pred, target)
-        out.update(mc.multiclass_results())
-    out.update(seg_metrics.trivial_baselines(target))
-    return out
-
-
 def write_segmentation_figure(path, images, targets, pred, masks) -> None:
-    """Rows: image | ground truth | predicted overlay | soft masks, for up to 16 examples."""
+    """One row per example (up to 16), titled columns image | truth | argmax (predicted
+    overlay) | soft masks, tiles upscaled to >= 128 px (viz.titled_columns)."""
     n = min(NUM_FIGURE_EXAMPLES, len(images))
     palette = viz.default_palette(max(masks.shape[-1], int(targets.max()) + 1))
     cols = [images[:n], viz.colorize_mask(targets[:n], palette),
             viz.overlay(images[:n], pred[:n], palette=palette),
             viz.soft_mask_to_rgb(masks[:n], palette[:masks.shape[-1]])]
-    rows = np.stack(cols, axis=1).reshape((-1,) + images.shape[1:])
-    viz.save_png(path, viz.make_grid(rows, ncol=len(cols) * 2))
+    viz.save_png(path, viz.titled_columns(cols, ["image", "truth", "argmax", "soft masks"]))
 
 
 def write_generation_figures(out_dir, x0, masks, trajectory) -> None:
-    """Sample grid, mask overlays, per-channel masks of 4 samples, refinement strip."""
+    """Sample grid; masks.png: one row per sample (up to 16), titled columns sample |
+    argmax overlay | soft masks, upscaled (viz.titled_columns); per-channel masks of
+    4 samples; refinement strip."""
     images = viz.to_uint8(x0)
     labels = masks.argmax(-1)
     viz.save_png(os.path.join(out_dir, "grid.png"), viz.make_grid(images))
+    n = min(NUM_FIGURE_EXAMPLES, len(images))
     viz.save_png(os.path.join(out_dir, "masks.png"),
-                 viz.make_grid(np.stack([images, viz.overlay(images, labels),
-                                         viz.soft_mask_to_rgb(masks)], 1)
-                               .reshape((-1,) + images.shape[1:]), ncol=6))
+                 viz.titled_columns([images[:n], viz.overlay(images[:n], labels[:n]),
+                                     viz.soft_mask_to_rgb(masks[:n])],
+                                    ["sample", "argmax", "soft masks"]))
     channels = [np.concatenate([images[i:i + 1], viz.mask_channels(masks[i])])
                 for i in range(min(4, len(images)))]
     viz.save_png(os.path.join(out_dir, "mask_channels.png"),

@@ -268,7 +268,7 @@ class LiftingFamily(ModelFamily):
         return render_views(self.field_fn(params["nerf"]), c2w, self.settings)
 
     # ---- training -------------------------------------------------------
-    def loss_fn(self, params, batch, rng, train):
+    def loss_fn(self, params, batch, rng, train, step=0):
         """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring."""
         x0, rs = batch["image"], self.settings
         indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], rs.height, rs.width,

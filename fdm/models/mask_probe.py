@@ -14,12 +14,24 @@ misplaced segmentation) and α = `model.given_mask_alpha` in [0, 1] blends with
 uniform masks (α = 1: exact hard masks; α = 0: uniform masks, i.e. a U-Net
 whose decoder runs K times on the same input). Everything else is the FDM
 training of `FDMFamily`. Compare `eval_loss` of runs that differ only in (α,
-shift): the evaluation uses the same images, timesteps and noise in every run.
+shift, decoding): the evaluation uses the same images, timesteps and noise in
+every run.
+
+The control: masks made from the clean image carry information that x_t does
+not (at mid and high t, where the object's outline is buried in noise), so part
+of the loss gain of true masks over uniform ones is side information, not the
+factorisation's reward. `model.decoding = "concat"` feeds the same masks to one
+ordinary decoder as extra channels (Eq. 2.5: same information, no per-region
+branches); the factorisation's own reward is the gain of "shared" over "concat"
+with the same masks, read per band of t (`eval_loss_q0`..`eval_loss_q3`, the
+quarters of [0, T)).
 
 Config: `model.family = "fdm_given_masks"`, model.given_mask_alpha (default 1),
-model.given_mask_shift (default 0), data with masks (e.g. shapes); see
+model.given_mask_shift (default 0), model.decoding ("shared", "unshared",
+"mask_hmid" or "concat"), data with masks (e.g. shapes); see
 configs/shapes_mask_probe.py. The probe cannot sample or segment (there are no
-masks without data); `evaluate` writes eval_loss / train_loss only.
+masks without data); `evaluate` writes eval_loss (overall and per t quarter) /
+train_loss only.
 """
 from __future__ import annotations
 
@@ -57,9 +69,12 @@ class GivenMaskFDMFamily(FDMFamily):
         if regions > self.num_masks:
             raise UserError(f"data.num_regions={regions} exceeds model.num_masks="
                             f"{self.num_masks}; set model.num_masks >= data.num_regions")
-        if m.get("hierarchical", False) or m.get("decoding", "shared") == "concat":
-            raise UserError("model.family='fdm_given_masks' needs a one-level branched FDM; "
-                            "set model.hierarchical=False and model.decoding='shared'")
+        if m.get("hierarchical", False):
+            raise UserError("model.family='fdm_given_masks' needs a one-level FDM; "
+                            "set model.hierarchical=False")
+        if self.search.active:
+            raise UserError("model.family='fdm_given_masks' has no mask logits to penalise; "
+                            "set train.mask_prior_steps=0 and train.mask_z_loss=0")
 
     def denoiser_inputs(self, batch) -> dict:
         """{'masks': [B, S, S, K]} from batch['mask'] (module doc)."""

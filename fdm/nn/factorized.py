@@ -15,6 +15,9 @@ is decoder-shaped with its own weights and K output channels; its output conv
 gets a small random init (`mask_init_scale`): with exactly equal masks every
 branch sees the same input, the gradient w.r.t. the masks vanishes and uniform
 masks never split, while a full-scale init saturates the softmax.
+`branch_embed_std` > 0 adds a learned per-branch identity e_k [E] (initialised
+N(0, std²)) to the timestep embedding each decoder branch receives, so that
+branches can differ beyond their masked inputs; 0 (the paper) adds nothing.
 `mask_skip_max_res` (0 = every skip, the paper) lets the mask generator read only
 the skips at resolution <= that value (the others are replaced by zeros, so the
 parameter tree is unchanged): its masks are then built from coarse features and
@@ -52,16 +55,19 @@ DECODINGS = ("shared", "unshared", "mask_hmid", "concat")
 class FDMOutput:
     """What the factorized U-Net returns.
 
-    eps:        [B, S, S, C]    the noise prediction ε̂ (Eq. 2.7).
-    masks:      [B, S, S, K]    soft region masks m (sum to one over K).
-    branches:   [K, B, S, S, C] per-branch ε̂_k, or None unless requested.
-    fine_masks: [B, S, S, K·K2] second-level masks of the hierarchical FDM
-                (m_i^0 · m_ij^1, region i·K2 + j), else None.
+    eps:         [B, S, S, C]    the noise prediction ε̂ (Eq. 2.7).
+    masks:       [B, S, S, K]    soft region masks m (sum to one over K).
+    branches:    [K, B, S, S, C] per-branch ε̂_k, or None unless requested.
+    fine_masks:  [B, S, S, K·K2] second-level masks of the hierarchical FDM
+                 (m_i^0 · m_ij^1, region i·K2 + j), else None.
+    mask_logits: [B, S, S, K]    the mask generator's output before the softmax
+                 (float32), or None when the masks were given.
     """
     eps: jax.Array
     masks: jax.Array
     branches: Optional[jax.Array] = None
     fine_masks: Optional[jax.Array] = None
+    mask_logits: Optional[jax.Array] = None
 
 
 def pool_masks(m: jax.Array, size: int) -> jax.Array:
@@ -122,6 +128,7 @@ class FactorizedUNet(nn.Module):
     decoding: str = "shared"
     mask_init_scale: float = 1e-2
     mask_skip_max_res: int = 0
+    branch_embed_std: float = 0.0
     dtype: Any = jnp.float32
 
     def part_kwargs(self) -> dict:
@@ -145,29 +152,35 @@ class FactorizedUNet(nn.Module):
         temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
         h_mid = UNetMiddle(**kw, name="middle")(h, temb, train)
-        m = self._generate_masks(h_mid, skips, temb, train) if masks is None else masks
+        logits = None
+        if masks is None:
+            logits = self._mask_logits(h_mid, skips, temb, train)
+            masks = jax.nn.softmax(logits, axis=-1)
         if self.decoding == "concat":
-            eps = self._concat_decode(h_mid, skips, temb, m, train)
-            return FDMOutput(eps=eps, masks=m)
-        branches = self._branch_decode(h_mid, skips, temb, m, train)
-        return FDMOutput(eps=combine_branches(branches, m), masks=m,
-                         branches=branches if return_branches else None)
+            eps = self._concat_decode(h_mid, skips, temb, masks, train)
+            return FDMOutput(eps=eps, masks=masks, mask_logits=logits)
+        branches = self._branch_decode(h_mid, skips, temb, masks, train)
+        return FDMOutput(eps=combine_branches(branches, masks), masks=masks,
+                         branches=branches if return_branches else None, mask_logits=logits)
 
-    def _generate_masks(self, h_mid, skips, temb, train) -> jax.Array:
-        """m = softmax(mask_generator(h_mid, h_enc, t)) [B, S, S, K] (Eq. 2.4)."""
+    def _mask_logits(self, h_mid, skips, temb, train) -> jax.Array:
+        """mask_generator(h_mid, h_enc, t) [B, S, S, K] float32; m = softmax of it (Eq. 2.4)."""
         logits = UNetDecoder(**self.part_kwargs(), out_ch=self.num_masks,
                              out_init_scale=self.mask_init_scale, name="mask_generator")(
             h_mid, coarse_skips(skips, self.mask_skip_max_res), temb, train)
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        return logits.astype(jnp.float32)
 
     def _branch_inputs(self, h_mid, skips, temb, m):
         """Per-branch decoder inputs, each [K, B, ...]."""
         k = self.num_masks
+        temb_k = tile_branches(temb, k)
+        if self.branch_embed_std > 0:
+            embed = self.param("branch_embed", nn.initializers.normal(self.branch_embed_std),
+                               (k, temb.shape[-1]))
+            temb_k = temb_k + embed[:, None, :].astype(temb.dtype)
         if self.decoding == "mask_hmid":
-            return (mask_features(h_mid, m), [tile_branches(s, k) for s in skips],
-                    tile_branches(temb, k))
-        return (tile_branches(h_mid, k), [mask_features(s, m) for s in skips],
-                tile_branches(temb, k))
+            return mask_features(h_mid, m), [tile_branches(s, k) for s in skips], temb_k
+        return tile_branches(h_mid, k), [mask_features(s, m) for s in skips], temb_k
 
     def _branch_decode(self, h_mid, skips, temb, m, train) -> jax.Array:
         """ε̂_k for all branches in one batched computation -> [K, B, S, S, C]."""
@@ -218,7 +231,7 @@ class HierarchicalFDM(nn.Module):
         sub_masks = unfold_branches(sub.masks, k)                      # [K, B, S, S, K2]
         fine = jnp.moveaxis(top.masks, -1, 0)[..., None] * sub_masks    # [K, B, S, S, K2]
         fine = jnp.moveaxis(fine, 0, -2).reshape(top.masks.shape[:-1] + (-1,))
-        return FDMOutput(eps=eps, masks=top.masks, fine_masks=fine,
+        return FDMOutput(eps=eps, masks=top.masks, fine_masks=fine, mask_logits=top.mask_logits,
                          branches=top.branches if return_branches else None)
 
 
@@ -239,8 +252,15 @@ def fdm_from_config(model_cfg) -> nn.Module:
     kw["decoding"] = model_cfg.get("decoding", "shared")
     kw["mask_init_scale"] = model_cfg.get("mask_init_scale", 1e-2)
     kw["mask_skip_max_res"] = model_cfg.get("mask_skip_max_res", 0)
+    kw["branch_embed_std"] = float(model_cfg.get("branch_embed_std", 0.0))
     if kw["decoding"] not in DECODINGS:
         raise UserError(f"model.decoding={kw['decoding']!r} is unknown; use one of {DECODINGS}")
+    if kw["branch_embed_std"] < 0:
+        raise UserError(f"model.branch_embed_std={kw['branch_embed_std']} must be >= 0 "
+                        "(0: no per-branch embedding, the paper)")
+    if kw["branch_embed_std"] > 0 and kw["decoding"] == "concat":
+        raise UserError("model.branch_embed_std > 0 needs decoder branches; 'concat' decoding "
+                        "has one branch: set model.branch_embed_std=0 or another decoding")
     if model_cfg.get("hierarchical", False):
         if kw["decoding"] == "concat":
             raise UserError("model.hierarchical needs per-branch outputs; "

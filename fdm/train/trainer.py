@@ -52,7 +52,7 @@ def make_train_step(family: ModelFamily, tx: optax.GradientTransformation,
 
     def step_fn(state: TrainState, batch: Batch):
         def loss(params):
-            out = family.loss_fn(params, batch, state.step_key(), train=True)
+            out = family.loss_fn(params, batch, state.step_key(), train=True, step=state.step)
             return out.loss, out
 
         (value, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)

@@ -1,0 +1,99 @@
+"""Search aids for FDM's mask generator: options that change how the masks leave their
+near-uniform start, never the objective they converge under. All off in the paper
+configs (seed 000 trains with ‖ε − ε̂‖² alone); the README's shapes study says which
+the embedded demo uses and why.
+
+Notation: logits [B, S, S, K] the mask generator's output, m = softmax(logits);
+(x, y) pixel-centre coordinates in [-1, 1] (x columns, y rows); step: updates done.
+
+  * Centred-blob warm start (`train.mask_prior_steps` = N > 0): for the first N
+    updates the loss gains w · CE(π, m), the per-pixel cross-entropy of the masks
+    to a data-independent prior π, then the FDM loss alone takes over. π puts a
+    centred isotropic Gaussian b(x, y) = exp(−(x² + y²) / (2σ²)) on the object
+    channels and 1 − b on channel 0 (σ = `train.mask_prior_sigma`, a fraction of
+    the half-width; w = `train.mask_prior_weight`); with K > 2 the object
+    channels share b equally. It plays the role of IEM's centred-square start:
+    where objects sit near the centre, the masks start in object/background
+    form with a consistent channel for the object, and the FDM loss moves the
+    blob onto the objects (object masks, once reached, are a stable point of it).
+  * Router z-loss (`train.mask_z_loss` = w > 0): w · mean (logsumexp_k logits)²
+    (as in mixture-of-experts routers) keeps the logits small so the softmax
+    does not saturate early; an alternative to holding the mask generator.
+"""
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm.errors import UserError
+
+
+@flax.struct.dataclass
+class SearchSettings:
+    """The search aids of a run (config `train.*`, module doc); all 0 = the paper."""
+    prior_steps: int = 0
+    prior_sigma: float = 0.35
+    prior_weight: float = 1.0
+    z_loss: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether the loss needs the mask logits."""
+        return self.prior_steps > 0 or self.z_loss > 0
+
+
+def search_settings(train_cfg) -> SearchSettings:
+    """SearchSettings from `config.train`; UserError for out-of-range values."""
+    s = SearchSettings(prior_steps=int(train_cfg.get("mask_prior_steps", 0)),
+                       prior_sigma=float(train_cfg.get("mask_prior_sigma", 0.35)),
+                       prior_weight=float(train_cfg.get("mask_prior_weight", 1.0)),
+                       z_loss=float(train_cfg.get("mask_z_loss", 0.0)))
+    checks = [("mask_prior_steps", s.prior_steps, s.prior_steps >= 0, ">= 0 (0: no warm start)"),
+              ("mask_prior_sigma", s.prior_sigma, s.prior_sigma > 0, "> 0, e.g. 0.35"),
+              ("mask_prior_weight", s.prior_weight, s.prior_weight > 0, "> 0, e.g. 1"),
+              ("mask_z_loss", s.z_loss, s.z_loss >= 0, ">= 0 (0: no z-loss)")]
+    for name, value, ok, want in checks:
+        if not ok:
+            raise UserError(f"train.{name}={value} must be {want}")
+    return s
+
+
+def centre_blob(size: int, sigma: float) -> np.ndarray:
+    """b(x, y) = exp(−(x² + y²) / (2σ²)) on the pixel centres: float32 [S, S] in (0, 1]."""
+    c = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    r2 = c[:, None] ** 2 + c[None, :] ** 2
+    return np.exp(-r2 / (2.0 * sigma ** 2)).astype(np.float32)
+
+
+def centre_blob_prior(size: int, num_masks: int, sigma: float) -> np.ndarray:
+    """π [S, S, K]: channel 0 = 1 − b, channels 1..K−1 = b / (K − 1) (module doc)."""
+    b = centre_blob(size, sigma)[..., None]
+    objects = np.broadcast_to(b / (num_masks - 1), b.shape[:2] + (num_masks - 1,))
+    return np.concatenate([1.0 - b, objects], axis=-1)
+
+
+def prior_hard_labels(size: int, sigma: float) -> np.ndarray:
+    """The prior's own segmentation, argmax over π's background/object split:
+    int32 [S, S], 1 where b > 1/2 (object), else 0."""
+    return (centre_blob(size, sigma) > 0.5).astype(np.int32)
+
+
+def mask_prior_loss(logits: jax.Array, prior: jax.Array) -> jax.Array:
+    """Per-example cross-entropy −Σ_k π_k log m_k averaged over pixels.
+
+    logits: [B, S, S, K]; prior: [S, S, K] -> [B].
+    """
+    log_m = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.sum(prior * log_m, axis=-1), axis=(1, 2))
+
+
+def mask_z_loss(logits: jax.Array) -> jax.Array:
+    """Per-example mean over pixels of (logsumexp_k logits)²: [B, S, S, K] -> [B]."""
+    return jnp.mean(jax.nn.logsumexp(logits, axis=-1) ** 2, axis=(1, 2))
+
+
+def prior_active(step: jax.Array | int, num_steps: int) -> jax.Array:
+    """1.0 while step < num_steps (the warm start), else 0.0: float32 []."""
+    return (jnp.asarray(step) < num_steps).astype(jnp.float32)
