@@ -3,6 +3,8 @@
   python -m experiments.main --config=configs/shapes_mask_probe.py --workdir=workdirs/probe_true
   python -m experiments.main --config=configs/shapes_mask_probe.py --workdir=workdirs/probe_uniform \
       --config.model.given_mask_alpha=0
+  python -m experiments.main --config=configs/shapes_mask_probe.py --workdir=workdirs/probe_concat \
+      --config.model.decoding=concat       # the control: same masks, no factorisation
 
 configs/shapes.py with the decoder fed ground-truth masks (exact by default;
 model.given_mask_alpha blends them with uniform masks, model.given_mask_shift
@@ -18,6 +20,7 @@ def get_config():
     c.model.family = "fdm_given_masks"
     c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
     c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
+    c.train.mask_prior_steps = 0     # no mask generator runs: nothing to warm-start
     c.data.num_eval = 2048
     c.eval.num_examples = 2048       # the differences measured are ~3e-3 to 7e-3 of ~0.045
     c.eval.batch_size = 256

@@ -1,6 +1,6 @@
 """Seed study: `python -m experiments.seed_study --config=configs/NAME.py --workdir=DIR --seeds=5`.
 
-  [--parallel=1] [--min_iou=70] [--eval_at=300,1000] [--config.key=value ...]
+  [--parallel=1] [--nopin_cores] [--min_iou=70] [--eval_at=300,1000] [--config.key=value ...]
 
 Trains seeds 0..N-1 (or --seeds=3,7,9) of any config, each in DIR/seed_{s}/ through
 `python -m experiments.main` subprocesses (--config.train.seed=s and the --config.*
@@ -27,6 +27,8 @@ _SEEDS = flags.DEFINE_string(
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Seeds trained at the same time.")
 _MIN_IOU = flags.DEFINE_float(
     "min_iou", 70.0, "A seed segments when seg_iou (percent) >= this and > the centre prior.")
+_PIN_CORES = flags.DEFINE_bool(
+    "pin_cores", True, "With --parallel > 1, give each running seed its own CPU cores.")
 _EVAL_AT = flags.DEFINE_string(
     "eval_at", "", "Comma list of steps < train.num_steps also evaluated (seg_iou@N).")
 
@@ -53,7 +55,8 @@ def study_from_flags() -> seed_study.Study:
         config_arg=_config_arg(), config_name=str(config.get("name", "")), workdir=workdir,
         seeds=tuple(seeds), num_steps=num_steps, eval_at=tuple(eval_at),
         overrides=tuple(overrides), min_iou=min_iou, parallel=parallel,
-        at_end_key="at_end" in config.get("eval", {}), command=command)
+        at_end_key="at_end" in config.get("eval", {}), command=command,
+        pin_cores=_PIN_CORES.value)
 
 
 def main(argv: list[str]) -> None:

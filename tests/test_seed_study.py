@@ -191,7 +191,7 @@ def test_last_error_line():
 def _fake_call(calls, fail_seed=None):
     """A stand-in for `ss.call`: train makes checkpoints/<num_steps>, evaluate writes
     results.json at the newest checkpoint; seed `fail_seed` fails its first evaluate."""
-    def call(cmd, log_path, env):
+    def call(cmd, log_path, env, cores=()):
         args = dict(a.split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
         workdir, seed = args["--workdir"], int(args["--config.train.seed"])
         calls.append((seed, args["--mode"], int(args.get("--config.train.num_steps", 0))))
@@ -368,3 +368,23 @@ def test_end_to_end_two_seeds_eval_at_and_resume(tmp_path):
         d = workdir / f"seed_{seed}"
         assert (d / "timing.json").read_text() == timing[seed]
         assert helpers.checkpoint_steps(str(d)) == [2, 4]
+
+
+@pytest.mark.parametrize("parallel,available,want", [
+    (1, [0, 1], [()]),
+    (2, [0, 1], [(0,), (1,)]),
+    (2, [4, 5, 6, 7], [(4, 5), (6, 7)]),
+    (3, [0, 1, 2, 3, 4, 5, 6], [(0, 1), (2, 3, 4), (5, 6)]),
+    (3, [0, 1], [(), (), ()])])
+def test_core_slots_split_the_cores_among_parallel_seeds(parallel, available, want):
+    assert ss.core_slots(parallel, available) == want
+
+
+def test_call_pins_the_subprocess_to_its_cores(tmp_path):
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux with two cores")
+    core = min(os.sched_getaffinity(0))
+    cmd = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    log = str(tmp_path / "log.txt")
+    rc, _, _ = ss.call(cmd, log, dict(os.environ), (core,))
+    assert rc == 0 and open(log).read().strip().endswith(f"[{core}]")
