@@ -5,7 +5,8 @@
 Object-centric procedural images (one saturated, patterned object near the
 centre on a smooth, paler background; ground-truth masks used only for
 evaluation), generated deterministically; no download. `--config.data.style=textured`
-is the harder previous style. Sized to train on a 2-core CPU in under 20 minutes;
+is the harder previous style. Sized to train on a quiet 2-core CPU in about 16
+minutes (2000 steps at 2.1-2.5 steps/s; docs/FDM_EMERGENCE.md, session 8);
 at the end it evaluates (results.json with fg/bg Acc/IoU/DICE, the per-image
 diagnostics, mIoU, trivial baselines), samples images with masks and writes the
 figures (eval.at_end).
@@ -16,7 +17,7 @@ from configs.fdm_common import fdm_config
 def get_config():
     c = fdm_config("shapes", dataset="shapes", data_dir="", image_size=32, ch=16,
                    ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
-                   num_steps=3000, batch_size=16, num_masks=2)
+                   num_steps=2000, batch_size=16, num_masks=2)
     c.data.style = "object"
     c.data.num_regions = 2
     c.data.num_train = 8192

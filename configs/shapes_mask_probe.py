@@ -21,6 +21,7 @@ def get_config():
     c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
     c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
     c.train.mask_prior_steps = 0     # no mask generator runs: nothing to warm-start
+    c.train.num_steps = 3000         # the README's probe table
     c.data.num_eval = 2048
     c.eval.num_examples = 2048       # the differences measured are ~3e-3 to 7e-3 of ~0.045
     c.eval.batch_size = 256

@@ -163,9 +163,13 @@ def max_abs_diff(a, b) -> float:
 
 
 def subprocess_env(num_devices: int = 1) -> dict:
-    """Environment for a child python: repo on the path, `num_devices` CPU devices."""
+    """Environment for a child python: repo on the path, `num_devices` CPU devices, the
+    parent's other XLA flags (tests/conftest.py)."""
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    inherited = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(
+        inherited + [f"--xla_force_host_platform_device_count={num_devices}"])
     env.update(JAX_COMPILATION_CACHE_DIR=jax_cache_dir(),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

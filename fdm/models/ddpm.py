@@ -171,7 +171,8 @@ class DDPMFamily(ModelFamily):
     def _loss_metrics(self, params, batches: list, rng) -> tuple[dict, np.ndarray]:
         """({'eval_loss', 'eval_loss_q0'..'eval_loss_q3', 'train_loss'}: mean loss over the
         first eval.num_examples images of each split with the same fixed keys, and over
-        those eval images whose t falls in each quarter of [0, T), the eval images used
+        those eval images whose t falls in each quarter of [0, T) (a quarter no eval image
+        fell in is left out), the eval images used
         [n, H, W, C])."""
         from fdm.data import make_iterator
         num, key = self.config.eval.num_examples, jax.random.fold_in(rng, 0)
@@ -179,8 +180,8 @@ class DDPMFamily(ModelFamily):
         metrics = {"eval_loss": float(losses.mean())}
         bins = t * NUM_T_BINS // self.schedule.num_timesteps
         for k in range(NUM_T_BINS):
-            metrics[f"eval_loss_q{k}"] = float(losses[bins == k].mean()) if np.any(bins == k) \
-                else float("nan")
+            if np.any(bins == k):
+                metrics[f"eval_loss_q{k}"] = float(losses[bins == k].mean())
         train_batches = make_iterator(self.config, "train", batch_size=self._batch_size())
         metrics["train_loss"] = float(self._example_losses(params, train_batches, num, key)[0]
                                       .mean())

@@ -7,6 +7,10 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
   * Training: exactly the DDPM loss ‖ε − ε̂‖² (Eq. 2.8) of `DDPMFamily`, with the
     factorized U-Net as denoiser; no mask regulariser. Logged extra scalars:
     `mask_area_k` (mean of m_k) and `mask_entropy` (mean per-pixel entropy / log K).
+    Optional search aids (`fdm_search`, off in the paper configs) add a warm-start
+    cross-entropy to a centred blob for the first train.mask_prior_steps updates
+    and/or a z-loss on the mask logits (logged as loss_mask_prior / loss_mask_z,
+    the diffusion loss alone as loss_diffusion).
   * Segmentation of real images (§2.3.4): x_t = q_sample(x0, t_seg) with
     t_seg = eval.segment_t (30), one forward pass with the EMA params, read m.
   * Generation (Alg. 2): a sampler run whose last denoiser call (t = 0 here,
@@ -15,7 +19,10 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
   * Evaluation: fg/bg Acc / IoU / DICE with one global K→{fg, bg} mapping and
     mIoU with Hungarian matching, the per-image diagnostics seg_iou_per_image and
     seg_ari (`fdm.metrics.segmentation.segmentation_metrics`), next to the
-    all-foreground and centre-prior baselines. With eval.segmenter_workdir (a
+    all-foreground and centre-prior baselines (and the warm start's blob as
+    baseline_mask_prior_* when it is on), and two label-free diagnostics of the
+    masks: mask_entropy and mask_shift_error (`fdm.metrics.mask_diagnostics`). With
+    eval.segmenter_workdir (a
     `--baseline=supervised` workdir, experiments/baselines.py) also gen_seg_*
     (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
     scored against the supervised segmenter's prediction on those images.
