@@ -5,8 +5,9 @@ cores), then reads the `results.json` the run writes at the end. Slow: run with
 `make test-slow`. The bounds are what the recipe meets on its default seed with
 room for run-to-run float differences across machines (the seed study of the
 README: global fg IoU 75.9-82.1 over five seeds, 75.9 on seed 0); the global IoU
-must also beat the trivial baselines by a clear margin, and the per-image IoU must agree with it
-(a consistent object channel, not a per-image split with flipped labels).
+must also beat the trivial baselines by a clear margin, and the per-image IoU
+must agree with it (a consistent object channel, not a per-image split with
+flipped labels).
 """
 import json
 import os

@@ -21,10 +21,9 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
     seg_ari (`fdm.metrics.segmentation.segmentation_metrics`), next to the
     all-foreground and centre-prior baselines (and the warm start's blob as
     baseline_mask_prior_* when it is on), and two label-free diagnostics of the
-    masks: mask_entropy and mask_shift_error (`fdm.metrics.mask_diagnostics`). With
-    eval.segmenter_workdir (a
-    `--baseline=supervised` workdir, experiments/baselines.py) also gen_seg_*
-    (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
+    masks: mask_entropy and mask_shift_error (`fdm.metrics.mask_diagnostics`).
+    With eval.segmenter_workdir (a `--baseline=supervised` workdir,
+    experiments/baselines.py) also gen_seg_* (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
     scored against the supervised segmenter's prediction on those images.
 """
 from __future__ import annotations
