@@ -22,7 +22,7 @@ images, so data.llff_holdout = 'position' here: every 8th of the 17 views
 present (image001/010/019) is held out for data.eval_split = 'test' and the
 other 14 train (a log line names them). With the full download set
 --config.data.llff_holdout=name for the standard split. Camera recovery on the
-training views: --mode=evaluate --config.data.eval_split=train.
+training views: the pose_train_* metrics of --mode=evaluate.
 """
 import ml_collections
 

@@ -44,6 +44,7 @@ def _shrink(c) -> None:
     c.train.log_every, c.train.checkpoint_every, c.train.image_every = 10, 20, 20
     c.eval.num_examples, c.eval.batch_size, c.eval.chunk = 4, 4, 256
     c.eval.num_samples, c.eval.render_frames = 2, 4
+    c.eval.landscape_views, c.eval.landscape_grid, c.eval.landscape_size = 2, (12, 4), 8
 
 
 def _base_config():
@@ -74,6 +75,12 @@ def _base_config():
     c.model.num_loss_pixels = 64             # random pixels per image in the loss (0 = all)
     c.model.lindisp = False
     c.model.ndc = False
+    # Registration aids (issue 15), all off by default = the paper's settings:
+    c.model.select_stride = 0                # s > 0: Eq. 3.4's arg-min on the stride-s pixel
+                                             # grid (all pixels of an s-x downsampled view)
+    c.model.coarse_to_fine = (0, 0)          # BARF (start, end) steps of alpha 0 -> L; (0, 0) off
+    c.model.train_t_max = 0                  # t ~ floor(t_max u^power) in training; 0: t_max = T
+    c.model.train_t_power = 1.0              # 1: uniform t (paper); > 1 favours small t
     c.model.encoder = ml_collections.ConfigDict(dict(
         ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
         dropout=0.0, num_groups=8))
@@ -110,10 +117,19 @@ def _base_config():
     c.eval.num_examples = 20
     c.eval.batch_size = 10
     c.eval.pose_t = 1                        # light noise before predicting a camera
+    c.eval.num_train_views = 100             # training views of the pose_train_* metrics
+                                             # (each renders every candidate on a pixel grid)
     c.eval.chunk = 1024                      # rays per rendering chunk
     c.eval.num_samples = 4                   # --mode=sample
     c.eval.render_frames = 24                # --mode=render
     c.eval.render_elevation_deg = 30.0
+    # --mode=landscape (`fdm.models.lifting_landscape`): loss of a view over a grid of cameras
+    c.eval.landscape_views = 4               # the first views of data.eval_split
+    c.eval.landscape_grid = (24, 9)          # (azimuths, elevations) of the 360-degree grid
+    c.eval.landscape_elevation_deg = (5.0, 85.0)  # its elevation range (world up model.world_up)
+    c.eval.landscape_offset_max_deg = 15.0   # forward-facing: yaw / pitch turns up to +-this,
+    c.eval.landscape_offset_step_deg = 2.5   # in these steps, about the true camera's centre
+    c.eval.landscape_size = 32               # loss on a pixel grid ~this many px on the short side
     c.eval.metric_weights = ""               # .npz of docs/METRICS.md: adds LPIPS when set
     c.eval.lpips_net = "alex"                # alex | vgg
     return c

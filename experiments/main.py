@@ -1,6 +1,6 @@
 """Command line: `python -m experiments.main --config=configs/NAME.py --workdir=DIR`.
 
-  [--mode=train|evaluate|sample|segment|render] [--input=FILE_OR_GLOB]
+  [--mode=train|evaluate|sample|segment|render|landscape] [--input=FILE_OR_GLOB]
   [--config.key=value ...]
   [--distributed] [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 

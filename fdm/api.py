@@ -45,7 +45,9 @@ def load(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> Tr
     from fdm.run import restore_ema_params
     config = config or load_config(workdir)
     params, step = restore_ema_params(workdir)
-    return TrainedModel(family=get_family(config), params=params, step=step)
+    family = get_family(config)
+    family.set_step(step)
+    return TrainedModel(family=family, params=params, step=step)
 
 
 def segment(model: TrainedModel, images, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ Modes (SPEC "Command-line contract"):
             `workdir/results.json` = {metric: number, "step": s, "config": name}.
   sample / segment / render: EMA params -> the family's hook, which writes to
             `workdir/samples/`, `workdir/segment/`, `workdir/render/`.
+  landscape EMA params + the eval split -> `family.landscape` (NeRF lifting: pose
+            landscapes in `workdir/landscape/`, `fdm.models.lifting_landscape`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from fdm.train import checkpoint as ckpt_lib
 from fdm.train import logging as log_lib
 from fdm.train import mesh as mesh_lib
 
-MODES = ("train", "evaluate", "sample", "segment", "render")
+MODES = ("train", "evaluate", "sample", "segment", "render", "landscape")
 RESULTS_FILE = "results.json"
 
 
@@ -68,6 +70,7 @@ def finish_with_evaluation(config: ml_collections.ConfigDict, workdir: str) -> d
     from fdm.models import get_family
     family = get_family(config)
     params, step = restore_ema_params(workdir)
+    family.set_step(step)
     key = jax.random.PRNGKey(config.train.seed)
     results = evaluate(config, workdir, family, params, step, jax.random.fold_in(key, 1))
     if family.can_sample:
@@ -101,9 +104,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
         _check_input(input_glob)
     family = get_family(config)
     params, step = restore_ema_params(workdir)
+    family.set_step(step)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), MODES.index(mode))
     if mode == "evaluate":
         return evaluate(config, workdir, family, params, step, rng)
     if mode == "segment":
         return family.segment(params, input_glob, workdir, rng)
+    if mode == "landscape":
+        return family.landscape(params, eval_batches(config), workdir, rng)
     return getattr(family, mode)(params, workdir, rng)

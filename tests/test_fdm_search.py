@@ -24,13 +24,14 @@ def test_centre_blob_matches_a_pixel_loop():
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_prior_is_a_distribution_with_the_blob_on_the_object_channels(k):
+def test_prior_is_a_distribution_with_the_blob_on_the_figure_channel(k):
     prior = fdm_search.centre_blob_prior(8, k, 0.35)
     blob = fdm_search.centre_blob(8, 0.35)
-    assert prior.shape == (8, 8, k)
+    assert prior.shape == (8, 8, k) and prior.dtype == np.float32
     np.testing.assert_allclose(prior.sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(prior[..., 0], 1 - blob, atol=1e-6)
-    np.testing.assert_allclose(prior[..., 1:].sum(-1), blob, atol=1e-6)
+    np.testing.assert_allclose(prior[..., 1], blob, atol=1e-6)
+    for ground in [0] + list(range(2, k)):          # the ground, shared equally
+        np.testing.assert_allclose(prior[..., ground], (1 - blob) / (k - 1), atol=1e-6)
 
 
 def test_prior_hard_labels_are_the_blob_above_one_half():

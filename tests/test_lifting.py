@@ -1,6 +1,7 @@
 """NeRF lifting (seed 000 ch. 3): pose encoder heads, Eq. 3.4's gradient routing, training
 and evaluation of a tiny model on the procedural toy scene."""
 import importlib
+import json
 import os
 
 import jax
@@ -21,6 +22,9 @@ from fdm.nerf.field import NeRFMLP
 from fdm.nn.pose_encoder import AxisAngleHead, CandidateHead
 
 CONFIGS = ("toy_scene", "lego", "drums", "shapenet_car", "llff_fern")
+POSE_KEYS = ("rot_err_deg", "rot_err_deg_median", "rot_err_deg_unaligned",
+             "rot_err_deg_unaligned_median", "const_baseline_deg", "const_baseline_deg_median",
+             "spread_ratio", "alignment_orientation_only", "trans_err", "rot_err_deg_pseudo")
 FERN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                     "data", "nerf_llff_data", "fern")
 
@@ -204,26 +208,51 @@ def test_evaluate_returns_finite_metrics_and_figures(family, trained, tmp_path):
     metrics = family.evaluate(trained["params"],
                               make_iterator(family.config, "eval"),
                               str(tmp_path), jax.random.PRNGKey(0))
-    for key in ("psnr", "ssim", "pose_rot_err_deg", "pose_trans_err", "cam_cls_acc",
-                "cam_region_acc"):
+    for key in ("psnr", "ssim", "mean_image_psnr", "cam_cls_acc", "cam_region_acc"):
         assert np.isfinite(metrics[key]), key
+    for prefix in ("pose_", "pose_train_"):          # the eval views, the 8 training views
+        for key in POSE_KEYS:
+            assert np.isfinite(metrics[prefix + key]), prefix + key
+        assert metrics[prefix + "alignment_orientation_only"] in (0, 1)
     assert "lpips" not in metrics and metrics["num_eval_views"] == 4
-    assert os.path.isfile(tmp_path / "eval" / "renders.png")
+    for name in ("renders", "cameras", "cameras_train"):
+        assert os.path.isfile(tmp_path / "eval" / f"{name}.png"), name
+
+
+def _blender_scene(root, splits, num: int = 4, size: int = 16) -> str:
+    """A fake nerf_synthetic scene: per split, num random RGBA views on a ring of radius 4."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for k, split in enumerate(splits):
+        os.makedirs(os.path.join(root, split))
+        c2w = np.asarray(cameras.orbit_path(num, 4.0, 20.0 + 15.0 * k), np.float64)
+        frames = []
+        for i in range(num):
+            Image.fromarray(rng.integers(0, 256, (size, size, 4), np.uint8)).save(
+                os.path.join(root, split, f"r_{i}.png"))
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w[i].tolist()})
+        with open(os.path.join(root, f"transforms_{split}.json"), "w") as f:
+            json.dump({"camera_angle_x": 0.69, "frames": frames}, f)
+    return str(root)
+
+
+def test_supervised_evaluate_on_a_test_split_reports_the_mean_image_baseline(tmp_path):
+    c = tiny_config(supervised=True)
+    c.data.dataset, c.data.eval_split = "nerf_synthetic", "test"
+    c.data.data_dir = _blender_scene(tmp_path / "scene", ("train", "test"))
+    fam = lifting.LiftingFamily(c)
+    params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), None)
+    metrics = fam.evaluate(params, make_iterator(c, "eval"), str(tmp_path), jax.random.PRNGKey(1))
+    assert metrics["num_eval_views"] == 4 and not any(k.startswith("pose_") for k in metrics)
+    train, test = load_scene(c.data, "train").images, load_scene(c.data, "eval").images
+    mse = np.mean((np.round(train * 255).mean(0) / 255 - np.round(test * 255) / 255) ** 2,
+                  axis=(1, 2, 3))
+    np.testing.assert_allclose(metrics["mean_image_psnr"], np.mean(-10 * np.log10(mse)),
+                               rtol=1e-4)
     assert os.path.isfile(tmp_path / "eval" / "cameras.png")
-
-
-def test_align_cameras_exact_and_degenerate():
-    true = np.asarray(cameras.orbit_path(6, 4.0, 30.0, 20.0))
-    rot = np.asarray(cameras.rodrigues(jnp.array([0.3, -0.2, 0.5])))
-    pred = true.copy()
-    pred[:, :3, :3] = rot @ true[:, :3, :3]
-    pred[:, :3, 3] = 0.5 * true[:, :3, 3] @ rot.T + 1.0
-    np.testing.assert_allclose(lifting.align_cameras(pred, true), true, atol=1e-4)
-    same = np.broadcast_to(pred[:1], pred.shape).copy()           # untrained encoder
-    aligned = lifting.align_cameras(same, true)
-    assert np.all(np.isfinite(aligned))
-    np.testing.assert_allclose(aligned[:, :3, 3], np.broadcast_to(true[:, :3, 3].mean(0), (6, 3)),
-                               atol=1e-5)
+    c.data.data_dir = _blender_scene(tmp_path / "no_test", ("train",))
+    with pytest.raises(UserError, match="transforms_test.json"):
+        make_iterator(c, "eval")
 
 
 # ------------------------------------------------------------------ configs
@@ -255,3 +284,158 @@ def test_bad_config_values_raise_user_error():
     c.data.image_size = 24
     with pytest.raises(UserError, match="divisible by 16"):
         get_family(c)
+
+
+# ------------------------------------------------- registration aids (issue 15)
+
+
+def test_eval_step_returns_the_pseudo_label_camera_and_candidate_losses(family, trained, batch):
+    params, x0 = trained["params"], jnp.asarray(batch["image"])
+    out = family._eval_step(params, x0, jax.random.PRNGKey(5))
+    assert out["candidate_losses"].shape == (4, 4) and out["c2w_pseudo"].shape == (4, 4, 4)
+    np.testing.assert_array_equal(out["pseudo"], np.argmin(out["candidate_losses"], -1))
+    # The same noisy input as eval_step: t = eval.pose_t, noise from fold_in(rng, 0).
+    t = jnp.full((4,), family.config.eval.pose_t)
+    x_t, t = family.noisy_input(x0, t, jax.random.fold_in(jax.random.PRNGKey(5), 0))
+    cands = family.predict_cameras(params, x_t, t).c2w
+    np.testing.assert_allclose(out["c2w_pseudo"], cands[np.arange(4), out["pseudo"]], atol=1e-6)
+    np.testing.assert_allclose(out["c2w"], cands[np.arange(4), out["best"]], atol=1e-6)
+    # 16x16 views: the pseudo-labels use every pixel (stride max(1, 16 // 32) = 1).
+    assert family.pseudo_label_stride() == 1
+    full = lifting.grid_pixels(4, 16, 16, 1)
+    xy, target = lifting.pixel_xy(full, 16), lifting.gather_pixels(x0, full)
+    field = family.field_fn(params["nerf"])
+    slow = np.stack([lifting.reconstruction_loss(
+        lifting.render_pixels(field, cands[:, i], xy, family.settings, None), target)
+        for i in range(4)], 1)
+    np.testing.assert_allclose(out["candidate_losses"], slow, rtol=1e-4)
+
+
+def test_eval_step_single_camera_head_pseudo_is_the_camera(batch):
+    fam = lifting.LiftingFamily(tiny_config(camera_head="axis_angle", num_candidates=1))
+    params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)
+    out = fam._eval_step(params, jnp.asarray(batch["image"]), jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(out["pseudo"], 0)
+    np.testing.assert_array_equal(out["best"], 0)
+    np.testing.assert_array_equal(out["c2w_pseudo"], out["c2w"])
+    assert out["candidate_losses"].shape == (4, 1)
+
+
+def test_grid_pixels_are_the_centres_of_a_downsampled_image():
+    idx = lifting.grid_pixels(2, 8, 12, 4)
+    assert idx.shape == (2, 6)
+    xy = np.asarray(lifting.pixel_xy(idx, 12))[0]
+    np.testing.assert_array_equal(xy[:, 0], [2.5, 6.5, 10.5] * 2)     # i * 4 + 2 + 0.5
+    np.testing.assert_array_equal(xy[:, 1], [2.5] * 3 + [6.5] * 3)
+    np.testing.assert_array_equal(lifting.grid_pixels(1, 3, 3, 1)[0], np.arange(9))
+
+
+def test_select_stride_selects_the_grid_argmin_and_routes_gradient_to_it(batch):
+    fam = lifting.LiftingFamily(tiny_config(select_stride=4))
+    params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)
+    x0, rs = jnp.asarray(batch["image"]), fam.settings
+    logits = jax.random.normal(jax.random.PRNGKey(3), (4, 4, 3))
+    c2w = cameras.candidate_cameras(logits, cameras.candidate_signs(4, "quadrant"), radius=4.0)
+    scores = jax.random.normal(jax.random.PRNGKey(4), (4, 4))
+    pixels = lifting.sample_pixels(jax.random.PRNGKey(6), 4, 16, 16, 8)   # the loss pixels
+    loss_xy, loss_target = lifting.pixel_xy(pixels, 16), lifting.gather_pixels(x0, pixels)
+    camera_loss = lambda p, c: lifting.reconstruction_loss(lifting.render_pixels(
+        fam.field_fn(p["nerf"]), c, loss_xy, rs, jax.random.PRNGKey(7)), loss_target)
+    run = lambda c, s: lifting.candidate_loss(camera_loss, params, c, s, 0.1,
+                                              fam.grid_loss(x0, 4))
+    out = jax.jit(run)(c2w, scores)
+    # Slow loop: each candidate rendered at the 4x4 grid of pixel centres 2.5, 6.5, ...
+    centres = np.arange(2, 16, 4) + 0.5
+    xy = jnp.asarray(np.stack(np.meshgrid(centres, centres), -1).reshape(1, 16, 2).repeat(4, 0))
+    target = x0[:, 2::4, 2::4].reshape(4, 16, 3)
+    field = fam.field_fn(params["nerf"])
+    slow = np.stack([lifting.reconstruction_loss(
+        lifting.render_pixels(field, c2w[:, i], xy, rs, None), target) for i in range(4)], 1)
+    np.testing.assert_allclose(out.losses, slow, rtol=1e-4)
+    np.testing.assert_array_equal(out.selected, np.argmin(slow, 1))
+    chosen = c2w[np.arange(4), out.selected]
+    np.testing.assert_allclose(out.recon, camera_loss(params, chosen), rtol=1e-5)
+    grad = jax.jit(jax.grad(lambda c: run(c, scores).loss))(c2w)
+    norms = np.asarray(jnp.linalg.norm(grad.reshape(4, 4, -1), axis=-1))
+    for b in range(4):
+        sel = int(out.selected[b])
+        assert norms[b, sel] > 1e-6 and np.all(norms[b, np.arange(4) != sel] == 0.0)
+
+
+def test_coarse_to_fine_weights_closed_form():
+    from fdm.nerf.field import coarse_to_fine_alpha, coarse_to_fine_weights
+    w = np.asarray(coarse_to_fine_weights(jnp.float32(2.25), 5))
+    np.testing.assert_allclose(w, [1.0, 1.0, (1 - np.cos(np.pi * 0.25)) / 2, 0.0, 0.0],
+                               atol=1e-6)
+    np.testing.assert_array_equal(coarse_to_fine_weights(jnp.float32(0.0), 4), 0.0)
+    np.testing.assert_allclose(coarse_to_fine_weights(jnp.float32(4.0), 4), 1.0, atol=1e-7)
+    alphas = [float(coarse_to_fine_alpha(s, 100, 300, 8)) for s in (0, 100, 200, 300, 900)]
+    np.testing.assert_allclose(alphas, [0.0, 0.0, 4.0, 8.0, 8.0])
+
+
+def test_annealed_encoding_zeroes_the_high_bands():
+    from fdm.nerf.field import positional_encoding
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+    full = positional_encoding(x, 0, 4)
+    np.testing.assert_array_equal(positional_encoding(x, 0, 4, alpha=None), full)
+    np.testing.assert_allclose(positional_encoding(x, 0, 4, alpha=jnp.float32(4.0)), full,
+                               atol=1e-6)
+    enc = np.asarray(positional_encoding(x, 0, 4, alpha=jnp.float32(1.5))).reshape(5, 9, 3)
+    # Blocks: identity, sin bands 0..3, cos bands 0..3 (3 components each).
+    np.testing.assert_array_equal(enc[:, 0], x)
+    for block, weight in zip((1, 2, 3, 4), (1.0, 0.5, 0.0, 0.0)):
+        np.testing.assert_allclose(enc[:, block], weight * np.sin(2.0 ** (block - 1) * x),
+                                   atol=1e-6)
+    # No gradient reaches the first-layer weights of the bands above alpha.
+    nerf = NeRFMLP(depth=2, width=8, skips=(), pos_max_deg=4, use_viewdirs=False)
+    params = nerf.init(jax.random.PRNGKey(1), x)["params"]
+    grad = jax.grad(lambda p: jnp.sum(nerf.apply({"params": p}, x, None,
+                                                 jnp.float32(1.5))[0]))(params)
+    rows = np.abs(np.asarray(grad["trunk_0"]["kernel"])).sum(-1).reshape(9, 3)
+    assert np.all(rows[[0, 1, 2, 5, 6]] > 0) and np.all(rows[[3, 4, 7, 8]] == 0)
+
+
+def test_loss_depends_on_the_step_only_with_coarse_to_fine(family, trained, batch):
+    on = lifting.LiftingFamily(tiny_config(coarse_to_fine=(0, 10)))
+    key = jax.random.PRNGKey(2)
+    for fam, changes in ((family, False), (on, True)):
+        loss = jax.jit(lambda p, s: fam.loss_fn(p, batch, key, True, s).loss)
+        early, late = float(loss(trained["params"], 0)), float(loss(trained["params"], 10))
+        assert (early != late) == changes
+    # Host-side modes render at the alpha of set_step's step, traced (not frozen by jit).
+    c2w = jnp.asarray(batch["c2w"])
+    renders = []
+    for step in (0, 10, 0):
+        on.set_step(step)
+        renders.append(np.asarray(on._render(trained["params"], c2w).rgb))
+    assert np.abs(renders[0] - renders[1]).max() > 1e-3
+    np.testing.assert_array_equal(renders[0], renders[2])
+    on.set_step(10)
+    np.testing.assert_allclose(renders[1], family._render(trained["params"], c2w).rgb,
+                               atol=1e-6)
+
+
+def test_train_timesteps_follow_the_power_law():
+    key = jax.random.PRNGKey(0)
+    t = np.asarray(lifting.train_timesteps(key, 200_000, 60, 2.0))
+    assert t.dtype == np.int32 and t.min() == 0 and t.max() == 59
+    for k in (1, 6, 15, 30, 45):                   # P(t < k) = (k / t_max)^(1 / p)
+        assert abs(np.mean(t < k) - (k / 60) ** 0.5) < 0.005, k
+    uniform = lifting.train_timesteps(key, 1000, 100, 1.0)   # the paper's U[0, T)
+    np.testing.assert_array_equal(uniform, jax.random.randint(key, (1000,), 0, 100))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("select_stride", -1, "select_stride"), ("select_stride", 17, "select_stride"),
+    ("coarse_to_fine", (10, 5), "coarse_to_fine"), ("coarse_to_fine", (5,), "coarse_to_fine"),
+    ("train_t_max", 101, "train_t_max"), ("train_t_power", 0.0, "train_t_power")])
+def test_bad_registration_aid_values_raise_user_error(key, value, match):
+    with pytest.raises(UserError, match=match):
+        lifting.LiftingFamily(tiny_config(**{key: value}))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_registration_aids_are_off_in_every_config(name):
+    m = importlib.import_module(f"configs.{name}").get_config().model
+    assert (m.select_stride, tuple(m.coarse_to_fine), m.train_t_max, m.train_t_power) == \
+        (0, (0, 0), 0, 1.0)

@@ -148,7 +148,8 @@ def test_missing_data_raises_user_error(tmp_path):
         nerf.load_nerf_synthetic(str(tmp_path), "train")
     with pytest.raises(UserError, match="poses_bounds.npy"):
         nerf.load_llff(str(tmp_path))
-    np.save(tmp_path / "poses_bounds.npy", np.zeros((2, 17)))
+    pose = np.concatenate([np.eye(3), np.zeros((3, 1)), [[8.0], [8.0], [10.0]]], 1)
+    np.save(tmp_path / "poses_bounds.npy", np.tile(np.append(pose.ravel(), [1.0, 5.0]), (2, 1)))
     with pytest.raises(UserError, match="images_8"):
         nerf.load_llff(str(tmp_path))
     with pytest.raises(UserError, match="aspect"):

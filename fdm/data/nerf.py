@@ -24,11 +24,13 @@ Readers (any output resolution; the focal length follows the loaded width):
     standard held-out views, so there the 'name' hold-out is empty (a UserError
     says so) and holdout='position' is the documented fallback: it holds out
     image001/010/019 (positions 0, 8, 16 of the 17) and trains on the other 14.
-Missing data raises `fdm.errors.UserError` naming the path and where to get it.
+Missing data raises `fdm.errors.UserError` naming the path and where to get it;
+what is read is checked first (`fdm.data.scene_checks`: JSON syntax, keys, finite
+rigid poses, LLFF bounds, one pose per image) and every image must decode and
+have the size of the first, else a one-line `UserError` naming the file and frame.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Optional, Sequence, Tuple, Union
@@ -38,6 +40,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from fdm.data import scene_checks
 from fdm.errors import UserError
 from fdm.nerf.cameras import average_pose
 
@@ -95,27 +98,39 @@ def resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, -1), 0.0, 1.0)
 
 
-def read_image(path: str, white_background: bool) -> np.ndarray:
-    """Float32 [h, w, 3] in [0, 1]; RGBA is composited on white or black."""
+def read_image(path: str, white_background: bool, frame: str = "") -> np.ndarray:
+    """Float32 [h, w, 3] in [0, 1]; RGBA is composited on white or black.
+
+    `frame` says which entry of the scene lists the image (for the error messages).
+    """
+    where = f" for {frame}" if frame else ""
     if not os.path.isfile(path):
-        raise UserError(f"image not found: {path}; the scene folder is incomplete, re-copy it "
-                        f"from {NERF_DATA_URL}")
+        raise UserError(f"image not found: {path}{where}; the scene folder is incomplete, "
+                        f"re-copy it from {NERF_DATA_URL}")
     try:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
-    except OSError as e:
-        raise UserError(f"cannot read image {path} ({e}); replace the file") from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(f"cannot read image {path}{where} ({type(e).__name__}: {e}); replace "
+                        f"the file with the scene's original from {NERF_DATA_URL}") from e
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
     return rgb * alpha + (1.0 - alpha) * float(white_background)
 
 
-def _load_images(paths: Sequence[str], image_size: ImageSize,
-                 white_background: bool) -> np.ndarray:
-    """Images float32 [N, H, W, 3] at the output size of the first one."""
-    first = read_image(paths[0], white_background)
+def _load_images(paths: Sequence[str], image_size: ImageSize, white_background: bool,
+                 frames: Sequence[str]) -> np.ndarray:
+    """Images float32 [N, H, W, 3] at the output size of the first one; all must have its
+    size. `frames[i]` names the entry that lists paths[i] (for the error messages)."""
+    first = read_image(paths[0], white_background, frames[0])
     size = output_size(image_size, *first.shape[:2])
     images = [resize(first, size)]
-    images += [resize(read_image(p, white_background), size) for p in paths[1:]]
+    for path, frame in zip(paths[1:], frames[1:]):
+        image = read_image(path, white_background, frame)
+        if image.shape != first.shape:
+            raise UserError(f"image {path} for {frame} is {image.shape[0]}x{image.shape[1]} "
+                            f"but {paths[0]} is {first.shape[0]}x{first.shape[1]}; all images of "
+                            "a scene must have one size (one focal length): resize or replace it")
+        images.append(resize(image, size))
     return np.stack(images).astype(np.float32)
 
 
@@ -136,14 +151,15 @@ def load_nerf_synthetic(scene_dir: str, split: str = "train", image_size: ImageS
         raise UserError(f"NeRF synthetic split file not found: {path}; point data.data_dir at a "
                         f"scene folder of nerf_synthetic (e.g. .../nerf_synthetic/lego) from "
                         f"{NERF_DATA_URL}")
-    with open(path) as f:
-        meta = json.load(f)
-    frames = meta["frames"][:max_images]
+    angle, frames = scene_checks.blender_meta(scene_checks.read_json(path), path)
+    c2w = np.stack([scene_checks.blender_pose(fr, i, path) for i, fr in enumerate(frames)])
+    frames = frames[:max_images]
     paths = [os.path.join(scene_dir, _with_ext(fr["file_path"])) for fr in frames]
-    images = _load_images(paths, image_size, white_background)
-    c2w = np.array([fr["transform_matrix"] for fr in frames], np.float32)
+    labels = [f"{scene_checks.frame_label(i, fr)} of {path}" for i, fr in enumerate(frames)]
+    images = _load_images(paths, image_size, white_background, labels)
+    c2w = c2w[:len(frames)].astype(np.float32)
     height, width = images.shape[1:3]
-    focal = 0.5 * width / np.tan(0.5 * float(meta["camera_angle_x"]))
+    focal = 0.5 * width / np.tan(0.5 * angle)
     return SceneData(images, c2w, float(focal), height, width, BLENDER_NEAR, BLENDER_FAR,
                      white_background, False, tuple(os.path.basename(p) for p in paths))
 
@@ -182,14 +198,18 @@ def normalize_llff_poses(c2w: np.ndarray, bounds: np.ndarray, recenter: bool,
 
 
 def read_poses_bounds(scene_dir: str):
-    """`poses_bounds.npy` -> (c2w [N, 4, 4] OpenGL, bounds [N, 2], hwf [N, 3]) in float64."""
+    """`poses_bounds.npy` -> (c2w [N, 4, 4] OpenGL, bounds [N, 2], hwf [N, 3]) in float64,
+    checked by `scene_checks.check_poses_bounds`."""
     path = os.path.join(scene_dir, "poses_bounds.npy")
     if not os.path.isfile(path):
         raise UserError(f"LLFF poses not found: {path}; point data.data_dir at a scene folder "
                         f"of nerf_llff_data (e.g. .../nerf_llff_data/fern) from {NERF_DATA_URL}")
-    arr = np.load(path).astype(np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 17:
-        raise UserError(f"{path} has shape {arr.shape}, expected [N, 17]; re-export it with LLFF")
+    try:
+        arr = np.asarray(np.load(path), np.float64)
+    except (OSError, ValueError, EOFError, TypeError) as e:
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {e}); the file is damaged: "
+                        f"re-copy it from {NERF_DATA_URL}") from e
+    scene_checks.check_poses_bounds(arr, path)
     poses = arr[:, :15].reshape(-1, 3, 5)
     c2w = np.tile(np.eye(4), (len(arr), 1, 1))
     c2w[:, :3, :4] = llff_to_opengl(poses[:, :, :4])
@@ -251,9 +271,8 @@ def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None
     """
     c2w, bounds, hwf = read_poses_bounds(scene_dir)
     paths = llff_image_paths(scene_dir, images_dir)
-    if len(paths) != len(c2w):
-        raise UserError(f"{len(paths)} images in {os.path.join(scene_dir, images_dir)} but "
-                        f"{len(c2w)} poses in poses_bounds.npy; they must match one to one")
+    scene_checks.check_image_count(paths, len(c2w), os.path.join(scene_dir, images_dir),
+                                   os.path.join(scene_dir, "poses_bounds.npy"))
     c2w, bounds = normalize_llff_poses(c2w, bounds, recenter, bd_factor)
     keep = llff_split_mask(holdout_indices(paths, holdout), split, llffhold)
     if not keep.any():
@@ -266,7 +285,9 @@ def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None
         logging.warning("LLFF: held out %s by position (data.llff_holdout='position'), not "
                         "by the standard file number %% %d", ", ".join(
                             os.path.basename(p) for p in paths), llffhold)
-    images = _load_images(paths, image_size, False)
+    rows = [f"pose row {i} of {os.path.join(scene_dir, 'poses_bounds.npy')}"
+            for i in np.flatnonzero(keep)]
+    images = _load_images(paths, image_size, False, rows)
     height, width = images.shape[1:3]
     focal = hwf[0, 2] * width / hwf[0, 1]
     return SceneData(images, c2w[keep].astype(np.float32), float(focal), height, width,

@@ -85,6 +85,11 @@ class ModelFamily(abc.ABC):
         return optax.chain(*chain)
 
     # ---- modes other than train (host-side, use EMA params) ------------
+    def set_step(self, step: int) -> None:
+        """The training step of the parameters the host-side hooks below will get (the
+        checkpoint's: `fdm.run` calls it after restoring one, the trainer before
+        `summary_images`), for families whose network follows a schedule; no-op here."""
+
     def evaluate(self, params: Params, batches: Iterator[Batch], workdir: str,
                  rng: jax.Array) -> dict[str, float]:
         """Metrics for `results.json` (flat name -> number)."""
@@ -102,6 +107,12 @@ class ModelFamily(abc.ABC):
     def render(self, params: Params, workdir: str, rng: jax.Array) -> None:
         """Write a camera-path video and frames to workdir/render/."""
         raise NotImplementedError(f"{type(self).__name__} has no render mode")
+
+    def landscape(self, params: Params, batches: Iterator[Batch], workdir: str,
+                  rng: jax.Array) -> dict[str, float]:
+        """Pose landscapes of evaluation views in workdir/landscape/ (NeRF lifting only)."""
+        raise UserError(f"--mode=landscape needs a NeRF lifting model (model.family="
+                        f"'nerf_lifting'); {type(self).__name__} has no cameras")
 
     def summary_images(self, params: Params, batch: Batch,
                        rng: jax.Array) -> dict[str, jnp.ndarray]:

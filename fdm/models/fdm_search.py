@@ -9,10 +9,13 @@ Notation: logits [B, S, S, K] the mask generator's output, m = softmax(logits);
   * Centred-blob warm start (`train.mask_prior_steps` = N > 0): for the first N
     updates the loss gains w · CE(π, m), the per-pixel cross-entropy of the masks
     to a data-independent prior π, then the FDM loss alone takes over. π puts a
-    centred isotropic Gaussian b(x, y) = exp(−(x² + y²) / (2σ²)) on the object
-    channels and 1 − b on channel 0 (σ = `train.mask_prior_sigma`, a fraction of
-    the half-width; w = `train.mask_prior_weight`); with K > 2 the object
-    channels share b equally. It plays the role of IEM's centred-square start:
+    centred isotropic Gaussian b(x, y) = exp(−(x² + y²) / (2σ²)) on channel 1 (the
+    figure) and 1 − b on the ground (σ = `train.mask_prior_sigma`, a fraction of
+    the half-width; w = `train.mask_prior_weight`); with K > 2 the ground is shared
+    equally by channel 0 and channels 2..K−1, so the figure sits in one channel
+    (a figure shared by two channels is a saddle: the K = 3 run of session 8
+    ended with both near 1/3 on the objects and no figure/ground split), and the
+    FDM loss is free to split the ground. It plays the role of IEM's centred-square start:
     where objects sit near the centre, the masks start in object/background
     form with a consistent channel for the object, and the FDM loss moves the
     blob onto the objects (object masks, once reached, are a stable point of it).
@@ -68,10 +71,12 @@ def centre_blob(size: int, sigma: float) -> np.ndarray:
 
 
 def centre_blob_prior(size: int, num_masks: int, sigma: float) -> np.ndarray:
-    """π [S, S, K]: channel 0 = 1 − b, channels 1..K−1 = b / (K − 1) (module doc)."""
+    """π [S, S, K]: channel 1 = b (the figure); channel 0 and channels 2..K−1
+    share the ground 1 − b equally (module doc)."""
     b = centre_blob(size, sigma)[..., None]
-    objects = np.broadcast_to(b / (num_masks - 1), b.shape[:2] + (num_masks - 1,))
-    return np.concatenate([1.0 - b, objects], axis=-1)
+    ground = (1.0 - b) / (num_masks - 1)
+    rest = np.broadcast_to(ground, b.shape[:2] + (num_masks - 2,))
+    return np.concatenate([ground, b, rest], axis=-1).astype(np.float32)
 
 
 def prior_hard_labels(size: int, sigma: float) -> np.ndarray:

@@ -25,6 +25,26 @@ t = 0; the ablation of Fig. 3.10); `supervised=True` is the NeRF baseline of
 Table 3.1: no encoder, cameras from batch['c2w'], optional hierarchical
 sampling (num_importance > 0; coarse and fine losses summed, one field).
 
+Registration aids (issue 15; all off by default, which is the paper):
+  model.select_stride = s > 0: Eq. 3.4's argmin_i l_i is taken on every pixel
+    of the stride-s grid (`grid_pixels`, bin midpoints; `candidate_loss`'s
+    select_loss) instead of the P random loss pixels; the selected camera's
+    gradient pass still uses the loss pixels. Evaluation's pseudo-labels
+    ('pseudo' of `eval_step`) always use a grid: stride s, or when s = 0 the
+    stride giving ~32 grid pixels along the shorter side (`pseudo_label_stride`).
+  model.coarse_to_fine = (start, end) steps: BARF's coarse-to-fine positional
+    encoding of F (`fdm.nerf.field`), alpha 0 -> L linearly over [start, end];
+    training uses the loss_fn's step, the host-side modes the checkpoint's
+    (`set_step`, called by `fdm.run` and the trainer). (0, 0): all bands.
+  model.train_t_max, model.train_t_power: t = floor(t_max u^p), u ~ U[0, 1) in
+    training (`train_timesteps`); (0 = T, 1.0) is the paper's t ~ U[0, T).
+
+Evaluation (`evaluate`): image metrics of the held-out views; pose-free, the pose
+metrics of `fdm.metrics.poses` (aligned and unaligned rotation errors, the best
+constant rotation as a baseline, the centre spread ratio, a similarity alignment
+only when the centre fit is well conditioned, else orientations only) on the
+held-out views (pose_*) and on the training views (pose_train_*).
+
 Batches (`fdm.data.make_iterator`; scene datasets in `fdm.data.scenes`):
 'image' float32 [B, H, W, 3] in [-1, 1],
 'c2w' float32 [B, 4, 4] (ground truth, used only by evaluation and the
@@ -41,9 +61,11 @@ image_size, eval_split, seed, num_train, num_val (toy_scene), llffhold and
 llff_holdout (llff; see `fdm.data.nerf.load_llff`)};
 model.{supervised, autoencoder, camera_head, num_candidates, candidate_layout,
 camera_radius, world_up, cls_weight, num_samples, num_importance,
-num_loss_pixels, lindisp, ndc, encoder.*, nerf.*}; train.{learning_rate,
+num_loss_pixels, lindisp, ndc, select_stride, coarse_to_fine, train_t_max,
+train_t_power, encoder.*, nerf.*}; train.{learning_rate,
 encoder_learning_rate, lr_final_factor, grad_clip}; eval.{num_examples,
-batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg}.
+num_train_views, batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg,
+landscape_* (`fdm.models.lifting_landscape`)}.
 """
 from __future__ import annotations
 
@@ -64,9 +86,10 @@ from fdm.data.nerf import SceneData
 from fdm.data.scenes import load_scene
 from fdm.diffusion import DiffusionSchedule, ancestral_sample, q_sample
 from fdm.errors import UserError
+from fdm.metrics import poses
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.nerf import cameras, figures, rays as rays_lib, render as render_lib
-from fdm.nerf.field import NeRFMLP
+from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
 from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder
 
 LAYOUTS = ("octant", "quadrant")
@@ -102,6 +125,16 @@ def sample_pixels(rng: jax.Array, batch: int, height: int, width: int, num: int)
     if num <= 0:
         return jnp.broadcast_to(jnp.arange(height * width), (batch, height * width))
     return jax.random.randint(rng, (batch, num), 0, height * width)
+
+
+def grid_pixels(batch: int, height: int, width: int, stride: int) -> jax.Array:
+    """Flat pixel indices [B, P] of a regular grid: rows and columns i * s + s // 2
+    (pixel centres i * s + s // 2 + 0.5), i.e. every pixel of an s-times downsampled
+    image; P = ceil((H - s//2) / s) * ceil((W - s//2) / s) (all H*W when s = 1)."""
+    rows = jnp.arange(stride // 2, height, stride)
+    cols = jnp.arange(stride // 2, width, stride)
+    flat = (rows[:, None] * width + cols[None, :]).reshape(-1)
+    return jnp.broadcast_to(flat, (batch, flat.shape[0]))
 
 
 def gather_pixels(images: jax.Array, indices: jax.Array) -> jax.Array:
@@ -157,11 +190,24 @@ class CandidateLoss:
     recon: jax.Array     # [B] reconstruction loss of the selected candidate
     ce: jax.Array        # [B] cross-entropy of the scores toward the selected index
     selected: jax.Array  # [B] int argmin_i l_i
-    losses: jax.Array    # [B, N] l_i of every candidate (no gradient)
+    losses: jax.Array    # [B, N] l_i of every candidate (no gradient), by select_loss
+
+
+def candidate_losses(camera_loss: Callable, params, c2w: jax.Array) -> jax.Array:
+    """l_i [B, N] of candidates c2w [B, N, 4, 4], one candidate at a time (`lax.map`),
+    without gradient; camera_loss: (params, c2w [B, 4, 4]) -> [B]."""
+    frozen = jax.lax.stop_gradient(params)
+    return jax.lax.map(lambda c: camera_loss(frozen, c),
+                       jnp.swapaxes(jax.lax.stop_gradient(c2w), 0, 1)).T
+
+
+def take_candidate(c2w: jax.Array, index: jax.Array) -> jax.Array:
+    """c2w [B, N, 4, 4], index [B] -> the indexed cameras [B, 4, 4]."""
+    return jnp.take_along_axis(c2w, index[:, None, None, None], axis=1)[:, 0]
 
 
 def candidate_loss(camera_loss: Callable, params, c2w: jax.Array, scores: jax.Array,
-                   cls_weight: float) -> CandidateLoss:
+                   cls_weight: float, select_loss: Callable | None = None) -> CandidateLoss:
     """Eq. 3.4 with gradient only through the selected candidate's render.
 
     Args:
@@ -171,13 +217,13 @@ def candidate_loss(camera_loss: Callable, params, c2w: jax.Array, scores: jax.Ar
       params: what camera_loss differentiates (the NeRF parameters).
       c2w: [B, N, 4, 4] candidate cameras; scores: [B, N] logits.
       cls_weight: lambda.
+      select_loss: like camera_loss, the l_i whose arg-min selects the candidate
+        (e.g. on a pixel grid, model.select_stride); None: camera_loss itself, and
+        then recon = min_i l_i exactly.
     """
-    frozen = jax.lax.stop_gradient(params)
-    losses = jax.lax.map(lambda c: camera_loss(frozen, c),
-                         jnp.swapaxes(jax.lax.stop_gradient(c2w), 0, 1)).T
+    losses = candidate_losses(select_loss or camera_loss, params, c2w)
     selected = jnp.argmin(losses, axis=-1)
-    best = jnp.take_along_axis(c2w, selected[:, None, None, None], axis=1)[:, 0]
-    recon = camera_loss(params, best)
+    recon = camera_loss(params, take_candidate(c2w, selected))
     log_p = jax.nn.log_softmax(scores, axis=-1)
     ce = -jnp.take_along_axis(log_p, selected[:, None], axis=1)[:, 0]
     loss = jnp.mean(recon) + cls_weight * jnp.mean(ce)
@@ -187,6 +233,18 @@ def candidate_loss(camera_loss: Callable, params, c2w: jax.Array, scores: jax.Ar
 def psnr_from_loss(loss: jax.Array) -> jax.Array:
     """PSNR (dB, [0, 1] images) of a mean squared error measured in [-1, 1] units."""
     return -10.0 * jnp.log10(jnp.maximum(loss / 4.0, 1e-10))
+
+
+def train_timesteps(rng: jax.Array, batch: int, t_max: int, power: float) -> jax.Array:
+    """Training timesteps t [B] int32 in [0, t_max): t = floor(t_max u^p), u ~ U[0, 1),
+    so P(t < k) = (k / t_max)^(1 / p). p = 1 is the paper's t ~ U[0, T) (drawn with
+    randint); p > 1 favours small t. Why: with T = 100 and betas up to 0.2, 52% of
+    uniform draws have SNR = alpha_bar / (1 - alpha_bar) < 0.1, where the MSE-optimal
+    x0_hat is the mean image from the mean camera (model.train_t_max / train_t_power)."""
+    if power == 1.0:
+        return jax.random.randint(rng, (batch,), 0, t_max)
+    u = jax.random.uniform(rng, (batch,))
+    return jnp.minimum(jnp.floor(t_max * u ** power), t_max - 1).astype(jnp.int32)
 
 
 # ========================================================================== family
@@ -208,8 +266,9 @@ class LiftingFamily(ModelFamily):
         self.nerf = NeRFMLP(**_nerf_kwargs(m.nerf))
         self.encoder = None if self.supervised else _build_encoder(m)
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
-        self._eval_step = jax.jit(self.eval_step)
-        self._render = jax.jit(self.render_cameras)
+        self.checkpoint_step = int(config.train.num_steps)
+        self._jit_eval_step = jax.jit(self.eval_step)
+        self._jit_render = jax.jit(self.render_cameras)
 
     # ---- parameters -----------------------------------------------------
     def init_params(self, rng, batch):
@@ -240,8 +299,34 @@ class LiftingFamily(ModelFamily):
         chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
         return optax.chain(*chain)
 
-    def field_fn(self, nerf_params) -> render_lib.FieldFn:
-        return lambda x, d: self.nerf.apply({"params": nerf_params}, x, d)
+    def field_fn(self, nerf_params, alpha=None) -> render_lib.FieldFn:
+        """F(x, d) at parameters nerf_params; alpha []: BARF's coarse-to-fine alpha
+        (`alpha`), None: all frequency bands."""
+        return lambda x, d: self.nerf.apply({"params": nerf_params}, x, d, alpha)
+
+    def alpha(self, step) -> jax.Array | None:
+        """BARF's alpha [] at `step` for model.coarse_to_fine = (start, end), growing
+        linearly from 0 to L = model.nerf.pos_max_deg (`fdm.nerf.field.
+        coarse_to_fine_alpha`); None when off, (0, 0)."""
+        start, end = (int(v) for v in self.config.model.coarse_to_fine)
+        if end == 0:
+            return None
+        return coarse_to_fine_alpha(step, start, end, self.nerf.pos_max_deg)
+
+    # ---- the step of the parameters the host-side modes get ------------------
+    def set_step(self, step: int) -> None:
+        """evaluate / render / sample / summary_images render with the alpha of `step`
+        (the checkpoint's; model.coarse_to_fine); train.num_steps until called."""
+        self.checkpoint_step = int(step)
+
+    def _eval_step(self, params, x0, rng) -> dict:
+        """Jitted `eval_step` at the alpha of checkpoint_step, passed as a traced
+        argument: a new step reuses the compiled function and is never frozen into it."""
+        return self._jit_eval_step(params, x0, rng, self.alpha(self.checkpoint_step))
+
+    def _render(self, params, c2w) -> render_lib.RenderOutput:
+        """Jitted `render_cameras` at the alpha of checkpoint_step (see _eval_step)."""
+        return self._jit_render(params, c2w, self.alpha(self.checkpoint_step))
 
     # ---- the denoiser -----------------------------------------------------
     def predict_cameras(self, params, x_t, t, train=False, rng=None) -> CameraPrediction:
@@ -255,107 +340,154 @@ class LiftingFamily(ModelFamily):
             return x0, jnp.zeros_like(t)
         return q_sample(self.schedule, x0, t, jax.random.normal(rng, x0.shape, x0.dtype)), t
 
-    def denoise(self, params, x_t, t):
-        """Sampler denoiser: x0_hat [B,H,W,3] rendered from the arg-max camera of E(x_t, t);
-        aux {'x0': x0_hat, 'c2w': [B,4,4], 'scores': [B,N]}."""
+    def denoise(self, params, x_t, t, alpha=None):
+        """Sampler denoiser: x0_hat [B,H,W,3] rendered (at coarse-to-fine alpha) from the
+        arg-max camera of E(x_t, t); aux {'x0': x0_hat, 'c2w': [B,4,4], 'scores': [B,N]}."""
         pred = self.predict_cameras(params, x_t, t)
         c2w = pred.best()
-        x0_hat = 2.0 * self.render_cameras(params, c2w).rgb - 1.0
+        x0_hat = 2.0 * self.render_cameras(params, c2w, alpha).rgb - 1.0
         return x0_hat, {"x0": x0_hat, "c2w": c2w, "scores": pred.scores}
 
-    def render_cameras(self, params, c2w) -> render_lib.RenderOutput:
-        """Full renders (fields [..., H, W]) from cameras c2w [..., 4, 4]."""
-        return render_views(self.field_fn(params["nerf"]), c2w, self.settings)
+    def render_cameras(self, params, c2w, alpha=None) -> render_lib.RenderOutput:
+        """Full renders (fields [..., H, W]) from cameras c2w [..., 4, 4] at alpha."""
+        return render_views(self.field_fn(params["nerf"], alpha), c2w, self.settings)
 
     # ---- training -------------------------------------------------------
     def loss_fn(self, params, batch, rng, train, step=0):
-        """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring."""
+        """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring.
+        step: sets the field's coarse-to-fine alpha (model.coarse_to_fine)."""
         x0, rs = batch["image"], self.settings
+        alpha = self.alpha(step)
         indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], rs.height, rs.width,
                                 int(self.config.model.get("num_loss_pixels", 0)))
         target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
         key_render = jax.random.fold_in(rng, 1)
 
         def renders(p, c2w):
-            return render_pixels(self.field_fn(p["nerf"]), c2w, xy, rs, key_render)
+            return render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, key_render)
 
         if self.supervised:
             return _supervised_loss(renders(params, batch["c2w"]), target)
         camera_loss = lambda p, c2w: reconstruction_loss(renders(p, c2w), target)
-        return self._lifting_loss(params, x0, camera_loss, rng, train)
+        stride = int(self.config.model.select_stride)
+        select_loss = self.grid_loss(x0, stride, alpha) if stride > 0 else None
+        return self._lifting_loss(params, x0, camera_loss, select_loss, rng, train)
 
-    def _lifting_loss(self, params, x0, camera_loss, rng, train) -> LossOutput:
-        """Eq. 3.3 (N = 1) or Eq. 3.4 on x_t = q_sample(x0, t), t ~ U[0, T)."""
-        t = jax.random.randint(jax.random.fold_in(rng, 2), (x0.shape[0],), 0,
-                               self.schedule.num_timesteps)
+    def grid_loss(self, x0, stride: int, alpha=None) -> Callable:
+        """(params, c2w [B,4,4]) -> Eq. 3.3 loss [B] of views x0 [B,H,W,3] on every pixel
+        of the stride-s grid (`grid_pixels`), rendered at bin midpoints (deterministic):
+        the candidate selection of model.select_stride and the eval pseudo-labels."""
+        rs = self.settings
+        indices = grid_pixels(x0.shape[0], rs.height, rs.width, stride)
+        target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
+        return lambda p, c2w: reconstruction_loss(
+            render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, None), target)
+
+    def _lifting_loss(self, params, x0, camera_loss, select_loss, rng, train) -> LossOutput:
+        """Eq. 3.3 (N = 1) or Eq. 3.4 on x_t = q_sample(x0, t), t from `train_timesteps`
+        (model.train_t_max, model.train_t_power); select_loss: the l_i of Eq. 3.4's
+        arg-min (None: camera_loss, the paper)."""
+        m = self.config.model
+        t = train_timesteps(jax.random.fold_in(rng, 2), x0.shape[0],
+                            int(m.train_t_max) or self.schedule.num_timesteps,
+                            float(m.train_t_power))
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 3))
         pred = self.predict_cameras(params, x_t, t, train, jax.random.fold_in(rng, 4))
         if pred.c2w.shape[1] == 1:
             loss = jnp.mean(camera_loss(params, pred.c2w[:, 0]))
             return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(loss)})
-        out = candidate_loss(camera_loss, params, pred.c2w, pred.scores,
-                             float(self.config.model.cls_weight))
+        out = candidate_loss(camera_loss, params, pred.c2w, pred.scores, float(m.cls_weight),
+                             select_loss)
         return LossOutput(out.loss, _candidate_scalars(out, pred.scores))
 
     # ---- evaluation -------------------------------------------------------
-    def eval_step(self, params, x0, rng) -> dict:
-        """Cameras of views x0 [B,H,W,3] from x_t at t = eval.pose_t (one pass):
-        'c2w' [B,4,4] arg-max camera, 'best' [B] its index, 'pseudo' [B] the
-        candidate with the lowest reconstruction loss (on model.num_loss_pixels
-        pixels; the classifier's target, Sec. 3.4.5)."""
-        b, rs = x0.shape[0], self.settings
-        t = jnp.full((b,), int(self.config.eval.get("pose_t", 1)), jnp.int32)
+    def pseudo_label_stride(self) -> int:
+        """Grid stride of the eval pseudo-labels: model.select_stride, or when that is 0
+        the stride giving about 32 grid pixels along the shorter image side."""
+        s = int(self.config.model.select_stride)
+        return s if s > 0 else max(1, min(self.settings.height, self.settings.width) // 32)
+
+    def eval_step(self, params, x0, rng, alpha=None) -> dict:
+        """Cameras of views x0 [B,H,W,3] from x_t at t = eval.pose_t (one pass), the
+        field at coarse-to-fine alpha (None: all bands):
+          'c2w' [B,4,4] the arg-max-score camera, 'best' [B] its index;
+          'candidate_losses' [B,N] l_i of every candidate on all pixels of the grid of
+            stride `pseudo_label_stride` (`grid_loss`);
+          'pseudo' [B] argmin_i l_i (the classifier's target, Sec. 3.4.5) and
+          'c2w_pseudo' [B,4,4] its camera.
+        With N = 1 (axis-angle head) best = pseudo = 0 and c2w = c2w_pseudo."""
+        t = jnp.full((x0.shape[0],), int(self.config.eval.get("pose_t", 1)), jnp.int32)
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 0))
         pred = self.predict_cameras(params, x_t, t)
-        indices = sample_pixels(jax.random.fold_in(rng, 1), b, rs.height, rs.width,
-                                int(self.config.model.get("num_loss_pixels", 0)))
-        target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
-        field = self.field_fn(params["nerf"])
-        losses = jax.lax.map(
-            lambda c: reconstruction_loss(render_pixels(field, c, xy, rs, None), target),
-            jnp.swapaxes(pred.c2w, 0, 1)).T
-        return {"c2w": pred.best(), "best": jnp.argmax(pred.scores, -1),
-                "pseudo": jnp.argmin(losses, -1)}
+        losses = candidate_losses(self.grid_loss(x0, self.pseudo_label_stride(), alpha),
+                                  params, pred.c2w)
+        pseudo = jnp.argmin(losses, -1)
+        return {"c2w": pred.best(), "best": jnp.argmax(pred.scores, -1), "pseudo": pseudo,
+                "c2w_pseudo": take_candidate(pred.c2w, pseudo), "candidate_losses": losses}
 
     def evaluate(self, params, batches, workdir, rng):
-        """PSNR / SSIM of renders of the first eval.num_examples views of data.eval_split
-        from their predicted (pose-free) or true (supervised) cameras; pose-free also
-        pose_rot_err_deg / pose_trans_err after a similarity alignment (>= 3 views),
-        and with candidates cam_cls_acc (arg-max score == lowest-loss candidate, the
-        paper's classifier accuracy) and cam_region_acc (aligned predicted centre in
-        the true camera's octant / quadrant). LPIPS (eval.lpips_net) only when
-        eval.metric_weights names the weights file of docs/METRICS.md.
-        Writes DIR/eval/renders.png (truth, render, depth) and DIR/eval/cameras.png."""
-        views = self._eval_views(params, batches, rng)
-        if not len(views["image"]):
+        """Metrics of the first eval.num_examples views of data.eval_split:
+          psnr / ssim of renders from their predicted (pose-free) or true (supervised)
+            cameras; lpips (eval.lpips_net) only when eval.metric_weights names the
+            weights file of docs/METRICS.md;
+          mean_image_psnr: PSNR of the mean training image against each view, averaged
+            (the trivial image baseline).
+        Pose-free, with >= 3 views, the pose metrics of `pose_scalars` (prefix pose_)
+        of the arg-max-score cameras (`fdm.metrics.poses.evaluate_poses`) and
+        pose_rot_err_deg_pseudo, the aligned mean error of the lowest-loss candidates
+        ('c2w_pseudo' of `eval_step`); the same on the first eval.num_train_views
+        training views (prefix pose_train_), which are what lifting registers. With
+        candidates, cam_cls_acc (arg-max score == lowest-loss candidate on the pixel
+        grid, the paper's classifier accuracy) and cam_region_acc (aligned predicted
+        centre in the true camera's octant / quadrant).
+        Writes DIR/eval/renders.png (truth, render, depth), cameras.png (eval views) and,
+        pose-free, cameras_train.png (training views), titled with the key numbers."""
+        eval_key, train_key = jax.random.split(rng)
+        views = self._eval_views(params, batches, eval_key)
+        if not len(views.get("image", ())):
             raise UserError("the evaluation split is empty; check data.eval_split")
         metrics = image_metrics(views["render"], views["image"])
         metrics.update(self._lpips(views["render"], views["image"]))
-        aligned = None
+        metrics["mean_image_psnr"] = mean_image_psnr(self._train_split()["image"],
+                                                     views["image"])
+        panels = {"cameras": (views["c2w_true"], None, "eval views")}
         if self.encoder is not None:
-            pose, aligned = self._pose_metrics(views)
+            pose, panels = self._pose_evaluation(params, views, train_key)
             metrics.update(pose)
         metrics["num_eval_views"] = len(views["image"])
-        self._write_eval_figures(views, aligned, os.path.join(workdir, "eval"))
+        self._write_eval_figures(views, panels, os.path.join(workdir, "eval"))
         return metrics
 
     def _eval_views(self, params, batches, rng) -> dict[str, np.ndarray]:
-        """Per-view numpy arrays over the first eval.num_examples valid views."""
-        from fdm.train.mesh import to_host
-        num, rows = int(self.config.eval.num_examples), {}
-        for i, batch in enumerate(batches):
-            x0 = batch["image"]
-            extra = {} if self.encoder is None else self._eval_step(
-                params, x0, jax.random.fold_in(rng, i))
-            out = self._render(params, extra.get("c2w", batch["c2w"]))
-            cols = {"image": (x0 + 1.0) / 2.0, "render": out.rgb, "depth": out.depth,
-                    "c2w_true": batch["c2w"], **extra}
-            valid = to_host(batch["valid"]) if "valid" in batch else np.ones(len(x0), bool)
-            for k, v in cols.items():
-                rows.setdefault(k, []).append(to_host(v)[valid])
-            if sum(map(len, rows["image"])) >= num:
-                break
-        return {k: np.concatenate(v)[:num] for k, v in rows.items()}
+        """Per-view numpy arrays over the first eval.num_examples valid views: those of
+        `_camera_columns`, 'image' [n,H,W,3] in [0, 1], 'render' and 'depth' (from the
+        predicted or true cameras)."""
+        def columns(i, batch):
+            cols = self._camera_columns(params, batch, jax.random.fold_in(rng, i))
+            out = self._render(params, cols.get("c2w", batch["c2w"]))
+            return {"image": (batch["image"] + 1.0) / 2.0, "render": out.rgb,
+                    "depth": out.depth, **cols}
+        return _view_rows(batches, int(self.config.eval.num_examples), columns)
+
+    def _camera_columns(self, params, batch, rng) -> dict:
+        """'c2w_true' [B,4,4] of a batch and, pose-free, the outputs of `eval_step`."""
+        extra = {} if self.encoder is None else self._eval_step(params, batch["image"], rng)
+        return {"c2w_true": batch["c2w"], **extra}
+
+    def _train_split(self, num: int | None = None) -> dict[str, np.ndarray]:
+        """Arrays of the training split (`fdm.data.load_split_arrays`): all views, or the
+        first num."""
+        arrays = load_split_arrays(self.config, "train")
+        return arrays if num is None else {k: v[:num] for k, v in arrays.items()}
+
+    def _train_views(self, params, rng) -> dict[str, np.ndarray]:
+        """`_camera_columns` of the first eval.num_train_views training views (each
+        costs an `eval_step`: every candidate rendered on the pseudo-label grid)."""
+        num = int(self.config.eval.get("num_train_views", 100))
+        batches = pipeline.eval_batches(self._train_split(num),
+                                        int(self.config.eval.get("batch_size", 8)))
+        return _view_rows(batches, num, lambda i, batch: self._camera_columns(
+            params, batch, jax.random.fold_in(rng, i)))
 
     def _lpips(self, render: np.ndarray, image: np.ndarray) -> dict[str, float]:
         """{'lpips': mean distance} of [n,H,W,3] in [0, 1], or {} without eval.metric_weights."""
@@ -369,36 +501,55 @@ class LiftingFamily(ModelFamily):
                              load_metric_variables(path, f"lpips_{net}"), net=net)
         return {"lpips": float(np.mean(dist))}
 
-    def _pose_metrics(self, views):
-        """(camera metrics, predicted cameras aligned to the truth or None)."""
-        metrics, aligned = {}, None
-        pred, true = views["c2w"], views["c2w_true"]
-        if len(pred) >= 3:
-            aligned = align_cameras(pred, true)
-            rot = cameras.rotation_angle_deg(jnp.asarray(aligned[:, :3, :3]),
-                                             jnp.asarray(true[:, :3, :3]))
-            metrics["pose_rot_err_deg"] = float(jnp.mean(rot))
-            metrics["pose_trans_err"] = float(np.mean(np.linalg.norm(
-                aligned[:, :3, 3] - true[:, :3, 3], axis=-1)))
-        if self.encoder.camera_head == "candidates":
-            metrics["cam_cls_acc"] = float(np.mean(views["best"] == views["pseudo"]))
-            if aligned is not None:
-                axes = 3 if self.encoder.layout == "octant" else 2
-                same = np.sign(aligned[:, :axes, 3]) == np.sign(true[:, :axes, 3])
-                metrics["cam_region_acc"] = float(np.mean(np.all(same, -1)))
-        return metrics, aligned
+    def _pose_evaluation(self, params, views, rng):
+        """Pose-free: (the pose_*, cam_* and pose_train_* metrics, the camera-figure
+        panels of `_write_eval_figures` for the eval views and the training views)."""
+        pose, ev = self._pose_metrics(views, "pose_")
+        train_views = self._train_views(params, rng)
+        train_pose, train_ev = self._pose_metrics(train_views, "pose_train_")
+        panels = {"cameras": (views["c2w_true"], ev, "eval views"),
+                  "cameras_train": (train_views["c2w_true"], train_ev, "training views")}
+        return {**pose, **self._candidate_metrics(views, ev), **train_pose}, panels
 
-    def _write_eval_figures(self, views, aligned, out_dir: str) -> None:
-        """renders.png: rows truth / render / depth of up to 8 views; cameras.png (Fig. 3.6)."""
+    @staticmethod
+    def _pose_metrics(views, prefix: str):
+        """(`pose_scalars` named prefix + ... and prefix + rot_err_deg_pseudo, the
+        `poses.PoseEvaluation` of the arg-max cameras) of per-view 'c2w', 'c2w_pseudo'
+        and 'c2w_true' [n,4,4]; ({}, None) below 3 views."""
+        if len(views["c2w"]) < 3:
+            return {}, None
+        ev = poses.evaluate_poses(views["c2w"], views["c2w_true"])
+        pseudo = poses.evaluate_poses(views["c2w_pseudo"], views["c2w_true"])
+        metrics = pose_scalars(ev, prefix)
+        metrics[prefix + "rot_err_deg_pseudo"] = float(np.mean(pseudo.rot_err_deg))
+        return metrics, ev
+
+    def _candidate_metrics(self, views, ev) -> dict[str, float]:
+        """cam_cls_acc and (with an evaluation `ev`) cam_region_acc; {} without candidates."""
+        if self.encoder.camera_head != "candidates":
+            return {}
+        metrics = {"cam_cls_acc": float(np.mean(views["best"] == views["pseudo"]))}
+        if ev is not None:
+            axes = 3 if self.encoder.layout == "octant" else 2
+            same = np.sign(ev.aligned[:, :axes, 3]) == np.sign(views["c2w_true"][:, :axes, 3])
+            metrics["cam_region_acc"] = float(np.mean(np.all(same, -1)))
+        return metrics
+
+    def _write_eval_figures(self, views, panels, out_dir: str) -> None:
+        """renders.png: rows truth / render / depth of up to 8 views; per panel name,
+        (true c2w [n,4,4], `poses.PoseEvaluation` or None, what) -> NAME.png, Fig. 3.6:
+        true cameras green, aligned predicted ones red, the key numbers as a title."""
         n = min(8, len(views["image"]))
         depth = self.depth_image(views["depth"][:n])
         rows = np.concatenate([viz.to_uint8(views["image"][:n], (0, 1)),
                                viz.to_uint8(views["render"][:n], (0, 1)), depth])
         viz.save_png(os.path.join(out_dir, "renders.png"), viz.make_grid(rows, ncol=n))
-        sets = [(views["c2w_true"], figures.TRUE_COLOR)]
-        if aligned is not None:
-            sets.append((aligned, figures.PRED_COLOR))
-        viz.save_png(os.path.join(out_dir, "cameras.png"), figures.camera_figure(sets))
+        for name, (true, ev, what) in panels.items():
+            sets = [(true, figures.TRUE_COLOR)]
+            if ev is not None:
+                sets.append((ev.aligned, figures.PRED_COLOR))
+            image = figures.with_title(figures.camera_figure(sets), pose_caption(what, true, ev))
+            viz.save_png(os.path.join(out_dir, f"{name}.png"), image)
 
     def depth_image(self, depth) -> np.ndarray:
         """uint8 [..., H, W, 3] grey depth: near (or NDC 0) white, far (NDC 1) black."""
@@ -428,13 +579,20 @@ class LiftingFamily(ModelFamily):
 
     def _train_cameras(self, params, rng) -> np.ndarray:
         """c2w [N, 4, 4] of the training views: true (supervised) or predicted."""
-        arrays = load_split_arrays(self.config, "train")
+        arrays = self._train_split()
         if self.encoder is None:
             return np.asarray(arrays["c2w"])
         batches = pipeline.eval_batches(arrays, int(self.config.eval.get("batch_size", 8)))
         return np.concatenate([np.asarray(self._eval_step(params, b["image"],
                                                           jax.random.fold_in(rng, i))["c2w"])
                                [b["valid"]] for i, b in enumerate(batches)])
+
+    def landscape(self, params, batches, workdir, rng) -> dict:
+        """Pose landscapes (issue 15): the loss of the first eval.landscape_views views
+        over a grid of cameras around each true camera; DIR/landscape/landscape.png and
+        landscape.json. See `fdm.models.lifting_landscape`; returns its summary."""
+        from fdm.models.lifting_landscape import run_landscape
+        return run_landscape(self, params, batches, workdir, rng)
 
     def render(self, params, workdir, rng):
         """DIR/render/: frame_NNN.png, depth_NNN.png and video.gif (+ video.mp4 when
@@ -462,7 +620,8 @@ class LiftingFamily(ModelFamily):
         rs, n = self.settings, int(self.config.eval.get("num_samples", 4))
         x_T = jax.random.normal(jax.random.fold_in(rng, 0), (n, rs.height, rs.width, 3))
         out = jax.device_get(ancestral_sample(
-            jax.tree_util.Partial(self.denoise, params), self.schedule, x_T,
+            jax.tree_util.Partial(self.denoise, params, alpha=self.alpha(self.checkpoint_step)),
+            self.schedule, x_T,
             jax.random.fold_in(rng, 1), prediction="x0", clip_x0=True,
             record_every=max(1, self.schedule.num_timesteps // 10)))
         traj = out.trajectory
@@ -499,22 +658,58 @@ def image_metrics(render: np.ndarray, image: np.ndarray) -> dict[str, float]:
             "ssim": float(jnp.mean(dm_pix.ssim(render, image)))}
 
 
-def align_cameras(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Predicted cameras [N, 4, 4] mapped into the true frame by the least-squares
-    similarity of their centres (`fdm.nerf.cameras.umeyama`). When the predicted
-    centres coincide (e.g. an untrained encoder) that fit degenerates to its limit,
-    scale 0: every centre maps to the true centroid and the rotation is the one
-    that best aligns the camera orientations (Procrustes on sum_i R_true_i R_pred_i^T)."""
-    centres = pred[:, :3, 3]
-    if np.max(np.linalg.norm(centres - centres.mean(0), axis=-1)) > 1e-6:
-        sim = cameras.umeyama(jnp.asarray(centres), jnp.asarray(true[:, :3, 3]))
-        return np.asarray(sim.apply_c2w(jnp.asarray(pred)))
-    u, _, vt = np.linalg.svd(np.einsum("nij,nkj->ik", true[:, :3, :3], pred[:, :3, :3]))
-    rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
-    aligned = np.array(pred, np.float64)
-    aligned[:, :3, :3] = rot @ pred[:, :3, :3]
-    aligned[:, :3, 3] = true[:, :3, 3].mean(0)
-    return aligned.astype(np.float32)
+def mean_image_psnr(train_images: np.ndarray, images: np.ndarray) -> float:
+    """Mean over views [n,H,W,3] in [0, 1] of the PSNR of the mean training image
+    (uint8 [N,H,W,3] averaged over N, in [0, 1]) against each view."""
+    mean = np.mean(np.asarray(train_images, np.float64), 0) / 255.0
+    images = jnp.asarray(images, jnp.float32)
+    return float(jnp.mean(dm_pix.psnr(jnp.broadcast_to(mean, images.shape), images)))
+
+
+def pose_scalars(ev: poses.PoseEvaluation, prefix: str) -> dict[str, float]:
+    """The results.json numbers of `poses.evaluate_poses` (degrees; module doc there):
+    prefix + rot_err_deg (aligned), rot_err_deg_unaligned and const_baseline_deg (the
+    best constant rotation R*), each as the mean and as _median (R*'s median is that
+    of the mean-minimising R*); trans_err (mean, after the alignment), spread_ratio
+    and alignment_orientation_only (1 when the centre fit was ill-conditioned)."""
+    errors = {"rot_err_deg": ev.rot_err_deg, "rot_err_deg_unaligned": ev.rot_err_deg_unaligned,
+              "const_baseline_deg": ev.const_err_deg}
+    out = {}
+    for name, err in errors.items():
+        out[prefix + name] = float(np.mean(err))
+        out[prefix + name + "_median"] = float(np.median(err))
+    out[prefix + "trans_err"] = float(np.mean(ev.trans_err))
+    out[prefix + "spread_ratio"] = float(ev.spread_ratio)
+    out[prefix + "alignment_orientation_only"] = int(ev.alignment.orientation_only)
+    return out
+
+
+def pose_caption(what: str, c2w_true: np.ndarray, ev: poses.PoseEvaluation | None) -> list:
+    """Title lines of a camera figure: what and how many views, and the key numbers."""
+    if ev is None:
+        return [f"{what} ({len(c2w_true)}): true cameras"]
+    fit = "orientation-only" if ev.alignment.orientation_only else "similarity"
+    return [f"{what} ({len(c2w_true)}): green true, red predicted",
+            f"{fit} alignment: rot err {np.mean(ev.rot_err_deg):.1f} deg "
+            f"(median {np.median(ev.rot_err_deg):.1f})",
+            f"unaligned {np.mean(ev.rot_err_deg_unaligned):.1f}, best constant "
+            f"{np.mean(ev.const_err_deg):.1f} deg; spread ratio {float(ev.spread_ratio):.2f}"]
+
+
+def _view_rows(batches, num: int, columns: Callable) -> dict[str, np.ndarray]:
+    """Per-view numpy arrays [n, ...] over the first n <= num valid views of `batches`
+    (rows with 'valid' False dropped): columns(i, batch i) -> {name: [B, ...]}."""
+    from fdm.train.mesh import to_host
+    rows, count = {}, 0
+    for i, batch in enumerate(batches):
+        valid = to_host(batch["valid"]) if "valid" in batch else np.ones(len(batch["image"]),
+                                                                         bool)
+        for k, v in columns(i, batch).items():
+            rows.setdefault(k, []).append(to_host(v)[valid])
+        count += int(valid.sum())
+        if count >= num:
+            break
+    return {k: np.concatenate(v)[:num] for k, v in rows.items()}
 
 
 def _supervised_loss(outs: list[render_lib.RenderOutput], target: jax.Array) -> LossOutput:
@@ -580,16 +775,34 @@ def _check_config(config) -> None:
         (config.diffusion.get("prediction", "x0") == "x0",
          "NeRF lifting predicts x0; set diffusion.prediction='x0'"),
         (0 <= int(config.eval.get("pose_t", 1)) < T, f"eval.pose_t must be in [0, {T})"),
+        (int(m.select_stride) >= 0, "model.select_stride must be >= 0 (0 = the loss pixels)"),
+        (_coarse_to_fine_ok(m.coarse_to_fine),
+         f"model.coarse_to_fine={tuple(m.coarse_to_fine)!r}; use (start, end) steps with "
+         "0 <= start < end, or (0, 0) for off"),
+        (0 <= int(m.train_t_max) <= T, f"model.train_t_max must be in [0, {T}] (0 = T)"),
+        (float(m.train_t_power) > 0.0, "model.train_t_power must be > 0 (1 = uniform t)"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
 
 
+def _coarse_to_fine_ok(value) -> bool:
+    """model.coarse_to_fine is (0, 0) or integer steps (start, end) with 0 <= start < end."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(int(v) != v for v in value):
+        return False
+    start, end = value
+    return (start, end) == (0, 0) or 0 <= start < end
+
+
 def _check_image_size(config, scene: SceneData) -> None:
-    """The L-level pose encoder halves the image L-1 times: H, W divisible by 2^(L-1)."""
+    """The L-level pose encoder halves the image L-1 times: H, W divisible by 2^(L-1);
+    the selection grid (model.select_stride) fits in the image."""
     if config.model.get("supervised", False):
         return
+    if int(config.model.select_stride) > min(scene.H, scene.W):
+        raise UserError(f"model.select_stride={config.model.select_stride} exceeds the "
+                        f"{scene.H}x{scene.W} images; use at most {min(scene.H, scene.W)}")
     levels = len(config.model.encoder.ch_mult)
     factor = 2 ** (levels - 1)
     if scene.H % factor or scene.W % factor:

@@ -11,6 +11,14 @@ Notation (NeRF, Mildenhall et al. 2020, Sec. 5.1 and Fig. 7):
   matters when cameras are learned) or relu(raw) (original NeRF).
 A seed-000 style single network: no coarse/fine pair (see `fdm.nerf.render`
 for hierarchical sampling with one field).
+
+Coarse-to-fine encoding (BARF, Lin et al. 2021, Eq. 5): with alpha in [0, L]
+(L = max_deg - min_deg bands) band k of gamma is weighted by
+  w_k(alpha) = (1 - cos(pi clamp(alpha - k, 0, 1))) / 2,
+so bands above alpha are off, bands below are on, and the identity term is
+kept; alpha grows linearly with the training step (`coarse_to_fine_alpha`),
+which lets camera registration see a smooth field first. alpha None = all
+bands (the plain encoding).
 """
 from typing import Optional, Sequence
 
@@ -19,16 +27,36 @@ import jax
 import jax.numpy as jnp
 
 
+def coarse_to_fine_weights(alpha: jax.Array, num_bands: int) -> jax.Array:
+    """BARF Eq. 5: w_k(alpha) [L] = (1 - cos(pi clamp(alpha - k, 0, 1))) / 2 for
+    k = 0 .. L-1 (L = num_bands); alpha [] in [0, L]."""
+    k = jnp.arange(num_bands, dtype=jnp.float32)
+    return (1.0 - jnp.cos(jnp.pi * jnp.clip(alpha - k, 0.0, 1.0))) / 2.0
+
+
+def coarse_to_fine_alpha(step: jax.Array | int, start: int, end: int,
+                         num_bands: int) -> jax.Array:
+    """alpha [] = L clamp((step - start) / (end - start), 0, 1): 0 until `start`, then
+    linear in the step to L = num_bands at `end` (BARF's schedule); end > start."""
+    progress = (jnp.asarray(step, jnp.float32) - start) / (end - start)
+    return num_bands * jnp.clip(progress, 0.0, 1.0)
+
+
 def positional_encoding(x: jax.Array, min_deg: int, max_deg: int,
-                        include_identity: bool = True) -> jax.Array:
+                        include_identity: bool = True,
+                        alpha: Optional[jax.Array] = None) -> jax.Array:
     """gamma(x) [..., D * (2 * (max_deg - min_deg) + include_identity)].
 
     Layout: [x (if include_identity), sin(2^k x_j) for all (k, j), cos(...)] with
-    k the slow index.
+    k the slow index. alpha []: band k = 0 .. max_deg-min_deg-1 scaled by
+    `coarse_to_fine_weights` (BARF); None: all bands at weight 1.
     """
     scales = 2.0 ** jnp.arange(min_deg, max_deg, dtype=x.dtype)
     xb = (x[..., None, :] * scales[:, None]).reshape(x.shape[:-1] + (-1,))
     parts = [jnp.sin(xb), jnp.cos(xb)]
+    if alpha is not None:
+        w = jnp.repeat(coarse_to_fine_weights(alpha, max_deg - min_deg), x.shape[-1])
+        parts = [p * w.astype(x.dtype) for p in parts]
     return jnp.concatenate(([x] if include_identity else []) + parts, axis=-1)
 
 
@@ -59,12 +87,16 @@ class NeRFMLP(nn.Module):
     density_bias: float = -1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, viewdirs: Optional[jax.Array] = None):
-        """Args: x [..., 3]; viewdirs [..., 3] (required if use_viewdirs).
+    def __call__(self, x: jax.Array, viewdirs: Optional[jax.Array] = None,
+                 alpha: Optional[jax.Array] = None):
+        """Args: x [..., 3]; viewdirs [..., 3] (required if use_viewdirs); alpha []
+        in [0, pos_max_deg]: BARF's coarse-to-fine weighting of gamma(x), and of
+        gamma(d) at alpha * view_max_deg / pos_max_deg (the same training progress,
+        as in BARF); None: all bands.
 
         Returns: rgb [..., 3] in [0, 1], density [...] >= 0.
         """
-        x_enc = positional_encoding(x, 0, self.pos_max_deg)
+        x_enc = positional_encoding(x, 0, self.pos_max_deg, alpha=alpha)
         h = x_enc
         for i in range(self.depth):
             if i in self.skips:
@@ -73,7 +105,9 @@ class NeRFMLP(nn.Module):
         density = self._density(nn.Dense(1, name="density")(h)[..., 0])
         if self.use_viewdirs:
             h = nn.Dense(self.width, name="bottleneck")(h)
-            h = jnp.concatenate([h, positional_encoding(viewdirs, 0, self.view_max_deg)], axis=-1)
+            view_alpha = None if alpha is None else alpha * self.view_max_deg / self.pos_max_deg
+            d_enc = positional_encoding(viewdirs, 0, self.view_max_deg, alpha=view_alpha)
+            h = jnp.concatenate([h, d_enc], axis=-1)
             h = nn.relu(nn.Dense(self.width // 2, name="view")(h))
         rgb = nn.sigmoid(nn.Dense(3, name="rgb")(h))
         return rgb, density

@@ -10,6 +10,7 @@ direction VIEW_DIR (in the frame right / forward / up built from the first
 set's mean camera-up axis), far enough to see everything, and the drawing is
 scaled to fill the image. The top edge of each frustum is drawn thicker, so
 that roll is visible; lines join the i-th cameras of the first two sets.
+`with_title` puts lines of text (e.g. the pose metrics) above such a figure.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fdm import viz
 
 TRUE_COLOR = (40, 150, 60)
 PRED_COLOR = (220, 40, 40)
@@ -94,6 +97,15 @@ def camera_figure(sets: Sequence[Tuple[np.ndarray, Tuple[int, int, int]]],
             for k, (a, b) in enumerate(cam):
                 draw.line([tuple(a), tuple(b)], fill=color, width=3 if k == 4 else 1)
     return np.asarray(image)
+
+
+def with_title(image: np.ndarray, lines: Sequence[str], font_size: int = 13,
+               pad: int = 2) -> np.ndarray:
+    """uint8 [h + H, W, 3]: one `fdm.viz.title_strip` per line (black on white, cut with
+    ".." when too wide) above image uint8 [H, W, 3]."""
+    strips = [viz.title_strip([line], image.shape[1] - 2 * pad, pad=pad, font_size=font_size)
+              for line in lines]
+    return np.concatenate(strips + [np.asarray(image, np.uint8)], 0)
 
 
 def write_video(frames: np.ndarray, path_stem: str, fps: int = 12) -> list:

@@ -170,6 +170,7 @@ def _write_images(writer, family: ModelFamily, image_fn: Callable, state: TrainS
     """Image summaries: LossOutput.images (params) and family.summary_images (EMA)."""
     key = jax.random.fold_in(state.step_key(), 1)
     images = dict(image_fn(state.params, batch, key))
+    family.set_step(step)
     images.update(family.summary_images(state.ema_params, batch, key))
     if images:
         writer.write_images(step, {k: mesh_lib.to_host(v) for k, v in images.items()})
