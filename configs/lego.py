@@ -14,13 +14,45 @@ A batch is 4 images x 1024 random pixels = 4096 rays, NeRF's batch size.
 cameras, same single network); `--config.model.num_candidates=4|8` and
 `--config.model.cls_weight=...` are the ablations of Sec. 3.4.5.
 Diffusion betas: see configs/toy_scene.py (1000/T-rescaled linear schedule).
+
+Variant `cpu` (`--config=configs/lego.py:cpu`): the 2-core-CPU run of the README
+(32x32 views, encoder C = 16, a 3x64 NeRF with 4 frequency bands, 24 samples
+per ray, 64 loss pixels, batch 8, 4000 steps at 5e-4 / 1e-4); add
+`--config.model.supervised=True` for the posed baseline at the same size.
 """
 import ml_collections
 
 from configs import toy_scene
 
 
-def get_config():
+def get_config(variant: str = ""):
+    """The paper configuration; variant 'cpu' the README's CPU run (module doc)."""
+    c = _paper_config()
+    if variant == "cpu":
+        _cpu(c)
+    elif variant:
+        raise ValueError(f"unknown lego config variant {variant!r}; use '' or 'cpu'")
+    return c
+
+
+def _cpu(c) -> None:
+    c.name = "lego_cpu"
+    c.data.image_size = 32
+    c.model.encoder = ml_collections.ConfigDict(dict(
+        ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
+        dropout=0.0, num_groups=8))
+    c.model.nerf = ml_collections.ConfigDict(dict(
+        depth=3, width=64, skips=(), pos_max_deg=4, view_max_deg=4, use_viewdirs=False,
+        density_activation="softplus", density_bias=-1.0))
+    c.model.num_samples, c.model.num_loss_pixels = 24, 64
+    c.train.batch_size, c.train.num_steps = 8, 4000
+    c.train.learning_rate, c.train.encoder_learning_rate = 5e-4, 1e-4
+    c.train.ema_decay = 0.99
+    c.train.checkpoint_every, c.train.image_every = 500, 500
+    c.eval.num_examples, c.eval.chunk = 25, 1024
+
+
+def _paper_config():
     c = toy_scene.get_config()
     c.name = "lego"
 

@@ -269,6 +269,19 @@ def test_configs_have_the_shared_keys(name):
     assert c.model.family == "nerf_lifting" and c.diffusion.num_timesteps == 100
 
 
+@pytest.mark.parametrize("name,size", [("lego", 32), ("llff_fern", (48, 64))])
+def test_cpu_variants_are_the_readme_runs_and_build(name, size):
+    module = importlib.import_module(f"configs.{name}")
+    c, paper = module.get_config("cpu"), module.get_config()
+    assert c.name == f"{name}_cpu" and c.data.image_size == size
+    assert c.model.encoder.ch == 16 and c.train.num_steps < paper.train.num_steps
+    assert (c.model.camera_head, c.model.num_candidates) == (paper.model.camera_head,
+                                                             paper.model.num_candidates)
+    lifting._check_config(c)
+    with pytest.raises(ValueError, match="variant"):
+        module.get_config("gpu")
+
+
 @pytest.mark.skipif(not os.path.isdir(FERN), reason=f"shared fern not at {FERN}")
 def test_fern_config_evaluates_on_views_the_shared_copy_has():
     c = importlib.import_module("configs.llff_fern").get_config()
