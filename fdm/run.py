@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from fdm.errors import UserError
+from fdm.host import write_json_atomic
 from fdm.train import checkpoint as ckpt_lib
 from fdm.train import logging as log_lib
 from fdm.train import mesh as mesh_lib
@@ -60,7 +61,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, family, params: An
     metrics = family.evaluate(params, eval_batches(config), workdir, rng)
     results = {k: _as_number(v) for k, v in metrics.items()}
     results.update(step=int(step), config=config.name)
-    ckpt_lib.write_json_atomic(results, os.path.join(workdir, RESULTS_FILE))
+    write_json_atomic(results, os.path.join(workdir, RESULTS_FILE))
     return results
 
 

@@ -16,6 +16,7 @@ from configs.fdm_common import fdm_config
 from fdm.baselines import common, histogram, kmeans, run_baseline, supervised
 from fdm.errors import UserError
 from fdm.models import get_family
+from fdm.models import segmenter as segmenter_lib
 from fdm.nn.unet import decoder_features
 from tests import helpers
 
@@ -181,7 +182,7 @@ def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypa
     """Table 2.5's DDPM row: DDPM samples, k-means masks, judged by the segmenter."""
     family, params = ddpm
     images, masks = disk_images(4)
-    supervised.save_segmenter(random_segmenter(), str(tmp_path))
+    segmenter_lib.save_segmenter(random_segmenter(), str(tmp_path))
     calls = []
 
     def fake_generate(p, num, rng, **kw):
@@ -199,43 +200,43 @@ def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypa
 
 # --- supervised U-Net -----------------------------------------------------------------------
 
-def random_segmenter(num_classes: int = 2) -> supervised.Segmenter:
+def random_segmenter(num_classes: int = 2) -> segmenter_lib.Segmenter:
     """The small config's segmenter net with random parameters, for S x S images."""
-    net = supervised.build_net(small_config(), num_classes)
+    net = segmenter_lib.build_net(small_config(), num_classes)
     shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, S, S, 3)),
                             jnp.zeros((1,), jnp.int32))["params"]
-    return supervised.Segmenter(net, random_like(shapes), S)
+    return segmenter_lib.Segmenter(net, random_like(shapes), S)
 
 
 def test_generated_mask_agreement_maps_regions_globally():
     segmenter = random_segmenter()
     images = disk_images(3)[0]
-    reference = supervised.predict(segmenter, images, batch_size=2)
+    reference = segmenter_lib.predict(segmenter, images, batch_size=2)
     assert reference.shape == (3, S, S) and 0 < reference.mean() < 1
     regions = np.where(reference == 1, 2, np.where(np.arange(S) % 2, 0, 1))  # fg -> region 2
-    out = supervised.generated_mask_agreement(segmenter, images, regions, 3)
+    out = segmenter_lib.generated_mask_agreement(segmenter, images, regions, 3)
     assert out["gen_seg_acc"] == 100 and out["gen_seg_region2_is_fg"] == 1
     with pytest.raises(UserError, match="uint8"):
-        supervised.predict(segmenter, images.astype(np.float32))
+        segmenter_lib.predict(segmenter, images.astype(np.float32))
 
 
 def test_saved_segmenter_predicts_the_same(tmp_path):
     segmenter = random_segmenter(num_classes=3)
-    path = supervised.save_segmenter(segmenter, str(tmp_path))
-    loaded = supervised.load_segmenter(str(tmp_path))
-    assert path == str(tmp_path / supervised.SEGMENTER_FILE)
+    path = segmenter_lib.save_segmenter(segmenter, str(tmp_path))
+    loaded = segmenter_lib.load_segmenter(str(tmp_path))
+    assert path == str(tmp_path / segmenter_lib.SEGMENTER_FILE)
     assert loaded.net == segmenter.net and loaded.image_size == S
     images = disk_images(3)[0]
-    np.testing.assert_array_equal(supervised.predict(loaded, images, batch_size=2),
-                                  supervised.predict(segmenter, images, batch_size=2))
+    np.testing.assert_array_equal(segmenter_lib.predict(loaded, images, batch_size=2),
+                                  segmenter_lib.predict(segmenter, images, batch_size=2))
 
 
 def test_missing_segmenter_is_one_line_error(tmp_path):
     with pytest.raises(UserError) as error:
-        supervised.load_segmenter(str(tmp_path / "none"))
+        segmenter_lib.load_segmenter(str(tmp_path / "none"))
     message = str(error.value)
     assert "\n" not in message and "--baseline=supervised" in message
-    assert str(tmp_path / "none" / supervised.SEGMENTER_FILE) in message
+    assert str(tmp_path / "none" / segmenter_lib.SEGMENTER_FILE) in message
 
 
 @pytest.mark.slow
@@ -247,7 +248,7 @@ def test_supervised_segmenter_learns_disks(tmp_path):
                                common.LabelledImages(images, masks), np.arange(32, 40))
     out = supervised.run_supervised(config, data, str(tmp_path))
     assert out["seg_iou"] > 80, out                     # held-out disks
-    assert os.path.isfile(tmp_path / supervised.SEGMENTER_FILE)
+    assert os.path.isfile(tmp_path / segmenter_lib.SEGMENTER_FILE)
     assert out["seg_iou"] > out["baseline_centre_iou"] + 10
 
 

@@ -105,6 +105,7 @@ def test_evaluate_scores_generated_masks_with_a_saved_segmenter(tmp_path, monkey
                                                                family_and_params):
     from fdm.baselines import common, supervised
     from fdm.data import make_iterator
+    from fdm.models.segmenter import save_segmenter
     family, params = family_and_params
     seg_config = tiny_config(ch_mult=(1,))      # its own (smaller) U-Net: compiles faster
     seg_config.baselines = dict(supervised_steps=2, supervised_batch_size=2,
@@ -112,7 +113,7 @@ def test_evaluate_scores_generated_masks_with_a_saved_segmenter(tmp_path, monkey
     images = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     masks = (images.mean(-1) > 128).astype(np.int32)
     segmenter = supervised.train_segmenter(seg_config, common.LabelledImages(images, masks))
-    supervised.save_segmenter(segmenter, str(tmp_path / "supervised"))
+    save_segmenter(segmenter, str(tmp_path / "supervised"))
     config = tiny_config()
     config.eval.update(segmenter_workdir=str(tmp_path / "supervised"), num_gen_seg_samples=5,
                        sample_stats=True)

@@ -191,7 +191,7 @@ def test_flipped_labels_score_100_per_image_but_not_globally():
         target[n, r:r + s, c:c + s] = 1
     flip = rng.permutation(len(target)) < len(target) // 2
     pred = np.where(flip[:, None, None], 1 - target, target)
-    out = seg.segmentation_metrics(pred, target, 2)
+    out = seg.segmentation_metrics(pred, target, 2).metrics
     assert out["seg_iou_per_image"] == pytest.approx(100.0)
     assert out["seg_ari"] == pytest.approx(100.0)
     fg = target > 0
@@ -204,11 +204,22 @@ def test_segmentation_metrics_keys():
     rng = np.random.default_rng(6)
     target = rng.integers(0, 3, (3, 8, 8))
     pred = rng.integers(0, 4, (3, 8, 8))
-    out = seg.segmentation_metrics(pred, target, 4)
+    report = seg.segmentation_metrics(pred, target, 4)
+    out = report.metrics
     assert {"seg_acc", "seg_iou", "seg_dice", "seg_miou", "seg_acc_matched",
             "seg_iou_per_image", "seg_ari", "baseline_all_fg_iou",
             "seg_region3_is_fg", "seg_region3_class"} <= set(out)
     assert out == pytest.approx({**seg.per_image_scores(pred, target, 4), **out})
+    assert report.foreground == tuple(bool(out[f"seg_region{k}_is_fg"]) for k in range(4))
+
+
+def test_report_mapping_is_the_best_foreground_mapping():
+    rng = np.random.default_rng(8)
+    target = rng.integers(0, 2, (3, 8, 8))
+    pred = np.where(target > 0, rng.integers(1, 3, target.shape), 0)  # fg split over 1, 2
+    report = seg.segmentation_metrics(pred, target, 3)
+    assert report.foreground == (False, True, True)
+    assert report.metrics["seg_iou"] == pytest.approx(100.0)
 
 
 def test_fixed_prediction_scores_do_not_remap():

@@ -28,6 +28,7 @@ import numpy as np
 
 from fdm.baselines.common import load_baseline_data
 from fdm.errors import UserError
+from fdm.host import write_json_atomic
 
 BASELINES = ("kmeans", "supervised", "grabcut", "histogram")
 RESULTS_FILE = "results.json"
@@ -54,7 +55,6 @@ def _compute(name: str, config, data, workdir: str,
 
 def run_baseline(name: str, config, workdir: str, ddpm_workdir: str | None = None) -> dict:
     """Runs baseline `name` on config's data; writes and returns workdir/results.json."""
-    from fdm.train.checkpoint import write_json_atomic
     if name not in BASELINES:
         raise UserError(f"unknown --baseline={name}; use one of {', '.join(BASELINES)}")
     if name == "kmeans" and not ddpm_workdir:

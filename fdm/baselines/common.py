@@ -35,7 +35,6 @@ import numpy as np
 
 from fdm.errors import UserError
 from fdm.metrics import segmentation as seg_metrics
-from fdm.metrics.inception import fixed_size_batches
 
 
 @flax.struct.dataclass
@@ -81,20 +80,9 @@ def load_baseline_data(config) -> BaselineData:
                         np.arange(n, len(evaluation.images)))
 
 
-def unit_range_batches(images: np.ndarray, batch_size: int):
-    """uint8 images [N, S, S, 3] -> (float32 [batch_size, S, S, 3] in [-1, 1], n_valid)
-    per batch; the last one zero-padded so that a jitted consumer compiles once."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise UserError(f"the baselines take uint8 images, got {images.dtype}; convert "
-                        "with fdm.viz.to_uint8")
-    for batch, n in fixed_size_batches(images, batch_size):
-        yield batch / 127.5 - 1.0, n
-
-
 def region_scores(pred: np.ndarray, masks: np.ndarray, num_regions: int) -> dict:
     """Scores of K unnamed regions (global mapping; see module doc)."""
-    return seg_metrics.segmentation_metrics(pred, masks, num_regions)
+    return seg_metrics.segmentation_metrics(pred, masks, num_regions).metrics
 
 
 def class_scores(pred: np.ndarray, masks: np.ndarray) -> dict:

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdm.baselines.common import (BaselineData, region_scores, split_results,
-                                 unit_range_batches)
+from fdm.baselines.common import BaselineData, region_scores, split_results
 from fdm.diffusion import q_sample
 from fdm.errors import UserError
+from fdm.host import unit_range_batches
 from fdm.nn.unet import decoder_features
 
 
@@ -124,7 +124,7 @@ def generated_image_scores(config, model, family, params, timesteps, key) -> dic
     the fitted k-means (the two-stage baseline), scored against the supervised segmenter
     of eval.segmenter_workdir -> gen_seg_acc, gen_seg_iou, ..."""
     from fdm import viz
-    from fdm.baselines.supervised import generated_mask_agreement, load_segmenter
+    from fdm.models.segmenter import generated_mask_agreement, load_segmenter
     segmenter = load_segmenter(config.eval.segmenter_workdir)
     num = int(config.eval.get("num_gen_seg_samples", 64))
     images = viz.to_uint8(family.generate(params, num, jax.random.fold_in(key, 1)).x0)

@@ -1,64 +1,27 @@
 """Supervised U-Net segmenter (seed 000 Tables 2.3-2.5): the upper reference of the
 unsupervised methods, and the judge of masks generated with images (Table 2.5 bottom).
 
-Network: the DDPM U-Net of `fdm.nn.unet` with the experiment's `config.model` sizes,
-no class embedding, `out_ch` = C (the number of mask classes, >= 2) logits, called
-at a constant t = 0 (its timestep embedding is then a learned bias).
+The network, its saving/loading, prediction and the judging of generated masks are in
+`fdm.models.segmenter` (the FDM evaluation loads it); this baseline trains it.
 Training: softmax cross-entropy per pixel, Adam at `baselines.supervised_learning_rate`,
 `baselines.supervised_steps` steps of `baselines.supervised_batch_size` images drawn
 (seeded) from the train images, random horizontal flips; dropout as config.model.
-Prediction: argmax over the C logits -> int32 [N, S, S] in the masks' classes.
-Saved by `run_supervised` as `<workdir>/segmenter.npz` (`save_segmenter`): arrays
-"params/<module path>", the U-Net's sizes "net/<field>" (net/out_ch = C) and
-"image_size" S; `load_segmenter(workdir)` rebuilds it.
-
-Generated images (Table 2.5 bottom): the segmenter's prediction on a generated image
-is the reference; the generator's own K-region mask is scored against it with the
-global region mapping of the FDM evaluation (`generated_mask_agreement`).
+`run_supervised` saves it as `<workdir>/segmenter.npz` (`save_segmenter`).
 """
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
 
-from fdm import viz
-from fdm.baselines.common import (BaselineData, LabelledImages, class_scores, region_scores,
-                                 split_results, unit_range_batches)
-from fdm.errors import UserError
-from fdm.metrics.weights import flatten, unflatten
-from fdm.nn.unet import UNet, unet_kwargs_from_config
+from fdm.baselines.common import BaselineData, LabelledImages, class_scores, split_results
+from fdm.models.segmenter import Segmenter, build_net, logits, predict, save_segmenter
 
 LOG_EVERY = 100
-SEGMENTER_FILE = "segmenter.npz"
-
-
-@flax.struct.dataclass
-class Segmenter:
-    """A trained segmenter: the U-Net (static), its parameters and the side S of the
-    square images it was trained on (static)."""
-    net: UNet = flax.struct.field(pytree_node=False)
-    params: Any
-    image_size: int = flax.struct.field(pytree_node=False)
-
-
-def build_net(config, num_classes: int) -> UNet:
-    """The U-Net of config.model with `num_classes` output logits and no class embedding."""
-    return UNet.from_config(config.model, out_ch=num_classes, num_classes=0)
-
-
-def logits(net: UNet, params, x: jax.Array, train: bool = False, rng=None) -> jax.Array:
-    """x [B, S, S, 3] in [-1, 1] -> logits [B, S, S, C]."""
-    t = jnp.zeros((x.shape[0],), jnp.int32)
-    return net.apply({"params": params}, x, t, train=train,
-                     rngs=None if rng is None else {"dropout": rng})
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -99,52 +62,6 @@ def train_segmenter(config, train: LabelledImages, seed: int = 0) -> Segmenter:
         if step % LOG_EVERY == 0:
             logging.info("supervised segmenter step %d: cross-entropy %.4f", step, float(loss))
     return Segmenter(net, params, int(train.images.shape[1]))
-
-
-def save_segmenter(segmenter: Segmenter, workdir: str) -> str:
-    """Writes `workdir/segmenter.npz` (module doc); returns its path."""
-    tree = {"params": segmenter.params, "net": unet_kwargs_from_config(segmenter.net),
-            "image_size": segmenter.image_size}
-    path = os.path.join(workdir, SEGMENTER_FILE)
-    viz.save_npz(path, **{k: np.asarray(v) for k, v in flatten(tree).items()})
-    return path
-
-
-def load_segmenter(workdir: str) -> Segmenter:
-    """The segmenter `run_supervised` saved in `workdir`; UserError when there is none."""
-    path = os.path.join(workdir, SEGMENTER_FILE)
-    if not os.path.isfile(path):
-        raise UserError(f"no trained segmenter at {path}; make it with `python -m "
-                        f"experiments.baselines --baseline=supervised --config=configs/NAME.py "
-                        f"--workdir={workdir}` (a config with the same data)")
-    with np.load(path) as arrays:
-        tree = unflatten({k: arrays[k] for k in arrays.files})
-    net = UNet.from_config({k: v.tolist() for k, v in tree["net"].items()})
-    return Segmenter(net, jax.tree.map(jnp.asarray, tree["params"]), int(tree["image_size"]))
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _predict(net, params, x):
-    return jnp.argmax(logits(net, params, x), axis=-1).astype(jnp.int32)
-
-
-def predict(segmenter: Segmenter, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """uint8 images [N, S, S, 3] -> predicted classes int32 [N, S, S] (fixed-size batches)."""
-    return np.concatenate([np.asarray(_predict(segmenter.net, segmenter.params, x))[:n]
-                           for x, n in unit_range_batches(images, batch_size)])
-
-
-def generated_mask_agreement(segmenter: Segmenter, images: np.ndarray, regions: np.ndarray,
-                             num_regions: int) -> dict:
-    """Table 2.5 bottom: agreement of generated masks with the segmenter's reference.
-
-    images uint8 [N, S, S, 3] (generated), regions int [N, S, S] in [0, K) (the
-    generator's argmax masks). Returns the FDM evaluation keys prefixed `gen_`
-    (gen_seg_acc, gen_seg_iou, ... with the regions mapped globally).
-    """
-    reference = predict(segmenter, images)
-    scores = region_scores(np.asarray(regions), reference, num_regions)
-    return {f"gen_{k}": v for k, v in scores.items()}
 
 
 def run_supervised(config, data: BaselineData, workdir: str, seed: int = 0) -> dict:

@@ -15,7 +15,8 @@ the regions are mapped to ground truth once for the whole evaluation set:
   * multi-class: a one-to-one Hungarian matching of regions to classes that
     maximises the summed IoU (`hungarian_miou`).
 Acc = pixel accuracy, IoU = |F̂ ∩ F| / |F̂ ∪ F|, DICE = 2|F̂ ∩ F| / (|F̂| + |F|).
-`segmentation_metrics` reports all of these (and the trivial baselines) at once.
+`segmentation_metrics` reports all of these (and the trivial baselines) at once, with
+the foreground mapping as a value (`SegmentationReport`).
 
 Per-image diagnostics (`per_image_scores`), next to the global numbers:
   M_n    int [N, K, C]  the confusion matrix of image n alone.
@@ -181,6 +182,15 @@ def hungarian_miou(conf: np.ndarray) -> tuple[float, float, dict[int, int]]:
     return float(miou), float(acc), {int(r): int(c) for r, c in zip(rows, cols)}
 
 
+def foreground_metrics(mapping: tuple[bool, ...], scores: BinaryScores) -> dict:
+    """seg_acc / seg_iou / seg_dice (percent) and the mapping of K regions, flat:
+    seg_region{k}_is_fg = 1 where region k was called foreground."""
+    out = {"seg_acc": 100 * scores.acc, "seg_iou": 100 * scores.iou,
+           "seg_dice": 100 * scores.dice}
+    out.update({f"seg_region{k}_is_fg": int(fg) for k, fg in enumerate(mapping)})
+    return out
+
+
 class SegmentationAccumulator:
     """Accumulates the confusion matrix over batches, then maps regions globally."""
 
@@ -195,15 +205,13 @@ class SegmentationAccumulator:
             target = (np.asarray(target) > 0).astype(np.int64)
         self.conf += confusion_matrix(pred, target, self.num_regions, self.num_classes)
 
+    def foreground_mapping(self) -> tuple[tuple[bool, ...], BinaryScores]:
+        """The global K -> {fg, bg} mapping (`best_foreground_mapping`) and its scores."""
+        return best_foreground_mapping(foreground_confusion(self.conf))
+
     def foreground_results(self) -> dict:
-        """seg_acc / seg_iou / seg_dice (percent) and the chosen mapping, flat:
-        seg_region{k}_is_fg = 1 where region k was called foreground."""
-        conf_fg = foreground_confusion(self.conf)
-        mapping, scores = best_foreground_mapping(conf_fg)
-        out = {"seg_acc": 100 * scores.acc, "seg_iou": 100 * scores.iou,
-               "seg_dice": 100 * scores.dice}
-        out.update({f"seg_region{k}_is_fg": int(fg) for k, fg in enumerate(mapping)})
-        return out
+        """`foreground_metrics` of the global mapping."""
+        return foreground_metrics(*self.foreground_mapping())
 
     def multiclass_results(self) -> dict:
         """seg_miou / seg_acc_matched (percent) after Hungarian matching, and
@@ -295,16 +303,32 @@ def _per_image_means(ious: np.ndarray, aris: np.ndarray) -> dict:
             "seg_ari": 100 * float(np.mean(aris))}
 
 
-def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_masks: int) -> dict:
+@flax.struct.dataclass
+class SegmentationReport:
+    """What `segmentation_metrics` finds for K unnamed regions.
+
+    metrics: the flat results keys (percent), as the evaluation writes them (module
+      doc; the mapping also as seg_region{k}_is_fg);
+    foreground: K bools, the global K -> {fg, bg} mapping (True = called foreground),
+      e.g. for `group_scores` under the same mapping.
+    """
+    metrics: dict[str, float]
+    foreground: tuple[bool, ...] = flax.struct.field(pytree_node=False)
+
+
+def segmentation_metrics(pred: np.ndarray, target: np.ndarray,
+                         num_masks: int) -> SegmentationReport:
     """Everything the evaluation reports for K = num_masks unnamed regions, percent:
     fg/bg metrics under the global mapping (target > 0 is fg), mIoU over the target's
-    classes when C > 2, the per-image diagnostics and the trivial baselines.
+    classes when C > 2, the per-image diagnostics and the trivial baselines; and the
+    global mapping itself.
 
     pred int [N, H, W] in [0, K); target int [N, H, W] in [0, C).
     """
     fg = SegmentationAccumulator(num_masks, num_classes=2)
     fg.update(pred, target)
-    out = fg.foreground_results()
+    mapping, scores = fg.foreground_mapping()
+    out = foreground_metrics(mapping, scores)
     num_classes = int(target.max()) + 1
     if num_classes > 2:
         mc = SegmentationAccumulator(num_masks, num_classes=num_classes)
@@ -312,4 +336,4 @@ def segmentation_metrics(pred: np.ndarray, target: np.ndarray, num_masks: int) -
         out.update(mc.multiclass_results())
     out.update(per_image_scores(pred, target, num_masks))
     out.update(trivial_baselines(target))
-    return out
+    return SegmentationReport(metrics=out, foreground=mapping)

@@ -28,11 +28,11 @@ from fdm.diffusion import (DiffusionSchedule, SampleOutput, ancestral_sample, dd
                            diffusion_loss)
 from fdm.diffusion.losses import PREDICTIONS, VARIANCES, WEIGHTINGS
 from fdm.errors import UserError
+from fdm.host import to_host
 from fdm.metrics.fid import fid_kid
 from fdm.metrics.weights import load_metric_variables
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.nn.unet import unet_from_config
-from fdm.train.mesh import to_host
 
 SAMPLERS = ("ancestral", "ddim")
 NUM_T_BINS = 4

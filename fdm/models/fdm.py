@@ -36,13 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdm import viz
-from fdm.baselines.supervised import generated_mask_agreement, load_segmenter
 from fdm.diffusion import q_sample
 from fdm.errors import UserError
 from fdm.metrics import mask_diagnostics
 from fdm.metrics import segmentation as seg_metrics
 from fdm.models import fdm_search
 from fdm.models.ddpm import DDPMFamily
+from fdm.models.segmenter import generated_mask_agreement, load_segmenter
 from fdm.nn.factorized import fdm_from_config
 
 NUM_FIGURE_EXAMPLES = 16
@@ -187,7 +187,8 @@ class FDMFamily(DDPMFamily):
         if targets is None:
             return metrics
         pred, masks = self.segment_images(params, images, jax.random.fold_in(rng, 7))
-        metrics.update(seg_metrics.segmentation_metrics(pred, targets, self.num_masks))
+        report = seg_metrics.segmentation_metrics(pred, targets, self.num_masks)
+        metrics.update(report.metrics)
         metrics["seg_num_images"] = len(images)
         if self.search.prior_steps > 0:   # the warm start's own, data-independent masks
             prior = fdm_search.prior_hard_labels(targets.shape[1], self.search.prior_sigma)
@@ -195,19 +196,19 @@ class FDMFamily(DDPMFamily):
         metrics["mask_entropy"] = mask_diagnostics.mask_entropy(masks)
         metrics["mask_shift_error"] = self.mask_shift_error(params, images,
                                                             jax.random.fold_in(rng, 8))
-        metrics.update(self._per_class_scores(metrics, pred, targets, batches))
+        metrics.update(self._per_class_scores(report.foreground, pred, targets, batches))
         write_segmentation_figure(os.path.join(workdir, "segment", "eval_overlays.png"),
                                   images, targets, pred, masks)
         return metrics
 
-    def _per_class_scores(self, metrics, pred, targets, batches) -> dict:
+    def _per_class_scores(self, foreground: tuple[bool, ...], pred, targets, batches) -> dict:
         """Table 2.7: seg_{acc,iou,miou}_voc{c} per VOC class (and their means) under
-        the global mapping in `metrics`, when the eval batches carry 'voc_class'."""
+        the global mapping `foreground` (K bools, `SegmentationReport.foreground`), when
+        the eval batches carry 'voc_class'. pred, targets int [N, S, S]."""
         classes = _valid_column(batches, "voc_class")
         if classes is None:
             return {}
-        mapping = tuple(bool(metrics[f"seg_region{k}_is_fg"]) for k in range(self.num_masks))
-        per_class = seg_metrics.group_scores(pred, targets, classes, mapping)
+        per_class = seg_metrics.group_scores(pred, targets, classes, foreground)
         out = {f"seg_{name}_voc{c}": v for c, s in per_class.items() for name, v in s.items()}
         for name in ("acc", "iou", "miou"):
             out[f"seg_{name}_voc_mean"] = float(np.mean([s[name] for s in per_class.values()]))

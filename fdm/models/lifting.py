@@ -86,6 +86,7 @@ from fdm.data.nerf import SceneData
 from fdm.data.scenes import load_scene
 from fdm.diffusion import DiffusionSchedule, ancestral_sample, q_sample
 from fdm.errors import UserError
+from fdm.host import to_host
 from fdm.metrics import poses
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.nerf import cameras, figures, rays as rays_lib, render as render_lib
@@ -638,7 +639,6 @@ class LiftingFamily(ModelFamily):
     def summary_images(self, params, batch, rng):
         """{'views': [3k, H, W, 3]}: k views, their renders from the predicted (or true)
         cameras and depth maps, as rows."""
-        from fdm.train.mesh import to_host
         x0 = batch["image"][:NUM_SUMMARY_VIEWS]
         c2w = batch["c2w"][:NUM_SUMMARY_VIEWS] if self.encoder is None else \
             self._eval_step(params, x0, rng)["c2w"]
@@ -699,7 +699,6 @@ def pose_caption(what: str, c2w_true: np.ndarray, ev: poses.PoseEvaluation | Non
 def _view_rows(batches, num: int, columns: Callable) -> dict[str, np.ndarray]:
     """Per-view numpy arrays [n, ...] over the first n <= num valid views of `batches`
     (rows with 'valid' False dropped): columns(i, batch i) -> {name: [B, ...]}."""
-    from fdm.train.mesh import to_host
     rows, count = {}, 0
     for i, batch in enumerate(batches):
         valid = to_host(batch["valid"]) if "valid" in batch else np.ones(len(batch["image"]),

@@ -44,10 +44,9 @@ import numpy as np
 
 from fdm import viz
 from fdm.errors import UserError
+from fdm.host import to_host, write_json_atomic
 from fdm.models import lifting
 from fdm.nerf import cameras, landscape
-from fdm.train import checkpoint as ckpt_lib
-from fdm.train.mesh import to_host
 
 OUT_DIR = "landscape"
 
@@ -187,7 +186,7 @@ def run_landscape(family, params, batches, workdir: str, rng) -> dict:
     out_dir = os.path.join(workdir, OUT_DIR)
     viz.save_png(os.path.join(out_dir, "landscape.png"),
                  landscape.landscape_figure(rows, with_pred=pose_free))
-    ckpt_lib.write_json_atomic({
+    write_json_atomic({
         "config": family.config.get("name", ""), "grid": grid.kind,
         "axes": list(grid.axis_names), "col_deg": grid.col_deg.tolist(),
         "row_deg": grid.row_deg.tolist(), "pixel_stride": stride, "frame": frame,

@@ -6,7 +6,6 @@ that `latest_step` would pick) and `<workdir>/config.json` (process 0 only).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -15,6 +14,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from fdm.errors import UserError
+from fdm.host import write_text_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -99,21 +99,8 @@ def require_checkpoint(workdir: str) -> int:
     return step
 
 
-def _write_atomic(text: str, path: str) -> None:
-    """Writes `text` to `path` via a temp file + os.replace (readers never see half)."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes `workdir/config.json` (process 0 only)."""
     if jax.process_index() == 0:
-        _write_atomic(config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
-                      os.path.join(workdir, "config.json"))
-
-
-def write_json_atomic(obj: dict, path: str) -> None:
-    """Writes `obj` as JSON to `path` atomically (process 0 only)."""
-    if jax.process_index() == 0:
-        _write_atomic(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+        write_text_atomic(config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+                          os.path.join(workdir, "config.json"))

@@ -27,6 +27,7 @@ import optax
 from absl import logging
 
 from fdm.errors import NonFiniteLossError
+from fdm.host import to_host
 from fdm.models.base import ModelFamily
 from fdm.train import checkpoint as ckpt_lib
 from fdm.train import logging as log_lib
@@ -149,7 +150,7 @@ class FiniteGuard:
 
     @staticmethod
     def _check(step: int, metrics: dict) -> dict[str, np.ndarray]:
-        host = {k: mesh_lib.to_host(v) for k, v in metrics.items()}
+        host = {k: to_host(v) for k, v in metrics.items()}
         if not (np.isfinite(host["loss"]) and np.isfinite(host["grad_norm"])):
             raise NonFiniteLossError(
                 f"non-finite loss {float(host['loss'])} / grad_norm "
@@ -173,7 +174,7 @@ def _write_images(writer, family: ModelFamily, image_fn: Callable, state: TrainS
     family.set_step(step)
     images.update(family.summary_images(state.ema_params, batch, key))
     if images:
-        writer.write_images(step, {k: mesh_lib.to_host(v) for k, v in images.items()})
+        writer.write_images(step, {k: to_host(v) for k, v in images.items()})
 
 
 def _make_image_fn(family: ModelFamily, mesh: jax.sharding.Mesh) -> Callable:
