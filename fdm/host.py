@@ -11,13 +11,13 @@ They sit below all packages that use them, so that math and model code never imp
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterator
 
 import jax
 import numpy as np
 
 from fdm.errors import UserError
+from fdm.viz import atomic_write
 from fdm.metrics.inception import fixed_size_batches
 
 
@@ -43,10 +43,8 @@ def unit_range_batches(images: np.ndarray, batch_size: int) -> Iterator[tuple[np
 
 
 def write_text_atomic(text: str, path: str) -> None:
-    """Writes `text` to `path` via a temp file + os.replace (readers never see half)."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    """Writes `text` (UTF-8) to `path` via a temporary file + rename (`fdm.viz.atomic_write`)."""
+    atomic_write(path, ".tmp", lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json_atomic(obj: dict, path: str) -> None:

@@ -162,8 +162,9 @@ def titled_columns(columns: Sequence[np.ndarray], titles: Sequence[str], min_til
     return np.concatenate([header, body], axis=0)
 
 
-def _atomic_write(path: str, suffix: str, write) -> None:
-    """Calls write(file object) on a temporary file in path's directory, then renames it."""
+def atomic_write(path: str, suffix: str, write) -> None:
+    """Calls write(binary file object) on a temporary file in path's directory (created
+    if missing), then renames it to path: readers never see a half-written file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=suffix, dir=directory)
@@ -178,7 +179,7 @@ def _atomic_write(path: str, suffix: str, write) -> None:
 
 def save_npz(path: str, **arrays) -> None:
     """np.savez(path, **arrays), creating parent directories; no partial file is left."""
-    _atomic_write(path, ".npz", lambda f: np.savez(f, **arrays))
+    atomic_write(path, ".npz", lambda f: np.savez(f, **arrays))
 
 
 def save_png(path: str, image) -> None:
@@ -193,7 +194,7 @@ def save_png(path: str, image) -> None:
         image = to_uint8(image, (0.0, 1.0))
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    _atomic_write(path, ".png", lambda f: Image.fromarray(image).save(f, format="PNG"))
+    atomic_write(path, ".png", lambda f: Image.fromarray(image).save(f, format="PNG"))
 
 
 def colorize_mask(labels, palette=None) -> np.ndarray:
