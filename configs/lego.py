@@ -22,28 +22,18 @@ per ray, 64 loss pixels, batch 8, 4000 steps at 5e-4 / 1e-4); add
 """
 import ml_collections
 
-from configs import toy_scene
+from configs import toy_scene, variants
 
 
 def get_config(variant: str = ""):
     """The paper configuration; variant 'cpu' the README's CPU run (module doc)."""
-    c = _paper_config()
-    if variant == "cpu":
-        _cpu(c)
-    elif variant:
-        raise ValueError(f"unknown lego config variant {variant!r}; use '' or 'cpu'")
-    return c
+    return variants.apply(_paper_config(), variant, {"cpu": _cpu})
 
 
 def _cpu(c) -> None:
     c.name = "lego_cpu"
     c.data.image_size = 32
-    c.model.encoder = ml_collections.ConfigDict(dict(
-        ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
-        dropout=0.0, num_groups=8))
-    c.model.nerf = ml_collections.ConfigDict(dict(
-        depth=3, width=64, skips=(), pos_max_deg=4, view_max_deg=4, use_viewdirs=False,
-        density_activation="softplus", density_bias=-1.0))
+    c.model.encoder, c.model.nerf = toy_scene.cpu_encoder(), toy_scene.cpu_nerf()
     c.model.num_samples, c.model.num_loss_pixels = 24, 64
     c.train.batch_size, c.train.num_steps = 8, 4000
     c.train.learning_rate, c.train.encoder_learning_rate = 5e-4, 1e-4

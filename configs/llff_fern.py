@@ -28,25 +28,18 @@ training views: the pose_train_* metrics of --mode=evaluate.
 """
 import ml_collections
 
-from configs import lego
+from configs import lego, toy_scene, variants
 
 
 def get_config(variant: str = ""):
     """The paper configuration; variant 'cpu' the README's CPU run (module doc)."""
-    c = _paper_config()
-    if variant == "cpu":
-        _cpu(c)
-    elif variant:
-        raise ValueError(f"unknown llff_fern config variant {variant!r}; use '' or 'cpu'")
-    return c
+    return variants.apply(_paper_config(), variant, {"cpu": _cpu})
 
 
 def _cpu(c) -> None:
     c.name = "llff_fern_cpu"
     c.data.image_size = (48, 64)
-    c.model.encoder = ml_collections.ConfigDict(dict(
-        ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
-        dropout=0.0, num_groups=8))
+    c.model.encoder = toy_scene.cpu_encoder()
     c.model.nerf = ml_collections.ConfigDict(dict(
         depth=4, width=128, skips=(2,), pos_max_deg=10, view_max_deg=4, use_viewdirs=True,
         density_activation="softplus", density_bias=-1.0))

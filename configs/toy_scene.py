@@ -18,16 +18,28 @@ noise (alpha_bar_99 = 2e-5; the unscaled 1e-4 .. 0.02 would leave 0.36).
 """
 import ml_collections
 
+from configs import variants
+
 
 def get_config(variant: str = ""):
     """The CPU experiment; variant 'tiny' (`--config=configs/toy_scene.py:tiny`) is a
     16x16 model that trains in seconds, for tests and the notebook's smoke run."""
-    c = _base_config()
-    if variant == "tiny":
-        _shrink(c)
-    elif variant:
-        raise ValueError(f"unknown toy_scene config variant {variant!r}; use '' or 'tiny'")
-    return c
+    return variants.apply(_base_config(), variant, {"tiny": _shrink})
+
+
+def cpu_encoder() -> ml_collections.ConfigDict:
+    """The CPU-sized pose encoder (C = 16, 5 levels, no attention) of this and the CPU
+    variants of the paper configs."""
+    return ml_collections.ConfigDict(dict(
+        ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
+        dropout=0.0, num_groups=8))
+
+
+def cpu_nerf() -> ml_collections.ConfigDict:
+    """The CPU-sized field: 3 x 64, 4 frequency bands, no view dependence."""
+    return ml_collections.ConfigDict(dict(
+        depth=3, width=64, skips=(), pos_max_deg=4, view_max_deg=2, use_viewdirs=False,
+        density_activation="softplus", density_bias=-1.0))
 
 
 def _shrink(c) -> None:
@@ -81,16 +93,12 @@ def _base_config():
     c.model.coarse_to_fine = (0, 0)          # BARF (start, end) steps of alpha 0 -> L; (0, 0) off
     c.model.train_t_max = 0                  # t ~ floor(t_max u^power) in training; 0: t_max = T
     c.model.train_t_power = 1.0              # 1: uniform t (paper); > 1 favours small t
-    c.model.encoder = ml_collections.ConfigDict(dict(
-        ch=16, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(),
-        dropout=0.0, num_groups=8))
+    c.model.encoder = cpu_encoder()
     # A small NeRF on purpose: with 4 layers + skip, 32 samples and 128 pixels per
     # image, one candidate won every selection within 50 steps and training never
     # left that collapse (selected_max_frac = 1, rotation error ~170 deg); with this
     # slower-fitting field the selections stay spread over the candidates.
-    c.model.nerf = ml_collections.ConfigDict(dict(
-        depth=3, width=64, skips=(), pos_max_deg=4, view_max_deg=2, use_viewdirs=False,
-        density_activation="softplus", density_bias=-1.0))
+    c.model.nerf = cpu_nerf()
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 100
