@@ -481,10 +481,11 @@ class LiftingFamily(ModelFamily):
         arrays = load_split_arrays(self.config, "train")
         return arrays if num is None else {k: v[:num] for k, v in arrays.items()}
 
-    def _train_views(self, params, rng) -> dict[str, np.ndarray]:
-        """`_camera_columns` of the first eval.num_train_views training views (each
-        costs an `eval_step`: every candidate rendered on the pseudo-label grid)."""
-        num = int(self.config.eval.get("num_train_views", 100))
+    def _train_views(self, params, rng, num: int | None = None) -> dict[str, np.ndarray]:
+        """`_camera_columns` of the first num (default eval.num_train_views) training
+        views (each costs an `eval_step`: every candidate rendered on the pseudo-label
+        grid)."""
+        num = int(self.config.eval.num_train_views) if num is None else num
         batches = pipeline.eval_batches(self._train_split(num),
                                         int(self.config.eval.get("batch_size", 8)))
         return _view_rows(batches, num, lambda i, batch: self._camera_columns(
@@ -583,10 +584,7 @@ class LiftingFamily(ModelFamily):
         arrays = self._train_split()
         if self.encoder is None:
             return np.asarray(arrays["c2w"])
-        batches = pipeline.eval_batches(arrays, int(self.config.eval.get("batch_size", 8)))
-        return np.concatenate([np.asarray(self._eval_step(params, b["image"],
-                                                          jax.random.fold_in(rng, i))["c2w"])
-                               [b["valid"]] for i, b in enumerate(batches)])
+        return self._train_views(params, rng, len(arrays["c2w"]))["c2w"]
 
     def landscape(self, params, batches, workdir, rng) -> dict:
         """Pose landscapes (issue 15): the loss of the first eval.landscape_views views
