@@ -5,25 +5,26 @@ DatasetDDPM-unsup k-means baseline clusters (seed 000 Tables 2.3/2.4).
   python -m experiments.baselines --baseline=kmeans --config=configs/weizmann_horse.py \
       --ddpm_workdir=DIR --workdir=DIR_KMEANS
 
-Same data and U-Net size as configs/weizmann_horse.py (the FDM it is compared with);
-`data.data_dir` defaults to ../shared/data/weizmann_horse (278 images).
+The data section is configs/weizmann_horse.py's (the FDM it is compared with), and so
+is the U-Net's size; `data.data_dir` defaults to ../shared/data/weizmann_horse (278 images).
 """
-from configs import ddpm_tiny
+from configs import weizmann_horse
+from configs.fdm_common import ddpm_config
 
 
 def get_config():
-    c = ddpm_tiny.get_config()
-    c.name = "ddpm_horse"
-    c.data.dataset = "folder"
-    c.data.data_dir = "../shared/data/weizmann_horse"
-    c.data.random_flip = True
-    for key in ("num_regions", "num_train", "num_eval"):   # procedural-data keys only
-        del c.data[key]
-    c.model.dropout = 0.1
-    c.train.num_steps = 6000
+    fdm = weizmann_horse.get_config()
+    m = fdm.model
+    c = ddpm_config("ddpm_horse", dataset=fdm.data.dataset, data_dir=fdm.data.data_dir,
+                    image_size=fdm.data.image_size, ch=m.ch, ch_mult=m.ch_mult,
+                    num_res_blocks=m.num_res_blocks, attn_resolutions=m.attn_resolutions,
+                    dropout=m.dropout, num_steps=6000, batch_size=fdm.train.batch_size)
+    c.data = fdm.data
+    c.model.num_groups = m.num_groups
     c.train.learning_rate = 5e-4
     c.train.ema_decay = 0.995
-    c.train.checkpoint_every = 500
+    c.train.log_every, c.train.checkpoint_every, c.train.image_every = 50, 500, 1000
     c.eval.num_examples = 32
+    c.eval.sampler, c.eval.sample_steps = "ddim", 50
     c.eval.num_fid_samples = 278    # FID/KID vs all 278 photos when eval.metric_weights is set
     return c

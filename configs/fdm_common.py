@@ -1,55 +1,63 @@
-"""Shared defaults of the FDM configs (seed 000 §2.4 "Implementation Details").
+"""Config builders of the DDPM and FDM families: where every key they read is declared.
 
-Every FDM config calls `fdm_config(...)` with what differs; the result has the
-sections data, model, diffusion, train, eval of SPEC's command-line contract.
-Paper settings: U-Net encoder/middle/decoder as in Ho et al., mask generator =
-decoder-shaped, K = 3, C = 128, Adam 1e-4, EMA 0.9999, linear β, T = 1000.
+`ddpm_config(...)` declares every key the DDPM family (`fdm.models.ddpm`), the data
+pipeline and the trainer read, with its default; `fdm_config(...)` is a DDPM config
+plus the mask keys of FDM (`fdm.models.fdm`, `fdm.nn.factorized`), its search aids
+and evaluation, and the baselines of the tables; `given_mask_keys` adds the keys of
+the given-mask probe (`fdm.models.mask_probe`). Each experiment's config calls one
+builder with what differs; the result has the sections data, model, diffusion,
+train, eval (SPEC's command-line contract). Valid values of the keys: the families'
+`config_rules` (`fdm.config_rules`). Dataset-specific data keys (data.num_train,
+data.eval_split, ...) are declared with their defaults in `fdm.data.DATASETS`.
+Paper settings (seed 000 §2.4 "Implementation Details"): U-Net encoder/middle/
+decoder as in Ho et al., mask generator = decoder-shaped, K = 3, C = 128, Adam 1e-4,
+EMA 0.9999, linear β, T = 1000.
 """
 import ml_collections
 
 
-def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
-               num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
-               num_masks: int = 3, num_classes: int = 0, dropout: float = 0.0,
-               attn_resolutions=(16,), eval_dataset: str = "",
-               eval_data_dir: str = "") -> ml_collections.ConfigDict:
+def data_config(dataset: str, data_dir: str, image_size, eval_dataset: str = "",
+                eval_data_dir: str = "", random_flip: bool = False) -> ml_collections.ConfigDict:
+    """The data keys every config has (`fdm.data`): the source of each split, the image
+    size, the seed of the train stream and its horizontal flips."""
+    return ml_collections.ConfigDict(dict(
+        dataset=dataset,
+        data_dir=data_dir,
+        eval_dataset=eval_dataset,      # "" = evaluate on data.dataset (fdm.data doc)
+        eval_data_dir=eval_data_dir,    # "" = data.data_dir
+        image_size=image_size,
+        random_flip=random_flip,
+        seed=0))
+
+
+def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
+                num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
+                num_classes: int = 0, dropout: float = 0.0, attn_resolutions=(16,),
+                eval_dataset: str = "", eval_data_dir: str = "") -> ml_collections.ConfigDict:
+    """Every key of a DDPM experiment with its default; the arguments are what differs."""
     c = ml_collections.ConfigDict()
     c.name = name
-
-    c.data = ml_collections.ConfigDict()
-    c.data.dataset = dataset
-    c.data.data_dir = data_dir
-    c.data.eval_dataset = eval_dataset      # "" = evaluate on data.dataset (fdm.data doc)
-    c.data.eval_data_dir = eval_data_dir    # "" = data.data_dir
-    c.data.image_size = image_size
-    c.data.random_flip = True
-    c.data.seed = 0
+    c.data = data_config(dataset, data_dir, image_size, eval_dataset, eval_data_dir,
+                         random_flip=True)
 
     c.model = ml_collections.ConfigDict()
-    c.model.family = "fdm"
+    c.model.family = "ddpm"
     c.model.ch = ch
     c.model.ch_mult = tuple(ch_mult)
     c.model.num_res_blocks = num_res_blocks
     c.model.attn_resolutions = tuple(attn_resolutions)
     c.model.dropout = dropout
-    c.model.num_classes = num_classes
+    c.model.num_classes = num_classes  # > 0: class-conditional on the batches' 'label'
     c.model.num_groups = 32
-    c.model.num_masks = num_masks
-    c.model.decoding = "shared"      # shared | unshared | mask_hmid | concat (Table 2.6)
-    c.model.mask_init_scale = 1e-2   # small random init of the mask generator output
-    c.model.mask_skip_max_res = 0    # mask generator reads every skip (the paper)
-    c.model.branch_embed_std = 0.0   # > 0: learned per-branch embedding added to the decoder's temb
-    c.model.hierarchical = False     # 2-level FDM (appendix 2.5.1)
-    c.model.level2_masks = 3
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000
     c.diffusion.beta_schedule = "linear"
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
-    c.diffusion.prediction = "eps"
-    c.diffusion.loss = "simple"
-    c.diffusion.variance = "fixed_small"
+    c.diffusion.prediction = "eps"           # eps | x0
+    c.diffusion.loss = "simple"              # simple | weighted
+    c.diffusion.variance = "fixed_small"     # fixed_small (beta_tilde) | fixed_large (beta)
     c.diffusion.clip_x0 = True
 
     c.train = ml_collections.ConfigDict()
@@ -57,15 +65,10 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.train.batch_size = batch_size
     c.train.learning_rate = 1e-4
     c.train.grad_clip = 1.0
-    # Per-subtree schedule knobs (ModelFamily.optimizer); the paper uses none of them.
-    c.train.lr_multipliers = ml_collections.ConfigDict({"mask_generator": 1.0})
-    c.train.frozen_steps = ml_collections.ConfigDict({"mask_generator": 0})
+    # Per-subtree schedule knobs (ModelFamily.optimizer): name -> factor / steps.
+    c.train.lr_multipliers = ml_collections.ConfigDict()
+    c.train.frozen_steps = ml_collections.ConfigDict()
     c.train.warmup_steps = 0         # linear learning-rate warm-up of every subtree
-    # Search aids for the mask generator (fdm/models/fdm_search.py); off in the paper.
-    c.train.mask_prior_steps = 0     # > 0: warm start on a centred blob for this many steps
-    c.train.mask_prior_sigma = 0.35  # the blob's sigma, a fraction of the half-width
-    c.train.mask_prior_weight = 1.0  # weight of its cross-entropy during the warm start
-    c.train.mask_z_loss = 0.0        # weight of the router z-loss on the mask logits
     c.train.ema_decay = 0.9999
     c.train.seed = 0
     c.train.log_every = 100
@@ -76,14 +79,39 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.eval = ml_collections.ConfigDict()
     c.eval.num_examples = 64
     c.eval.batch_size = 64
-    c.eval.sampler = "ancestral"     # Alg. 2; "ddim" for fast previews
+    c.eval.sampler = "ancestral"     # ancestral (Alg. 2) | ddim (fast previews)
     c.eval.sample_steps = 100        # DDIM steps (ancestral always takes T)
     c.eval.ddim_eta = 0.0
-    c.eval.segment_t = 30            # §2.3.4: noise real images to t = 30, one pass
-    c.eval.record_every = 100        # mask trajectory for the refinement strip (Fig. 2.10)
     c.eval.sample_stats = True
     c.eval.metric_weights = ""       # .npz of docs/METRICS.md: adds fid / kid / kid_std
     c.eval.num_fid_samples = 10_000  # generated images scored against all eval images
+    c.eval.at_end = False            # after training: evaluate and sample (fdm.run)
+    return c
+
+
+def fdm_config(name: str, *, num_masks: int = 3, **ddpm_args) -> ml_collections.ConfigDict:
+    """A DDPM config (`ddpm_config(name, **ddpm_args)`) plus every key FDM adds."""
+    c = ddpm_config(name, **ddpm_args)
+    c.model.family = "fdm"
+    c.model.num_masks = num_masks
+    c.model.decoding = "shared"      # shared | unshared | mask_hmid | concat (Table 2.6)
+    c.model.mask_init_scale = 1e-2   # small random init of the mask generator output
+    c.model.mask_skip_max_res = 0    # mask generator reads every skip (the paper)
+    c.model.branch_embed_std = 0.0   # > 0: learned per-branch embedding added to the decoder's temb
+    c.model.hierarchical = False     # 2-level FDM (appendix 2.5.1)
+    c.model.level2_masks = 3
+
+    # Per-subtree schedule knobs (ModelFamily.optimizer); the paper uses none of them.
+    c.train.lr_multipliers = ml_collections.ConfigDict({"mask_generator": 1.0})
+    c.train.frozen_steps = ml_collections.ConfigDict({"mask_generator": 0})
+    # Search aids for the mask generator (fdm/models/fdm_search.py); off in the paper.
+    c.train.mask_prior_steps = 0     # > 0: warm start on a centred blob for this many steps
+    c.train.mask_prior_sigma = 0.35  # the blob's sigma, a fraction of the half-width
+    c.train.mask_prior_weight = 1.0  # weight of its cross-entropy during the warm start
+    c.train.mask_z_loss = 0.0        # weight of the router z-loss on the mask logits
+
+    c.eval.segment_t = 30            # §2.3.4: noise real images to t = 30, one pass
+    c.eval.record_every = 100        # mask trajectory for the refinement strip (Fig. 2.10)
     c.eval.segmenter_workdir = ""    # a --baseline=supervised workdir: adds gen_seg_* (Table 2.5)
     c.eval.num_gen_seg_samples = 64  # generated images whose masks that segmenter scores
 
@@ -101,3 +129,40 @@ def fdm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mu
     c.baselines.grabcut_iters = 5
     c.baselines.histogram_bins = 16   # colour histogram: bins per RGB channel (B^3 in all)
     return c
+
+
+def given_mask_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An FDM config `c` turned into the given-mask probe (`fdm.models.mask_probe`), in place."""
+    c.model.family = "fdm_given_masks"
+    c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
+    c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
+    return c
+
+
+def _placeholders() -> dict:
+    """The required builder arguments, for the defaults below (a saved config has them)."""
+    return dict(dataset="", data_dir="", image_size=0, ch_mult=(), num_res_blocks=1,
+                num_steps=0)
+
+
+def ddpm_defaults() -> ml_collections.ConfigDict:
+    """Every DDPM key at its default (`DDPMFamily.config_defaults`)."""
+    return ddpm_config("", **_placeholders())
+
+
+def fdm_defaults() -> ml_collections.ConfigDict:
+    """Every FDM key at its default (`FDMFamily.config_defaults`)."""
+    return fdm_config("", **_placeholders())
+
+
+def given_mask_defaults() -> ml_collections.ConfigDict:
+    """Every key of the given-mask probe at its default."""
+    return given_mask_keys(fdm_defaults())
+
+
+def size_128(c: ml_collections.ConfigDict) -> None:
+    """Variant '128' of a 64x64 paper config (cub, ffhq, flowers): the paper's 128x128
+    model (channels [1, 1, 2, 3, 4], 2 blocks; seed 000 §2.4), named NAME128, in place."""
+    c.name += "128"
+    c.data.image_size = 128
+    c.model.ch_mult, c.model.num_res_blocks = (1, 1, 2, 3, 4), 2

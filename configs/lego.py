@@ -43,15 +43,14 @@ def _cpu(c) -> None:
 
 
 def _paper_config():
-    c = toy_scene.get_config()
-    c.name = "lego"
+    return paper_config("lego", toy_scene.scene_data(
+        "nerf_synthetic", "../shared/data/nerf_synthetic/lego", 128, "val"))
 
-    c.data.dataset = "nerf_synthetic"
-    c.data.data_dir = "../shared/data/nerf_synthetic/lego"
-    c.data.image_size = 128
-    c.data.eval_split = "val"
-    for key in ("num_train", "num_val"):
-        del c.data[key]
+
+def paper_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The paper's lifting settings (module doc) on the data section `data`
+    (`configs.toy_scene.scene_data`); llff_fern.py starts from it."""
+    c = toy_scene.lifting_config(name, data)
 
     c.model.num_candidates = 12
     c.model.candidate_layout = "quadrant"

@@ -52,15 +52,9 @@ def _cpu(c) -> None:
 
 
 def _paper_config():
-    c = lego.get_config()
-    c.name = "llff_fern"
-    c.data.dataset = "llff"
-    c.data.data_dir = "../shared/data/nerf_llff_data/fern"
-    del c.data["image_size"]               # an int in the base config; a pair here
-    c.data.image_size = (384, 512)
-    c.data.eval_split = "test"
-    c.data.llffhold = 8
-    c.data.llff_holdout = "position"
+    c = lego.paper_config("llff_fern", toy_scene.scene_data(
+        "llff", "../shared/data/nerf_llff_data/fern", (384, 512), "test",
+        llffhold=8, llff_holdout="position"))
 
     c.model.camera_head = "axis_angle"
     c.model.num_candidates = 1

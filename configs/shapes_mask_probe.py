@@ -12,14 +12,12 @@ misplaces them by that many pixels) instead of the mask generator's. Compare
 eval_loss in results.json across runs: same images, timesteps and noise in each.
 """
 from configs import shapes
+from configs.fdm_common import given_mask_keys
 
 
 def get_config():
-    c = shapes.get_config()
+    c = given_mask_keys(shapes.get_config())   # model.given_mask_alpha / _shift
     c.name = "shapes_mask_probe"
-    c.model.family = "fdm_given_masks"
-    c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
-    c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
     c.train.mask_prior_steps = 0     # no mask generator runs: nothing to warm-start
     c.train.num_steps = 3000         # the README's probe table
     c.data.num_eval = 2048

@@ -15,10 +15,16 @@ the no-noise ablation.
 Diffusion: T = 100 with the linear betas of Ho et al. rescaled by 1000 / T
 (1e-3 .. 0.2, as improved-DDPM does for short schedules) so that x_T is pure
 noise (alpha_bar_99 = 2e-5; the unscaled 1e-4 .. 0.02 would leave 0.36).
+
+Builders of every lifting config: `lifting_config(name, data)` declares every key
+the family reads with its default; `scene_data(...)` makes the data section of a
+scene folder, `toy_scene_data(...)` that of this procedural scene (with its view
+counts data.num_train / data.num_val).
 """
 import ml_collections
 
 from configs import variants
+from configs.fdm_common import data_config
 
 
 def get_config(variant: str = ""):
@@ -48,8 +54,8 @@ def _shrink(c) -> None:
     c.model.encoder = ml_collections.ConfigDict(dict(
         ch=8, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
         num_groups=4))
-    c.model.nerf = ml_collections.ConfigDict(dict(
-        depth=2, width=32, skips=(), pos_max_deg=4, view_max_deg=2, use_viewdirs=False))
+    c.model.nerf = cpu_nerf()
+    c.model.nerf.depth, c.model.nerf.width = 2, 32
     c.model.num_samples, c.model.num_loss_pixels, c.model.num_candidates = 16, 64, 4
     c.train.num_steps, c.train.batch_size = 20, 4
     c.train.learning_rate, c.train.encoder_learning_rate = 5e-3, 1e-3
@@ -60,17 +66,40 @@ def _shrink(c) -> None:
 
 
 def _base_config():
-    c = ml_collections.ConfigDict()
-    c.name = "toy_scene"
+    return lifting_config("toy_scene", toy_scene_data())
 
-    c.data = ml_collections.ConfigDict()
-    c.data.dataset = "toy_scene"
-    c.data.data_dir = ""
-    c.data.image_size = 32
-    c.data.num_train = 100
-    c.data.num_val = 20
-    c.data.eval_split = "val"
-    c.data.seed = 0
+
+def scene_data(dataset: str, data_dir: str, image_size, eval_split: str,
+               **options) -> ml_collections.ConfigDict:
+    """The data section of a lifting config: `data_config` (no flips: cameras would not
+    match), the split evaluated and the scene dataset's own keys `options` (their
+    defaults are in its `fdm.data.scenes.SCENES` entry)."""
+    d = data_config(dataset, data_dir, image_size)
+    d.eval_split = eval_split
+    d.update(options)
+    return d
+
+
+def toy_scene_data(image_size: int = 32, num_train: int = 100,
+                   num_val: int = 20) -> ml_collections.ConfigDict:
+    """The procedural scene's data section, with its view counts (file-backed scenes,
+    `scene_data`, have no such keys)."""
+    return scene_data("toy_scene", "", image_size, "val", num_train=num_train,
+                      num_val=num_val)
+
+
+def lifting_defaults() -> ml_collections.ConfigDict:
+    """`LiftingFamily.config_defaults`: every key the family reads, with no scene's own
+    data keys, so that filling an old workdir's config adds none it did not have."""
+    return lifting_config("toy_scene", scene_data("toy_scene", "", 32, "val"))
+
+
+def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Every key of a NeRF lifting experiment (`fdm.models.lifting`) with its default (the
+    CPU sizes of this config), on the data section `data` (`scene_data`)."""
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.data = data
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "nerf_lifting"

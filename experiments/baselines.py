@@ -6,9 +6,10 @@
 
 Writes DIR/results.json (keys of `--mode=evaluate`: seg_acc, seg_iou, seg_dice on
 the test split, all_seg_* on the whole eval split; see fdm/baselines/common.py);
-`--baseline=supervised` also writes DIR/segmenter.npz, which an FDM's
-`--mode=evaluate --config.eval.segmenter_workdir=DIR` uses to score the masks of
-generated images (gen_seg_*, Table 2.5 bottom).
+`--baseline=supervised` first trains the U-Net segmenter (model.family="segmenter")
+with the generic trainer into DIR (config.json, checkpoints/; `fdm.load(DIR)`), which
+an FDM's `--mode=evaluate --config.eval.segmenter_workdir=DIR` uses to score the
+masks of generated images (gen_seg_*, Table 2.5 bottom); a rerun resumes or reuses it.
 `--baseline=histogram` fits a colour-histogram pixel classifier with the labels of
 the train images: how far colour alone segments the data (fdm/baselines/histogram.py).
 `--baseline=kmeans` (DatasetDDPM-unsup) clusters the decoder features of a DDPM

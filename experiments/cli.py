@@ -14,7 +14,7 @@ from ml_collections import config_flags  # noqa: E402
 from fdm.errors import UserError  # noqa: E402
 
 CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/ddpm_tiny.py.", lock_config=True)
+    "config", None, "Experiment config file, e.g. configs/shapes.py or configs/ddpm.py:tiny (a variant).", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (checkpoints, logs).")
 
 

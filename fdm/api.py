@@ -30,22 +30,27 @@ class TrainedModel:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The ConfigDict saved as `workdir/config.json` by training."""
+    """The ConfigDict saved as `workdir/config.json` by training, with the keys added to
+    its family since then at their declared defaults (`fdm.models.fill_defaults`)."""
+    from fdm.models import fill_defaults
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise UserError(f"{path} does not exist; train into {workdir} first "
                         "(python -m experiments.main --mode=train --workdir=...)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        config = ml_collections.ConfigDict(json.load(f))
+    fill_defaults(config)
+    return config
 
 
 def load(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> TrainedModel:
-    """Family + EMA params of the newest checkpoint in `workdir`."""
+    """Family (with what training saved in `workdir`, e.g. a NeRF lifting run's scene
+    metadata, so the training data may be gone) + EMA params of the newest checkpoint."""
+    from fdm.checkpoint_io import restore_ema_params   # Orbax only when loading
     from fdm.models import get_family
-    from fdm.run import restore_ema_params
     config = config or load_config(workdir)
     params, step = restore_ema_params(workdir)
-    family = get_family(config)
+    family = get_family(config, workdir)
     family.set_step(step)
     return TrainedModel(family=family, params=params, step=step)
 

@@ -7,6 +7,7 @@ They sit below all packages that use them, so that math and model code never imp
   unit_range_batches  uint8 images [N, S, S, 3] -> fixed-size float batches in [-1, 1]
   write_text_atomic   text to a file via a temporary file and a rename
   write_json_atomic   the same for JSON, on process 0 only
+  write_npz_atomic    numpy arrays as an .npz the same way, on process 0 only
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import jax
 import numpy as np
 
 from fdm.errors import UserError
-from fdm.viz import atomic_write
+from fdm.viz import atomic_write, save_npz
 from fdm.metrics.inception import fixed_size_batches
 
 
@@ -51,3 +52,9 @@ def write_json_atomic(obj: dict, path: str) -> None:
     """Writes `obj` as JSON to `path` atomically (process 0 only)."""
     if jax.process_index() == 0:
         write_text_atomic(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def write_npz_atomic(path: str, **arrays) -> None:
+    """Writes `arrays` as an .npz to `path` atomically (`fdm.viz.save_npz`; process 0 only)."""
+    if jax.process_index() == 0:
+        save_npz(path, **arrays)

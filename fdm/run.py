@@ -20,26 +20,13 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from fdm.checkpoint_io import restore_ema_params
 from fdm.errors import UserError
 from fdm.host import write_json_atomic
-from fdm.train import checkpoint as ckpt_lib
-from fdm.train import logging as log_lib
 from fdm.train import mesh as mesh_lib
 
 MODES = ("train", "evaluate", "sample", "segment", "render", "landscape")
 RESULTS_FILE = "results.json"
-
-
-def restore_ema_params(workdir: str) -> tuple[Any, int]:
-    """(EMA params of the newest checkpoint replicated over all devices, its step)."""
-    log_lib.quiet_orbax_info()
-    step = ckpt_lib.require_checkpoint(workdir)
-    ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
-    try:
-        tree = ckpt.restore_tree(mesh_lib.replicated(mesh_lib.make_mesh()), step)
-    finally:
-        ckpt.close()
-    return tree["ema_params"], step
 
 
 def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, jax.Array]]:
@@ -69,7 +56,7 @@ def finish_with_evaluation(config: ml_collections.ConfigDict, workdir: str) -> d
     """`eval.at_end`: after training, evaluate (results.json) and sample (figures) when
     the family can."""
     from fdm.models import get_family
-    family = get_family(config)
+    family = get_family(config, workdir)
     params, step = restore_ema_params(workdir)
     family.set_step(step)
     key = jax.random.PRNGKey(config.train.seed)
@@ -98,12 +85,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
         raise UserError(f"unknown --mode={mode}; use one of {', '.join(MODES)}")
     if mode == "train":
         state = trainer.train(config, workdir)
-        if config.eval.get("at_end", False):
+        if config.eval.at_end:
             finish_with_evaluation(config, workdir)
         return state
     if mode == "segment":
         _check_input(input_glob)
-    family = get_family(config)
+    family = get_family(config, workdir)
     params, step = restore_ema_params(workdir)
     family.set_step(step)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), MODES.index(mode))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs.fdm_common import data_config
 from fdm import data
 from fdm.data import pipeline
 from fdm.errors import UserError
@@ -67,8 +68,7 @@ def assert_aligned(images: np.ndarray, masks: np.ndarray):
 
 def config(dataset: str, data_dir, image_size: int = 16, batch_size: int = 4, **data_keys):
     c = ml_collections.ConfigDict()
-    c.data = dict(dataset=dataset, data_dir=str(data_dir), image_size=image_size, seed=0,
-                  random_flip=True)
+    c.data = data_config(dataset, str(data_dir), image_size, random_flip=True)
     c.data.update(data_keys)
     c.train = dict(batch_size=batch_size)
     c.eval = dict(batch_size=batch_size)

@@ -55,7 +55,7 @@ def tiny_config() -> ml_collections.ConfigDict:
     c.diffusion = ml_collections.ConfigDict(dict(num_timesteps=10))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=6, batch_size=8, learning_rate=1e-2, ema_decay=0.9, seed=0,
-        log_every=2, checkpoint_every=3, keep_checkpoints=2))
+        log_every=2, checkpoint_every=3, keep_checkpoints=2, image_every=3))
     c.eval = ml_collections.ConfigDict(dict(num_examples=8))
     return c
 
@@ -122,6 +122,24 @@ def train_tiny(workdir: str, config=None):
     from fdm.train import trainer
     config = config or tiny_config()
     return trainer.train(config, workdir, TinyFamily(config), tiny_iterator)
+
+
+def train_segmenter(workdir: str, images: np.ndarray, masks: np.ndarray, steps: int = 2):
+    """Trains a tiny supervised segmenter (model.family="segmenter", 8-channel one-level
+    U-Net) on uint8 images [N, S, S, 3] / int masks [N, S, S] into `workdir` through
+    `fdm.train`, as `--baseline=supervised` does; returns the final TrainState."""
+    from configs.fdm_common import fdm_config
+    from fdm.baselines import common, supervised
+    from fdm.train import trainer
+    config = fdm_config("segmenter_test", dataset="folder", data_dir="",
+                        image_size=images.shape[1], ch=8, ch_mult=(1,), num_res_blocks=1,
+                        attn_resolutions=(), num_steps=1, batch_size=2)
+    config.model.num_groups = 4
+    config.baselines.update(supervised_steps=steps, supervised_batch_size=2,
+                            supervised_learning_rate=1e-3)
+    config = supervised.segmenter_config(config, supervised.num_classes(masks))
+    stream = supervised.train_stream(common.LabelledImages(images, masks))
+    return trainer.train(config, workdir, make_iterator=stream)
 
 
 def apply_overrides(config, overrides: list[str]):
@@ -216,7 +234,7 @@ if __name__ == "__main__":
 
 # ---- the real tiny config through the command line -------------------------------
 DDPM_TINY = [
-    "--config=configs/ddpm_tiny.py", "--config.model.ch=8", "--config.model.ch_mult=(1,)",
+    "--config=configs/ddpm.py:tiny", "--config.model.ch=8", "--config.model.ch_mult=(1,)",
     "--config.model.attn_resolutions=()", "--config.data.image_size=8",
     "--config.data.num_train=16", "--config.data.num_eval=4", "--config.train.batch_size=4",
     "--config.eval.num_examples=4", "--config.eval.batch_size=4",

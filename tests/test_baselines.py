@@ -12,8 +12,11 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+import fdm
+from configs import shapes
 from configs.fdm_common import fdm_config
 from fdm.baselines import common, histogram, kmeans, run_baseline, supervised
+from fdm.data import load_split_arrays
 from fdm.errors import UserError
 from fdm.models import get_family
 from fdm.models import segmenter as segmenter_lib
@@ -178,11 +181,11 @@ def test_run_kmeans_scores_clusters_with_the_fdm_mapping(ddpm):
         kmeans.run_kmeans(small_config(kmeans_timesteps=(20,)), data, family, params)
 
 
-def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypatch, ddpm):
+def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(monkeypatch, ddpm,
+                                                              shapes_segmenter):
     """Table 2.5's DDPM row: DDPM samples, k-means masks, judged by the segmenter."""
     family, params = ddpm
     images, masks = disk_images(4)
-    segmenter_lib.save_segmenter(random_segmenter(), str(tmp_path))
     calls = []
 
     def fake_generate(p, num, rng, **kw):
@@ -190,7 +193,7 @@ def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypa
         return types.SimpleNamespace(x0=images[:num].astype(np.float32) / 127.5 - 1)
     monkeypatch.setattr(family, "generate", fake_generate)
     config = small_config(kmeans_timesteps=(2,), kmeans_fit_pixels=300)
-    config.eval.update(segmenter_workdir=str(tmp_path), num_gen_seg_samples=3)
+    config.eval.update(segmenter_workdir=shapes_segmenter[0], num_gen_seg_samples=3)
     data = common.BaselineData(common.LabelledImages(images, masks),
                                common.LabelledImages(images, masks), np.array([3]))
     out = kmeans.run_kmeans(config, data, family, params)
@@ -202,7 +205,7 @@ def test_run_kmeans_scores_ddpm_samples_against_the_segmenter(tmp_path, monkeypa
 
 def random_segmenter(num_classes: int = 2) -> segmenter_lib.Segmenter:
     """The small config's segmenter net with random parameters, for S x S images."""
-    net = segmenter_lib.build_net(small_config(), num_classes)
+    net = segmenter_lib.build_net(supervised.segmenter_config(small_config(), num_classes).model)
     shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, S, S, 3)),
                             jnp.zeros((1,), jnp.int32))["params"]
     return segmenter_lib.Segmenter(net, random_like(shapes), S)
@@ -220,23 +223,75 @@ def test_generated_mask_agreement_maps_regions_globally():
         segmenter_lib.predict(segmenter, images.astype(np.float32))
 
 
-def test_saved_segmenter_predicts_the_same(tmp_path):
-    segmenter = random_segmenter(num_classes=3)
-    path = segmenter_lib.save_segmenter(segmenter, str(tmp_path))
-    loaded = segmenter_lib.load_segmenter(str(tmp_path))
-    assert path == str(tmp_path / segmenter_lib.SEGMENTER_FILE)
-    assert loaded.net == segmenter.net and loaded.image_size == S
-    images = disk_images(3)[0]
-    np.testing.assert_array_equal(segmenter_lib.predict(loaded, images, batch_size=2),
-                                  segmenter_lib.predict(segmenter, images, batch_size=2))
+def shapes_config(**baselines):
+    """configs/shapes.py shrunk: 16 px, a one-level 8-channel U-Net, 16 + 8 images."""
+    c = shapes.get_config()
+    c.data.update(image_size=S, num_train=16, num_eval=8)
+    c.model.update(ch=8, ch_mult=(1,), attn_resolutions=(), num_groups=4)
+    c.train.update(log_every=1, checkpoint_every=2)
+    c.eval.batch_size = 4
+    c.baselines.update(baselines)
+    return c
 
 
-def test_missing_segmenter_is_one_line_error(tmp_path):
+@pytest.fixture(scope="module")
+def shapes_segmenter(tmp_path_factory):
+    """(workdir, config, results) of `--baseline=supervised` end to end on the shrunk
+    shapes data: the segmenter family trained 3 steps by `fdm.train`, then scored."""
+    workdir = str(tmp_path_factory.mktemp("segmenter"))
+    config = shapes_config(supervised_steps=3, supervised_batch_size=4)
+    return workdir, config, run_baseline("supervised", config, workdir)
+
+
+def test_run_baseline_supervised_end_to_end(shapes_segmenter):
+    workdir, _, out = shapes_segmenter
+    written = json.loads(open(os.path.join(workdir, "results.json")).read())
+    assert written == out and written["baseline"] == "supervised" and written["step"] == 3
+    assert written["config"] == "shapes" and 0 <= written["seg_iou"] <= 100
+    assert written["seg_num_images"] == 8 and written["all_seg_num_images"] == 8
+    assert helpers.checkpoint_steps(workdir) == [2, 3]
+    logged = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert all(np.isfinite(r["pixel_acc"]) for r in logged if "pixel_acc" in r)
+
+
+def test_segmenter_family_loads_and_predicts(shapes_segmenter):
+    workdir, config, _ = shapes_segmenter
+    model = fdm.load(workdir)
+    assert isinstance(model.family, segmenter_lib.SegmenterFamily) and model.step == 3
+    assert model.family.config.model.num_seg_classes == 2
+    images = load_split_arrays(config, "eval")["image"]
+    pred = segmenter_lib.predict(model.family.segmenter(model.params), images, batch_size=4)
+    assert pred.shape == (8, S, S) and pred.dtype == np.int32 and set(np.unique(pred)) <= {0, 1}
+    judge = segmenter_lib.load_segmenter(workdir)        # eval.segmenter_workdir's path
+    assert judge.net == model.family.net and judge.image_size == S
+    np.testing.assert_array_equal(segmenter_lib.predict(judge, images, batch_size=4), pred)
+
+
+def test_load_segmenter_one_line_errors(tmp_path, shapes_segmenter):
     with pytest.raises(UserError) as error:
         segmenter_lib.load_segmenter(str(tmp_path / "none"))
     message = str(error.value)
     assert "\n" not in message and "--baseline=supervised" in message
-    assert str(tmp_path / "none" / segmenter_lib.SEGMENTER_FILE) in message
+    assert str(tmp_path / "none" / "config.json") in message
+    config = fdm.api.load_config(shapes_segmenter[0])
+    config.model.family = "fdm"
+    (tmp_path / "config.json").write_text(config.to_json())
+    with pytest.raises(UserError, match="not a segmenter"):
+        segmenter_lib.load_segmenter(str(tmp_path))
+    with pytest.raises(UserError, match="num_seg_classes=1"):
+        segmenter_lib.SegmenterFamily(supervised.segmenter_config(shapes_config(), 1))
+
+
+def test_segmenter_config_maps_the_baseline_keys():
+    config = shapes_config(supervised_steps=7, supervised_batch_size=6,
+                           supervised_learning_rate=2e-3)
+    derived = supervised.segmenter_config(config, 3)
+    assert derived.model.family == "segmenter" and derived.model.num_seg_classes == 3
+    assert (derived.train.num_steps, derived.train.batch_size) == (7, 6)
+    assert derived.train.learning_rate == 2e-3 and derived.train.ema_decay == 0
+    assert config.model.family == "fdm" and config.train.batch_size == 16   # unchanged
+    assert supervised.num_classes(np.zeros((2, 3, 3), np.int32)) == 2
+    assert supervised.num_classes(np.full((2, 3, 3), 2, np.int32)) == 3
 
 
 @pytest.mark.slow
@@ -248,7 +303,7 @@ def test_supervised_segmenter_learns_disks(tmp_path):
                                common.LabelledImages(images, masks), np.arange(32, 40))
     out = supervised.run_supervised(config, data, str(tmp_path))
     assert out["seg_iou"] > 80, out                     # held-out disks
-    assert os.path.isfile(tmp_path / segmenter_lib.SEGMENTER_FILE)
+    assert helpers.checkpoint_steps(str(tmp_path)) == [150]
     assert out["seg_iou"] > out["baseline_centre_iou"] + 10
 
 

@@ -19,7 +19,7 @@ ERROR_CASES = {
 def test_bad_input_gives_one_line_error_and_exit_code_2(tmp_path, case):
     extra, named = ERROR_CASES[case]
     workdir = tmp_path / "wd"
-    args = ["--config=configs/ddpm_tiny.py", *extra]
+    args = ["--config=configs/ddpm.py:tiny", *extra]
     if "--no-workdir" in extra:
         args.remove("--no-workdir")
     else:
@@ -29,6 +29,29 @@ def test_bad_input_gives_one_line_error_and_exit_code_2(tmp_path, case):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert named in lines[0] and "; " in lines[0]  # the problem; the fix
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("override,named", [
+    ("--config.model.num_masks=0", "model.num_masks=0 is invalid; use an integer >= 1"),
+    ("--config.no_such_key=1", "no_such_key")])
+def test_bad_value_on_the_main_job_is_one_line_and_writes_nothing(tmp_path, override, named):
+    workdir = tmp_path / "wd"
+    proc = helpers.run_main("--config=configs/shapes.py", override, f"--workdir={workdir}",
+                            timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr
+    assert not workdir.exists()
+
+
+def test_size_variant_of_a_paper_config_loads(tmp_path):
+    """`--config=configs/ffhq.py:128` selects the 128x128 model (a one-line data error
+    follows, as FFHQ is not here; nothing is written)."""
+    workdir = tmp_path / "wd"
+    proc = helpers.run_main("--config=configs/ffhq.py:128", "--config.data.data_dir=/nonexistent",
+                            f"--workdir={workdir}", timeout=120)
+    assert proc.returncode == 2 and "/nonexistent" in proc.stderr, proc.stderr
     assert not workdir.exists()
 
 

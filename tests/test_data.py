@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs.fdm_common import data_config
 from fdm import data
 from fdm.data import folder, pipeline, shapes
 from fdm.errors import UserError
@@ -16,8 +17,8 @@ HORSE_DIR = os.path.join(ROOT, "..", "shared", "data", "weizmann_horse")
 
 def shapes_config(**data_overrides):
     c = ml_collections.ConfigDict()
-    c.data = dict(dataset="shapes", image_size=16, data_dir="", num_regions=3, num_train=24,
-                  num_eval=10, seed=0, random_flip=True)
+    c.data = data_config("shapes", "", 16, random_flip=True)
+    c.data.update(dict(num_regions=3, num_train=24, num_eval=10))
     c.data.update(data_overrides)
     c.train = dict(batch_size=8)
     c.eval = dict(batch_size=4)

@@ -7,8 +7,8 @@ from fdm import data
 from tests import data_fakes as fakes
 from tests import helpers
 
-PAPER_CONFIGS = {"flowers": "flowers102", "flowers128": "flowers102", "cub": "cub",
-                 "cub128": "cub", "ffhq": "ffhq", "ffhq128": "ffhq", "imagenet64": "imagenet64"}
+PAPER_CONFIGS = {"flowers": "flowers102", "flowers:128": "flowers102", "cub": "cub",
+                 "cub:128": "cub", "ffhq": "ffhq", "ffhq:128": "ffhq", "imagenet64": "imagenet64"}
 
 
 def test_registry_names():
@@ -19,7 +19,9 @@ def test_registry_names():
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
 def test_paper_configs_use_real_loaders(name):
-    c = importlib.import_module(f"configs.{name}").get_config()
+    module, _, variant = name.partition(":")
+    get_config = importlib.import_module(f"configs.{module}").get_config
+    c = get_config(variant) if variant else get_config()
     assert c.data.dataset == PAPER_CONFIGS[name] and c.data.data_dir.startswith("data/")
     for split in data.SPLITS:
         dataset, root = data.source(c.data, split)

@@ -3,12 +3,12 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from PIL import Image
 
+from configs.fdm_common import ddpm_config
 from fdm.errors import UserError
 from fdm.models import get_family
 
@@ -16,15 +16,14 @@ SIZE = 8
 
 
 def tiny_config(**sections):
-    c = ml_collections.ConfigDict()
-    c.data = dict(dataset="shapes", image_size=SIZE, data_dir="", num_regions=2, num_train=16,
-                  num_eval=6, seed=0)
-    c.model = dict(family="ddpm", ch=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                   dropout=0.1, num_classes=0, num_groups=2)
-    c.diffusion = dict(num_timesteps=20, beta_schedule="linear", beta_start=1e-4, beta_end=0.2,
-                       prediction="eps", loss="simple", variance="fixed_small", clip_x0=True)
-    c.train = dict(batch_size=4, learning_rate=1e-2, seed=0)
-    c.eval = dict(num_examples=5, batch_size=4, sampler="ddim", sample_steps=3, ddim_eta=0.0)
+    c = ddpm_config("ddpm_tiny_test", dataset="shapes", data_dir="", image_size=SIZE, ch=4,
+                    ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.1,
+                    num_steps=2, batch_size=4)
+    c.data.update(dict(num_regions=2, num_train=16, num_eval=6, random_flip=False))
+    c.model.num_groups = 2
+    c.diffusion.update(dict(num_timesteps=20, beta_end=0.2))
+    c.train.learning_rate, c.train.grad_clip = 1e-2, 0.0
+    c.eval.update(dict(num_examples=5, batch_size=4, sampler="ddim", sample_steps=3))
     for name, values in sections.items():
         c[name].update(values)
     return c

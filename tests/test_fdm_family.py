@@ -3,11 +3,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from configs.fdm_common import fdm_config
 from fdm.errors import UserError
 from fdm.models import get_family
 
@@ -15,19 +15,16 @@ SIZE = 16
 
 
 def tiny_config(**model):
-    c = ml_collections.ConfigDict()
-    c.name = "fdm_tiny_test"
-    c.data = dict(dataset="shapes", image_size=SIZE, data_dir="", num_regions=3, num_train=16,
-                  num_eval=6, seed=0)
-    c.model = dict(family="fdm", ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                   dropout=0.0, num_classes=0, num_groups=4, num_masks=3, decoding="shared",
-                   hierarchical=False, level2_masks=2)
+    c = fdm_config("fdm_tiny_test", dataset="shapes", data_dir="", image_size=SIZE, ch=8,
+                   ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), num_steps=2,
+                   batch_size=4)
+    c.data.update(dict(num_regions=3, num_train=16, num_eval=6, random_flip=False))
+    c.model.update(dict(num_groups=4, level2_masks=2))
     c.model.update(model)
-    c.diffusion = dict(num_timesteps=20, beta_schedule="linear", beta_start=1e-4, beta_end=0.2,
-                       prediction="eps", loss="simple", variance="fixed_small", clip_x0=True)
-    c.train = dict(batch_size=4, learning_rate=1e-2, seed=0)
-    c.eval = dict(num_examples=3, batch_size=4, sampler="ddim", sample_steps=4, ddim_eta=0.0,
-                  segment_t=3, record_every=2, sample_stats=False)
+    c.diffusion.update(dict(num_timesteps=20, beta_end=0.2))
+    c.train.learning_rate, c.train.grad_clip = 1e-2, 0.0
+    c.eval.update(dict(num_examples=3, batch_size=4, sampler="ddim", sample_steps=4,
+                       segment_t=3, record_every=2, sample_stats=False))
     return c
 
 
@@ -103,17 +100,12 @@ def test_evaluate_breaks_scores_out_per_voc_class(tmp_path, family_and_params):
 
 def test_evaluate_scores_generated_masks_with_a_saved_segmenter(tmp_path, monkeypatch,
                                                                family_and_params):
-    from fdm.baselines import common, supervised
     from fdm.data import make_iterator
-    from fdm.models.segmenter import save_segmenter
+    from tests import helpers
     family, params = family_and_params
-    seg_config = tiny_config(ch_mult=(1,))      # its own (smaller) U-Net: compiles faster
-    seg_config.baselines = dict(supervised_steps=2, supervised_batch_size=2,
-                                supervised_learning_rate=1e-3)
     images = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     masks = (images.mean(-1) > 128).astype(np.int32)
-    segmenter = supervised.train_segmenter(seg_config, common.LabelledImages(images, masks))
-    save_segmenter(segmenter, str(tmp_path / "supervised"))
+    helpers.train_segmenter(str(tmp_path / "supervised"), images, masks)
     config = tiny_config()
     config.eval.update(segmenter_workdir=str(tmp_path / "supervised"), num_gen_seg_samples=5,
                        sample_stats=True)

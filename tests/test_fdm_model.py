@@ -137,9 +137,8 @@ def test_hierarchical_output():
                                      dict(decoding="mask_hmid"), dict(decoding="unshared"),
                                      dict(hierarchical=True, level2_masks=2)])
 def test_each_variant_trains_a_step(variant):
-    import ml_collections
-    cfg = ml_collections.ConfigDict(dict(KW, dropout=0.1, num_classes=0, out_ch=3,
-                                         num_masks=3, **variant))
+    from tests.test_fdm_family import tiny_config
+    cfg = tiny_config(**KW, dropout=0.1, num_masks=3, **variant).model
     model = fdm_from_config(cfg)
     params = jax.jit(model.init)({"params": jax.random.PRNGKey(0),
                                   "dropout": jax.random.PRNGKey(1)}, X, T)

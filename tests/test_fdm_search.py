@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fdm.errors import UserError
-from fdm.models import fdm_search, get_family
+from fdm.models import check_config, fdm_search, get_family
 from fdm.nn.factorized import FactorizedUNet
 from tests.test_fdm_family import SIZE, tiny_config
 
@@ -65,8 +65,10 @@ def test_z_loss_matches_the_closed_form():
 @pytest.mark.parametrize("bad", [dict(mask_prior_steps=-1), dict(mask_prior_sigma=0.0),
                                  dict(mask_prior_weight=-1.0), dict(mask_z_loss=-0.1)])
 def test_bad_settings_are_one_line_errors(bad):
+    c = tiny_config()
+    c.train.update(bad)
     with pytest.raises(UserError, match=list(bad)[0]):
-        fdm_search.search_settings(dict(bad))
+        check_config(c)
 
 
 def _family(**train):
@@ -188,9 +190,7 @@ def test_mask_logits_are_returned_and_give_the_masks():
 
 
 def test_branch_embedding_with_concat_decoding_is_rejected():
-    import ml_collections
     from fdm.nn.factorized import fdm_from_config
-    cfg = ml_collections.ConfigDict(dict(KW, dropout=0.0, num_classes=0, out_ch=3,
-                                         decoding="concat", branch_embed_std=0.5))
+    cfg = tiny_config(**KW, decoding="concat", branch_embed_std=0.5).model
     with pytest.raises(UserError, match="branch_embed_std"):
         fdm_from_config(cfg)

@@ -13,9 +13,10 @@ from fdm import run as run_lib
 from fdm.data import make_iterator
 from fdm.data import toy_scene as toy_data
 from fdm.errors import UserError
-from fdm.models import lifting
+from fdm.models import get_family
 from fdm.metrics import poses
 from fdm.nerf import cameras, landscape
+from fdm.nerf.views import RenderSettings
 from tests import helpers
 
 
@@ -121,8 +122,7 @@ def test_camera_losses_of_the_analytic_scene_are_lowest_at_the_truth():
     """The pure grid evaluation with a perfect field (the toy scene's own volume)."""
     from fdm.models import lifting_landscape as ll
     scene = toy_data.load_toy_scene("val", image_size=16, num_val=1)
-    rs = lifting.RenderSettings(16, 16, scene.focal, scene.near, scene.far, 64, 0, True,
-                                False, False, 1024)
+    rs = RenderSettings(scene.geometry, 64, 0, False, False, 1024)
     grid = landscape.orbit_grid(4.0, 12, 4, (10.0, 80.0))
     cams = np.concatenate([grid.c2w.reshape(-1, 4, 4), scene.c2w]).astype(np.float32)
     target, xy = ll.view_pixels(2.0 * scene.images[0] - 1.0, 1)
@@ -157,7 +157,7 @@ def _finite(tree) -> bool:
 def test_landscape_mode_writes_the_figure_and_finite_json(tmp_path):
     """Pose-free tiny model (untrained: the mode must not need a good one)."""
     c = _config()
-    fam = lifting.LiftingFamily(c)
+    fam = get_family(c)
     params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), next(make_iterator(c, "train")))
     summary = fam.landscape(params, make_iterator(c, "eval"), str(tmp_path),
                             jax.random.PRNGKey(1))
@@ -176,7 +176,7 @@ def test_perfect_nerf_has_its_landscape_minimum_at_the_true_camera(tmp_path):
     """Known answer: the supervised family with the toy scene's analytic volume as F."""
     c = _config(landscape_grid=(24, 9), landscape_size=16, landscape_views=3)
     c.model.supervised, c.model.num_samples = True, 64
-    fam = lifting.LiftingFamily(c)
+    fam = get_family(c)
     fam.field_fn = lambda nerf_params, alpha=None: toy_data.toy_field
     summary = fam.landscape({"nerf": {}}, make_iterator(c, "eval"), str(tmp_path),
                             jax.random.PRNGKey(0))
@@ -189,7 +189,7 @@ def test_perfect_nerf_has_its_landscape_minimum_at_the_true_camera(tmp_path):
 def test_forward_facing_grid_is_used_for_forward_facing_scenes(tmp_path):
     c = _config(landscape_offset_max_deg=4.0, landscape_offset_step_deg=2.0, landscape_views=1)
     c.model.supervised, c.model.num_samples = True, 64
-    fam = lifting.LiftingFamily(c)
+    fam = get_family(c)
     fam.forward_facing = True
     fam.field_fn = lambda nerf_params, alpha=None: toy_data.toy_field
     fam.landscape({"nerf": {}}, make_iterator(c, "eval"), str(tmp_path), jax.random.PRNGKey(0))
@@ -201,7 +201,7 @@ def test_forward_facing_grid_is_used_for_forward_facing_scenes(tmp_path):
 
 def test_landscape_settings_are_checked():
     with pytest.raises(UserError, match="landscape_grid"):
-        lifting.LiftingFamily(_config(landscape_grid=(0, 4))).landscape(None, iter(()), "", None)
+        get_family(_config(landscape_grid=(0, 4))).landscape(None, iter(()), "", None)
 
 
 def test_other_families_refuse_the_mode():
@@ -221,7 +221,7 @@ def test_run_dispatches_landscape_with_the_eval_batches(monkeypatch, tmp_path):
             return {"ok": 1}
 
     import fdm.models
-    monkeypatch.setattr(fdm.models, "get_family", lambda config: Family())
+    monkeypatch.setattr(fdm.models, "get_family", lambda config, workdir=None: Family())
     monkeypatch.setattr(run_lib, "restore_ema_params", lambda workdir: ("P", 7))
     monkeypatch.setattr(run_lib, "eval_batches", lambda config: "BATCHES")
     assert "landscape" in run_lib.MODES

@@ -12,12 +12,11 @@ import optax
 import pytest
 
 from configs import toy_scene
-from fdm.data import make_iterator
-from fdm.data.scenes import load_scene
+from fdm.data import load_scene, make_iterator
 from fdm.errors import UserError
-from fdm.models import get_family
+from fdm.models import check_config, get_family
 from fdm.models import lifting
-from fdm.nerf import cameras
+from fdm.nerf import cameras, views
 from fdm.nerf.field import NeRFMLP
 from fdm.nn.pose_encoder import AxisAngleHead, CandidateHead
 
@@ -43,7 +42,7 @@ def first_batch(config) -> dict:
 
 @pytest.fixture(scope="module")
 def family():
-    return lifting.LiftingFamily(tiny_config())
+    return get_family(tiny_config())
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +123,16 @@ def test_pose_encoder_output_shapes(family, trained, batch):
 
 def _tiny_camera_loss():
     """camera_loss(params, c2w [B,4,4]) -> [B]: renders of a small NeRF at 16 pixels."""
-    rs = lifting.RenderSettings(8, 8, 10.0, 2.0, 6.0, 8, 0, True, False, False, 64)
+    rs = views.RenderSettings(views.ViewGeometry(8, 8, 10.0, 2.0, 6.0, True), 8, 0, False,
+                              False, 64)
     nerf = NeRFMLP(depth=2, width=16, skips=(), pos_max_deg=3, use_viewdirs=False)
     params = nerf.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)), jnp.zeros((1, 3)))["params"]
-    xy = lifting.pixel_xy(jnp.arange(0, 64, 4)[None].repeat(2, 0), 8)
+    xy = views.pixel_xy(jnp.arange(0, 64, 4)[None].repeat(2, 0), 8)
     target = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 3), minval=-1.0, maxval=1.0)
 
     def camera_loss(p, c2w):
-        outs = lifting.render_pixels(lambda x, d: nerf.apply({"params": p}, x, d), c2w, xy, rs,
-                                     jax.random.PRNGKey(2))
+        outs = views.render_pixels(lambda x, d: nerf.apply({"params": p}, x, d), c2w, xy, rs,
+                                   jax.random.PRNGKey(2))
         return lifting.reconstruction_loss(outs, target)
     return camera_loss, params
 
@@ -176,7 +176,7 @@ def test_pose_free_loss_decreases_on_the_toy_scene(trained):
 
 
 def test_supervised_baseline_loss_decreases():
-    fam = lifting.LiftingFamily(tiny_config(supervised=True, num_importance=8))
+    fam = get_family(tiny_config(supervised=True, num_importance=8))
     b = first_batch(fam.config)
     out = train_steps(fam, b, 10)
     assert set(out["params"]) == {"nerf"}
@@ -195,7 +195,7 @@ def test_optimizer_separate_adams_for_nerf_and_encoder(family, trained):
 
 
 def test_autoencoder_ablation_feeds_the_clean_image(batch):
-    fam = lifting.LiftingFamily(tiny_config(autoencoder=True))
+    fam = get_family(tiny_config(autoencoder=True))
     x_t, t = fam.noisy_input(batch["image"], jnp.full((4,), 50), jax.random.PRNGKey(0))
     np.testing.assert_array_equal(x_t, batch["image"])
     np.testing.assert_array_equal(t, 0)
@@ -240,11 +240,11 @@ def test_supervised_evaluate_on_a_test_split_reports_the_mean_image_baseline(tmp
     c = tiny_config(supervised=True)
     c.data.dataset, c.data.eval_split = "nerf_synthetic", "test"
     c.data.data_dir = _blender_scene(tmp_path / "scene", ("train", "test"))
-    fam = lifting.LiftingFamily(c)
+    fam = get_family(c)
     params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), None)
     metrics = fam.evaluate(params, make_iterator(c, "eval"), str(tmp_path), jax.random.PRNGKey(1))
     assert metrics["num_eval_views"] == 4 and not any(k.startswith("pose_") for k in metrics)
-    train, test = load_scene(c.data, "train").images, load_scene(c.data, "eval").images
+    train, test = load_scene(c, "train").images, load_scene(c, "eval").images
     mse = np.mean((np.round(train * 255).mean(0) / 255 - np.round(test * 255) / 255) ** 2,
                   axis=(1, 2, 3))
     np.testing.assert_allclose(metrics["mean_image_psnr"], np.mean(-10 * np.log10(mse)),
@@ -277,7 +277,7 @@ def test_cpu_variants_are_the_readme_runs_and_build(name, size):
     assert c.model.encoder.ch == 16 and c.train.num_steps < paper.train.num_steps
     assert (c.model.camera_head, c.model.num_candidates) == (paper.model.camera_head,
                                                              paper.model.num_candidates)
-    lifting._check_config(c)
+    check_config(c)
     with pytest.raises(ValueError, match="variant"):
         module.get_config("gpu")
 
@@ -286,13 +286,13 @@ def test_cpu_variants_are_the_readme_runs_and_build(name, size):
 def test_fern_config_evaluates_on_views_the_shared_copy_has():
     c = importlib.import_module("configs.llff_fern").get_config()
     c.data.data_dir, c.data.image_size = FERN, (48, 64)
-    held_out, train = load_scene(c.data, "eval"), load_scene(c.data, "train")
+    held_out, train = load_scene(c, "eval"), load_scene(c, "train")
     assert len(held_out.images) == 3 and len(train.images) == 14
 
 
 def test_bad_config_values_raise_user_error():
     with pytest.raises(UserError, match="camera_head"):
-        lifting.LiftingFamily(tiny_config(camera_head="quaternion"))
+        get_family(tiny_config(camera_head="quaternion"))
     c = tiny_config()
     c.data.image_size = 24
     with pytest.raises(UserError, match="divisible by 16"):
@@ -315,17 +315,17 @@ def test_eval_step_returns_the_pseudo_label_camera_and_candidate_losses(family, 
     np.testing.assert_allclose(out["c2w"], cands[np.arange(4), out["best"]], atol=1e-6)
     # 16x16 views: the pseudo-labels use every pixel (stride max(1, 16 // 32) = 1).
     assert family.pseudo_label_stride() == 1
-    full = lifting.grid_pixels(4, 16, 16, 1)
-    xy, target = lifting.pixel_xy(full, 16), lifting.gather_pixels(x0, full)
+    full = views.grid_pixels(4, 16, 16, 1)
+    xy, target = views.pixel_xy(full, 16), views.gather_pixels(x0, full)
     field = family.field_fn(params["nerf"])
     slow = np.stack([lifting.reconstruction_loss(
-        lifting.render_pixels(field, cands[:, i], xy, family.settings, None), target)
+        views.render_pixels(field, cands[:, i], xy, family.settings, None), target)
         for i in range(4)], 1)
     np.testing.assert_allclose(out["candidate_losses"], slow, rtol=1e-4)
 
 
 def test_eval_step_single_camera_head_pseudo_is_the_camera(batch):
-    fam = lifting.LiftingFamily(tiny_config(camera_head="axis_angle", num_candidates=1))
+    fam = get_family(tiny_config(camera_head="axis_angle", num_candidates=1))
     params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)
     out = fam._eval_step(params, jnp.asarray(batch["image"]), jax.random.PRNGKey(1))
     np.testing.assert_array_equal(out["pseudo"], 0)
@@ -335,24 +335,24 @@ def test_eval_step_single_camera_head_pseudo_is_the_camera(batch):
 
 
 def test_grid_pixels_are_the_centres_of_a_downsampled_image():
-    idx = lifting.grid_pixels(2, 8, 12, 4)
+    idx = views.grid_pixels(2, 8, 12, 4)
     assert idx.shape == (2, 6)
-    xy = np.asarray(lifting.pixel_xy(idx, 12))[0]
+    xy = np.asarray(views.pixel_xy(idx, 12))[0]
     np.testing.assert_array_equal(xy[:, 0], [2.5, 6.5, 10.5] * 2)     # i * 4 + 2 + 0.5
     np.testing.assert_array_equal(xy[:, 1], [2.5] * 3 + [6.5] * 3)
-    np.testing.assert_array_equal(lifting.grid_pixels(1, 3, 3, 1)[0], np.arange(9))
+    np.testing.assert_array_equal(views.grid_pixels(1, 3, 3, 1)[0], np.arange(9))
 
 
 def test_select_stride_selects_the_grid_argmin_and_routes_gradient_to_it(batch):
-    fam = lifting.LiftingFamily(tiny_config(select_stride=4))
+    fam = get_family(tiny_config(select_stride=4))
     params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)
     x0, rs = jnp.asarray(batch["image"]), fam.settings
     logits = jax.random.normal(jax.random.PRNGKey(3), (4, 4, 3))
     c2w = cameras.candidate_cameras(logits, cameras.candidate_signs(4, "quadrant"), radius=4.0)
     scores = jax.random.normal(jax.random.PRNGKey(4), (4, 4))
-    pixels = lifting.sample_pixels(jax.random.PRNGKey(6), 4, 16, 16, 8)   # the loss pixels
-    loss_xy, loss_target = lifting.pixel_xy(pixels, 16), lifting.gather_pixels(x0, pixels)
-    camera_loss = lambda p, c: lifting.reconstruction_loss(lifting.render_pixels(
+    pixels = views.sample_pixels(jax.random.PRNGKey(6), 4, 16, 16, 8)   # the loss pixels
+    loss_xy, loss_target = views.pixel_xy(pixels, 16), views.gather_pixels(x0, pixels)
+    camera_loss = lambda p, c: lifting.reconstruction_loss(views.render_pixels(
         fam.field_fn(p["nerf"]), c, loss_xy, rs, jax.random.PRNGKey(7)), loss_target)
     run = lambda c, s: lifting.candidate_loss(camera_loss, params, c, s, 0.1,
                                               fam.grid_loss(x0, 4))
@@ -363,7 +363,7 @@ def test_select_stride_selects_the_grid_argmin_and_routes_gradient_to_it(batch):
     target = x0[:, 2::4, 2::4].reshape(4, 16, 3)
     field = fam.field_fn(params["nerf"])
     slow = np.stack([lifting.reconstruction_loss(
-        lifting.render_pixels(field, c2w[:, i], xy, rs, None), target) for i in range(4)], 1)
+        views.render_pixels(field, c2w[:, i], xy, rs, None), target) for i in range(4)], 1)
     np.testing.assert_allclose(out.losses, slow, rtol=1e-4)
     np.testing.assert_array_equal(out.selected, np.argmin(slow, 1))
     chosen = c2w[np.arange(4), out.selected]
@@ -409,7 +409,7 @@ def test_annealed_encoding_zeroes_the_high_bands():
 
 
 def test_loss_depends_on_the_step_only_with_coarse_to_fine(family, trained, batch):
-    on = lifting.LiftingFamily(tiny_config(coarse_to_fine=(0, 10)))
+    on = get_family(tiny_config(coarse_to_fine=(0, 10)))
     key = jax.random.PRNGKey(2)
     for fam, changes in ((family, False), (on, True)):
         loss = jax.jit(lambda p, s: fam.loss_fn(p, batch, key, True, s).loss)
@@ -444,7 +444,7 @@ def test_train_timesteps_follow_the_power_law():
     ("train_t_max", 101, "train_t_max"), ("train_t_power", 0.0, "train_t_power")])
 def test_bad_registration_aid_values_raise_user_error(key, value, match):
     with pytest.raises(UserError, match=match):
-        lifting.LiftingFamily(tiny_config(**{key: value}))
+        get_family(tiny_config(**{key: value}))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

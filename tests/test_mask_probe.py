@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.fdm_common import given_mask_keys
 from fdm import run as run_lib
 from fdm.diffusion import diffusion_loss
 from fdm.errors import UserError
@@ -58,7 +59,8 @@ def test_given_masks_bypass_the_mask_generator():
 
 
 def probe_config(**model):
-    c = tiny_config(family="fdm_given_masks", **model)
+    c = given_mask_keys(tiny_config())
+    c.model.update(model)
     c.train.update(num_steps=2, ema_decay=0.9, log_every=1, checkpoint_every=2, image_every=2)
     c.eval.update(at_end=True)
     return c

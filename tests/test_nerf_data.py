@@ -40,8 +40,9 @@ def test_lego_reader_shapes_focal_and_white_background():
     for split in ("train", "val"):
         d = _lego(split)
         assert d.images.shape == (100, 64, 64, 3) and d.images.dtype == np.float32
-        assert (d.H, d.W, d.near, d.far, d.white_background) == (64, 64, 2.0, 6.0, True)
-        np.testing.assert_allclose(d.focal, 32.0 / np.tan(angle / 2), rtol=1e-6)
+        g = d.geometry
+        assert (g.height, g.width, g.near, g.far, g.white_background) == (64, 64, 2.0, 6.0, True)
+        np.testing.assert_allclose(d.geometry.focal, 32.0 / np.tan(angle / 2), rtol=1e-6)
         assert 0.0 <= d.images.min() and d.images.max() <= 1.0
         np.testing.assert_allclose(d.images[:, 0, 0], 1.0, atol=1e-3)  # background corner
         _assert_poses(d.c2w)
@@ -79,7 +80,8 @@ def test_lego_conventions_visual_hull_predicts_val_silhouettes():
     n, half = 48, 1.3
     axis = -half + (np.arange(n) + 0.5) * (2 * half / n)
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    hull = _visual_hull(train.c2w, train.focal, _alpha("train", 64), grid).reshape(n, n, n)
+    hull = _visual_hull(train.c2w, train.geometry.focal, _alpha("train", 64),
+                        grid).reshape(n, n, n)
     assert 0.01 < hull.mean() < 0.5
     hull = jnp.asarray(hull)
 
@@ -88,7 +90,7 @@ def test_lego_conventions_visual_hull_predicts_val_silhouettes():
         occ = hull[idx[..., 0], idx[..., 1], idx[..., 2]] & jnp.all(jnp.abs(x) < half, -1)
         return jnp.ones_like(x), jnp.where(occ, 50.0, 0.0)
 
-    r = rays.generate_rays(jnp.asarray(val.c2w[:12]), 64, 64, val.focal)
+    r = rays.generate_rays(jnp.asarray(val.c2w[:12]), 64, 64, val.geometry.focal)
     acc = jax.jit(lambda r: render.render_rays(field_fn, r, 2.0, 6.0, 96).acc)(r)
     pred, true = np.asarray(acc) > 0.5, _alpha("val", 64)[:12] > 0.5
     iou = lambda p: (p & true).sum() / (p | true).sum()
@@ -99,15 +101,16 @@ def test_lego_conventions_visual_hull_predicts_val_silhouettes():
 @needs_fern
 def test_fern_reader_conversion_and_split():
     d = nerf.load_llff(FERN, "train", 48)
-    assert d.images.shape == (17, 48, 64, 3) and d.forward_facing and not d.white_background
+    assert d.images.shape == (17, 48, 64, 3)
+    assert d.geometry.forward_facing and not d.geometry.white_background
     assert d.names[0] == "image001.png" and "image008.png" not in d.names
     _assert_poses(d.c2w)
     hwf = np.load(os.path.join(FERN, "poses_bounds.npy"))[0, :15].reshape(3, 5)[:, 4]
-    np.testing.assert_allclose(d.focal, hwf[2] * 64 / hwf[1], rtol=1e-6)
+    np.testing.assert_allclose(d.geometry.focal, hwf[2] * 64 / hwf[1], rtol=1e-6)
     # Recentred forward-facing rig: average back axis ~ +z, cameras look down -z.
     assert np.all(d.c2w[:, 2, 2] > 0.95)
     np.testing.assert_allclose(d.c2w[:, :3, 3].mean(0), 0.0, atol=1e-5)
-    assert 0 < d.near < d.far
+    assert 0 < d.geometry.near < d.geometry.far
     all_views = nerf.load_llff(FERN, "all", 24)
     assert len(all_views.images) == 17
     with pytest.raises(UserError, match="llff_holdout='position'"):
@@ -169,7 +172,7 @@ def test_toy_scene_deterministic_with_poses_on_upper_hemisphere():
     np.testing.assert_array_equal(train.c2w, again.c2w)
     assert not np.allclose(train.c2w[:6], _toy("val").c2w)
     assert not np.allclose(train.c2w, _toy("train", seed=1).c2w)
-    assert train.images.shape == (12, 24, 24, 3) and train.white_background
+    assert train.images.shape == (12, 24, 24, 3) and train.geometry.white_background
     centres = train.c2w[:, :3, 3]
     np.testing.assert_allclose(np.linalg.norm(centres, axis=-1), 4.0, rtol=1e-5)
     assert np.all(centres[:, 2] > 4.0 * np.sin(np.deg2rad(9.9)))
@@ -182,8 +185,9 @@ def test_toy_scene_deterministic_with_poses_on_upper_hemisphere():
 def test_toy_scene_volume_render_reproduces_analytic_images():
     """The analytic ray-cast images vs fdm.nerf rendering the same scene as a density field."""
     val = _toy("val")
-    r = rays.generate_rays(jnp.asarray(val.c2w), val.H, val.W, val.focal)
-    out = jax.jit(lambda r: render.render_rays(toy_scene.toy_field, r, val.near, val.far, 256,
+    g = val.geometry
+    r = rays.generate_rays(jnp.asarray(val.c2w), g.height, g.width, g.focal)
+    out = jax.jit(lambda r: render.render_rays(toy_scene.toy_field, r, g.near, g.far, 256,
                                                white_background=True))(r)
     err = np.abs(np.asarray(out.rgb) - val.images).max(-1)
     assert err.mean() < 0.01 and np.mean(err > 0.1) < 0.02, (err.mean(), np.mean(err > 0.1))

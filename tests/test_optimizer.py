@@ -1,12 +1,14 @@
 """ModelFamily.optimizer: per-subtree learning-rate multipliers (train.lr_multipliers)."""
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from configs.fdm_common import ddpm_defaults
+from fdm import config_rules
 from fdm.errors import UserError
 from fdm.models.base import ModelFamily
+from fdm.models.ddpm import DDPMFamily
 
 
 class _Family(ModelFamily):
@@ -17,9 +19,15 @@ class _Family(ModelFamily):
         raise NotImplementedError
 
 
+def _config(**train):
+    """The DDPM defaults at learning rate 1e-2 without clipping, updated with `train`."""
+    c = ddpm_defaults()
+    c.train.update({"learning_rate": 1e-2, "grad_clip": 0.0, **train})
+    return c
+
+
 def _optimizer(**train):
-    return _Family(ml_collections.ConfigDict({"train": dict(learning_rate=1e-2, **train)})
-                   ).optimizer()
+    return _Family(_config(**train)).optimizer()
 
 
 PARAMS = {"encoder": {"w": jnp.ones(3)}, "mask_generator": {"w": jnp.ones(3)}}
@@ -92,4 +100,4 @@ def test_warmup_of_a_frozen_subtree_starts_when_it_is_released():
 
 def test_negative_warmup_is_a_one_line_error():
     with pytest.raises(UserError, match="warmup_steps"):
-        _optimizer(warmup_steps=-1)
+        config_rules.check(_config(warmup_steps=-1), DDPMFamily.config_rules)

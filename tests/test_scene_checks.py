@@ -92,7 +92,7 @@ def test_fake_scenes_load(tmp_path):
     assert d.images.shape == (3, SIZE, SIZE, 3) and d.c2w.shape == (3, 4, 4)
     np.testing.assert_allclose(d.c2w[2, 3], [0, 0, 0, 1])
     llff = nerf.load_llff(_llff_scene(tmp_path / "llff"), "all")
-    assert llff.images.shape == (3, SIZE, SIZE, 3) and 0 < llff.near < llff.far
+    assert llff.images.shape == (3, SIZE, SIZE, 3) and 0 < llff.geometry.near < llff.geometry.far
 
 
 def _nan(meta):

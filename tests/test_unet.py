@@ -21,10 +21,11 @@ CIFAR10 = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=
 
 
 def load_config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name + ".py"))
+    """configs/ddpm.py's config (name "ddpm_cifar10") or its variant "tiny" ("ddpm_tiny")."""
+    spec = importlib.util.spec_from_file_location("ddpm", os.path.join(ROOT, "configs", "ddpm.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.get_config()
+    return mod.get_config("tiny" if name == "ddpm_tiny" else "")
 
 
 def count(tree):

@@ -6,7 +6,8 @@
               eval.segmenter_workdir also the DDPM row of Table 2.5 (its samples
               masked by the k-means, judged by the supervised segmenter: gen_seg_*)
   supervised  U-Net trained with cross-entropy on image/mask pairs (`supervised`)
-              - Tables 2.3-2.5; also saves workdir/segmenter.npz, the judge of
+              - Tables 2.3-2.5: the model family "segmenter" trained by `fdm.train`
+              into workdir (config.json + checkpoints, `fdm.load`), the judge of
               generated masks (FDM `--mode=evaluate` with eval.segmenter_workdir)
   grabcut     OpenCV GrabCut from a centred rectangle (`grabcut`) - Tables 2.1/2.2
   histogram   colour-histogram pixel classifier fitted with the labels on the train
@@ -36,7 +37,7 @@ RESULTS_FILE = "results.json"
 
 def _compute(name: str, config, data, workdir: str,
              ddpm_workdir: str | None) -> tuple[dict, int]:
-    """(metrics, step) of one baseline (the supervised one also saves its net in workdir)."""
+    """(metrics, step) of one baseline (the supervised one also trains its net in workdir)."""
     if name == "kmeans":
         import fdm
         from fdm.baselines.kmeans import run_kmeans
@@ -44,8 +45,7 @@ def _compute(name: str, config, data, workdir: str,
         return run_kmeans(config, data, ddpm.family, ddpm.params, config.train.seed), ddpm.step
     if name == "supervised":
         from fdm.baselines.supervised import run_supervised
-        steps = config.baselines.supervised_steps
-        return run_supervised(config, data, workdir, config.train.seed), steps
+        return run_supervised(config, data, workdir), config.baselines.supervised_steps
     if name == "histogram":
         from fdm.baselines.histogram import run_histogram
         return run_histogram(config, data, config.train.seed), 0

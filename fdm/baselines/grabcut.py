@@ -72,7 +72,7 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 def run_grabcut(config, data: BaselineData, seed: int = 0) -> dict:
     """GrabCut on every evaluation image, scored as fg/bg (no remapping)."""
     b, size = config.baselines, config.data.image_size
-    grab_size = int(b.get("grabcut_size", 0)) or size
+    grab_size = int(b.grabcut_size) or size
     images = data.evaluation.images if grab_size == size else eval_images_at(config, grab_size)
     pred = grabcut_masks(images, b.grabcut_margin, b.grabcut_iters, seed)
     return split_results(resize_masks(pred, size), data, class_scores)

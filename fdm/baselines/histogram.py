@@ -71,7 +71,7 @@ def run_histogram(config, data: BaselineData, seed: int = 0) -> dict:
     """Fit on data.train, predict every evaluation image, scored as fg/bg (no remapping).
     Deterministic: `seed` is accepted for the runner's common signature only."""
     del seed
-    bins = int(config.baselines.get("histogram_bins", 16))
+    bins = int(config.baselines.histogram_bins)
     counts = fit_histograms(data.train.images, data.train.masks, bins)
     pred = predict(counts, data.evaluation.images, bins)
     return split_results(pred, data, class_scores)

@@ -106,7 +106,7 @@ def run_kmeans(config, data: BaselineData, family, params, seed: int = 0) -> dic
     check_ddpm(family, config)
     b = config.baselines
     timesteps = tuple(int(t) for t in b.kmeans_timesteps)
-    batch = int(config.eval.get("batch_size", 64))
+    batch = int(config.eval.batch_size)
     key = jax.random.PRNGKey(seed)
     fit = feature_batches(family, params, data.train.images, timesteps, key, batch)
     model = fit_kmeans(fit, len(data.train.images), b.kmeans_fit_pixels, b.kmeans_clusters, seed)
@@ -114,7 +114,7 @@ def run_kmeans(config, data: BaselineData, family, params, seed: int = 0) -> dic
                                                    timesteps, key, batch))
     k = int(b.kmeans_clusters)
     metrics = split_results(pred, data, lambda p, m: region_scores(p, m, k))
-    if config.eval.get("segmenter_workdir", ""):
+    if config.eval.segmenter_workdir:
         metrics.update(generated_image_scores(config, model, family, params, timesteps, key))
     return metrics
 
@@ -126,9 +126,9 @@ def generated_image_scores(config, model, family, params, timesteps, key) -> dic
     from fdm import viz
     from fdm.models.segmenter import generated_mask_agreement, load_segmenter
     segmenter = load_segmenter(config.eval.segmenter_workdir)
-    num = int(config.eval.get("num_gen_seg_samples", 64))
+    num = int(config.eval.num_gen_seg_samples)
     images = viz.to_uint8(family.generate(params, num, jax.random.fold_in(key, 1)).x0)
-    batch = int(config.eval.get("batch_size", 64))
+    batch = int(config.eval.batch_size)
     clusters = predict_clusters(model, feature_batches(family, params, images, timesteps, key,
                                                        batch))
     return generated_mask_agreement(segmenter, images, clusters,

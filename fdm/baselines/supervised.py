@@ -1,73 +1,76 @@
 """Supervised U-Net segmenter (seed 000 Tables 2.3-2.5): the upper reference of the
 unsupervised methods, and the judge of masks generated with images (Table 2.5 bottom).
 
-The network, its saving/loading, prediction and the judging of generated masks are in
-`fdm.models.segmenter` (the FDM evaluation loads it); this baseline trains it.
-Training: softmax cross-entropy per pixel, Adam at `baselines.supervised_learning_rate`,
-`baselines.supervised_steps` steps of `baselines.supervised_batch_size` images drawn
-(seeded) from the train images, random horizontal flips; dropout as config.model.
-`run_supervised` saves it as `<workdir>/segmenter.npz` (`save_segmenter`).
+The network, its loss, loading, prediction and the judging of generated masks are the
+model family `fdm.models.segmenter` (model.family = "segmenter"); this baseline trains
+it with the generic trainer `fdm.train` into the baseline's workdir (config.json and
+checkpoints, read back with `fdm.load` or `load_segmenter`) and scores it.
+
+Derived config (`segmenter_config`): the experiment's config with model.family =
+"segmenter", model.num_seg_classes = C = max(2, largest class in the train masks + 1),
+train.num_steps / batch_size / learning_rate = baselines.supervised_steps /
+supervised_batch_size / supervised_learning_rate, plain Adam (no clipping, warm-up or
+per-subtree rates), no EMA (train.ema_decay = 0: the evaluated parameters are the
+trained ones) and eval.at_end = False. Batches: the train images of `common.load_baseline_data` (train split,
+or the first baselines.num_train_images eval images), handed to the trainer as a
+stream of `fdm.data.pipeline.train_batches` with random horizontal flips.
 """
 from __future__ import annotations
 
-import functools
+from typing import Callable, Iterator
 
-import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
-from absl import logging
 
 from fdm.baselines.common import BaselineData, LabelledImages, class_scores, split_results
-from fdm.models.segmenter import Segmenter, build_net, logits, predict, save_segmenter
-
-LOG_EVERY = 100
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_step(net, tx, params, opt_state, x, y, rng):
-    """One Adam step on x [B, S, S, 3], y int [B, S, S]: (params, opt_state, loss)."""
-    def loss_fn(p):
-        out = logits(net, p, x, train=True, rng=rng)
-        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+from fdm.data import pipeline
+from fdm.models.segmenter import FAMILY, load_segmenter, predict
+from fdm.train import trainer
 
 
-def _batch(data: LabelledImages, rng: np.random.Generator, size: int):
-    """A random batch with random horizontal flips: (x [b,S,S,3] in [-1,1], y [b,S,S])."""
-    idx = rng.choice(len(data.images), size, replace=len(data.images) < size)
-    flip = rng.random(size) < 0.5
-    x = data.images[idx].astype(np.float32) / 127.5 - 1.0
-    y = data.masks[idx]
-    x[flip], y[flip] = x[flip, :, ::-1], y[flip, :, ::-1]
-    return jnp.asarray(x), jnp.asarray(y)
+def num_classes(masks: np.ndarray) -> int:
+    """C of int masks [N, S, S] in [0, C): at least 2 (background and foreground)."""
+    return max(2, int(masks.max()) + 1)
 
 
-def train_segmenter(config, train: LabelledImages, seed: int = 0) -> Segmenter:
-    """Trains the segmenter on the images/masks of `train` (module doc)."""
+def segmenter_config(config: ml_collections.ConfigDict,
+                     num_seg_classes: int) -> ml_collections.ConfigDict:
+    """The config the trainer gets (module doc); `config` is left unchanged."""
+    c = ml_collections.ConfigDict(config.to_dict())
     b = config.baselines
-    net = build_net(config, max(2, int(train.masks.max()) + 1))
-    key = jax.random.PRNGKey(seed)
-    x = jnp.zeros((1,) + train.images.shape[1:], jnp.float32)
-    params = jax.jit(net.init)(key, x, jnp.zeros((1,), jnp.int32))["params"]
-    tx = optax.adam(b.supervised_learning_rate)
-    opt_state = tx.init(params)
-    rng = np.random.default_rng(seed)
-    for step in range(int(b.supervised_steps)):
-        x, y = _batch(train, rng, int(b.supervised_batch_size))
-        params, opt_state, loss = _train_step(net, tx, params, opt_state, x, y,
-                                              jax.random.fold_in(key, step))
-        if step % LOG_EVERY == 0:
-            logging.info("supervised segmenter step %d: cross-entropy %.4f", step, float(loss))
-    return Segmenter(net, params, int(train.images.shape[1]))
+    c.model.family = FAMILY
+    c.model.num_seg_classes = num_seg_classes
+    c.train.num_steps = int(b.supervised_steps)
+    c.train.batch_size = int(b.supervised_batch_size)
+    c.train.learning_rate = float(b.supervised_learning_rate)
+    c.train.ema_decay = 0.0
+    c.train.grad_clip = 0.0
+    c.train.warmup_steps = 0
+    c.train.lr_multipliers = ml_collections.ConfigDict()
+    c.train.frozen_steps = ml_collections.ConfigDict()
+    c.eval.at_end = False            # the family has no evaluate: the baseline scores it
+    return c
 
 
-def run_supervised(config, data: BaselineData, workdir: str, seed: int = 0) -> dict:
-    """Trains on the train images, saves the segmenter in `workdir` (for Table 2.5's
-    `eval.segmenter_workdir`), predicts the evaluation set, scores it (no remapping)."""
-    segmenter = train_segmenter(config, data.train, seed)
-    save_segmenter(segmenter, workdir)
-    pred = predict(segmenter, data.evaluation.images, int(config.eval.get("batch_size", 64)))
+def train_stream(train: LabelledImages) -> Callable[..., Iterator[dict]]:
+    """A `make_iterator` for `fdm.train.train` that streams `train`'s images and masks:
+    host batches {'image' float32 [b, S, S, 3] in [-1, 1], 'mask' int32 [b, S, S]}."""
+    arrays = {"image": train.images, "mask": train.masks}
+
+    def make_iterator(config, split: str, process_index: int = 0, process_count: int = 1,
+                      start_step: int = 0) -> Iterator[dict]:
+        return pipeline.train_batches(arrays, config.train.batch_size, config.data.seed,
+                                      process_index, process_count, start_step,
+                                      random_flip=True)
+    return make_iterator
+
+
+def run_supervised(config, data: BaselineData, workdir: str) -> dict:
+    """Trains the segmenter on the train images into `workdir` (resuming a run there;
+    Table 2.5's `eval.segmenter_workdir`), predicts the evaluation set with the saved
+    one, scores it (no remapping)."""
+    seg_config = segmenter_config(config, num_classes(data.train.masks))
+    trainer.train(seg_config, workdir, make_iterator=train_stream(data.train))
+    segmenter = load_segmenter(workdir)
+    pred = predict(segmenter, data.evaluation.images, int(config.eval.batch_size))
     return split_results(pred, data, class_scores)

@@ -20,13 +20,18 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "voc2012":        PASCAL VOC 2012, zero-shot per-class examples (`fdm.data.voc`).
   "davis2017":      DAVIS-2017 480p frames + object masks (`fdm.data.davis`).
   "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
-                    [N, 4, 4]) for NeRF lifting (`fdm.data.scenes`); no flips.
+                    [N, 4, 4]) for NeRF lifting, registered in `fdm.data.scenes.SCENES`
+                    (their entries here derive from it); no flips. `load_scene`
+                    gives a split with its geometry.
 Every module documents its on-disk layout; a missing file ends in a one-line
 UserError naming the path, where to get it and the config key to set.
 
-Evaluating on another dataset: `data.eval_dataset` (default: data.dataset)
-names the source of the "eval" split and `data.eval_data_dir` (default:
-data.data_dir) its root, e.g. FFHQ training with CelebAMask-HQ evaluation or
+The data keys every config has (dataset, data_dir, eval_dataset, eval_data_dir,
+image_size, random_flip, seed) are declared in configs/fdm_common.py:data_config;
+the keys of one dataset, with their defaults, in its `DATASETS` entry (`options`).
+
+Evaluating on another dataset: `data.eval_dataset` ("": data.dataset) names
+the source of the "eval" split and `data.eval_data_dir` ("": data.data_dir) its root, e.g. FFHQ training with CelebAMask-HQ evaluation or
 ImageNet training with Pixel-ImageNet / VOC / DAVIS evaluation. The other data
 keys (image_size, seed, eval_split, ...) are shared.
 
@@ -34,7 +39,7 @@ All decoding, cropping and resizing lives in `fdm.data.folder`; batching,
 scaling to [-1, 1] and flips in `fdm.data.pipeline`: the train stream is a
 pure function of (data.seed, step) with optional `data.random_flip`; eval
 batches are one padded pass with a 'valid' key. Global batch: `train.batch_size`
-for train, `eval.batch_size` (default `train.batch_size`) for eval.
+for train, `eval.batch_size` for eval.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ import numpy as np
 
 from fdm.data import (celebamask, cub, davis, ffhq, flowers, folder, imagenet64, pipeline,
                       pixel_imagenet, scenes, shapes, voc)
+from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 
 SPLITS = ("train", "eval")
@@ -109,14 +115,8 @@ DATASETS: dict[str, Dataset] = {
                                                         max_per_class=20, seed=0)),
     "voc2012": Dataset(voc.load),
     "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
-    "toy_scene": Dataset(scenes.registry_loader("toy_scene"),
-                         dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["toy_scene"], num_train=100,
-                              num_val=20, seed=0), uses_data_dir=False),
-    "nerf_synthetic": Dataset(scenes.registry_loader("nerf_synthetic"),
-                              dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["nerf_synthetic"])),
-    "llff": Dataset(scenes.registry_loader("llff"),
-                    dict(eval_split=scenes.EVAL_SPLIT_DEFAULT["llff"], llffhold=8,
-                         llff_holdout="name")),
+    **{name: Dataset(scenes.registry_loader(name), scene.options, scene.uses_data_dir)
+       for name, scene in scenes.SCENES.items()},
 }
 
 
@@ -132,45 +132,64 @@ def make_iterator(config, split: str, process_index: int = 0, process_count: int
     if batch_size is None:
         batch_size = _default_batch_size(config, split)
     if split == "train":
-        return pipeline.train_batches(arrays, batch_size, config.data.get("seed", 0),
+        return pipeline.train_batches(arrays, batch_size, config.data.seed,
                                       process_index, process_count, start_step,
-                                      config.data.get("random_flip", False))
+                                      config.data.random_flip)
     return pipeline.eval_batches(arrays, batch_size, process_index, process_count)
 
 
 def _default_batch_size(config, split: str) -> int:
     if split == "train":
         return config.train.batch_size
-    return config.eval.get("batch_size", config.train.batch_size)
+    return config.eval.batch_size
 
 
 def load_split_arrays(config, split: str) -> dict[str, np.ndarray]:
     """The whole split in memory (read-only arrays; see the module doc for keys)."""
+    name, root, options = _resolve(config, split)
+    size = config.data.image_size
+    return _load(name, root, tuple(size) if isinstance(size, list) else size, split, options)
+
+
+def load_scene(config, split: str) -> SceneData:
+    """One split of a scene dataset (`fdm.data.scenes`) with its geometry, the options
+    resolved as for `load_split_arrays`; a UserError for other datasets."""
+    name, root, options = _resolve(config, split)
+    if name not in scenes.SCENES:
+        raise UserError(f"data.dataset={name!r} is not a NeRF scene; use one of "
+                        f"{list(scenes.SCENES)}")
+    return scenes.read_scene(name, root.path if root is not None else "", split,
+                             scenes.as_size(config.data.image_size), tuple(sorted(options)))
+
+
+def _resolve(config, split: str) -> tuple[str, folder.DataDir | None, tuple]:
+    """(dataset name, its root, its options as (key, value) pairs) that feed `split`."""
     if split not in SPLITS:
         raise UserError(f"unknown data split {split!r}; use one of {list(SPLITS)}")
     name, root = source(config.data, split)
     options = tuple((k, _option(config.data, k, default))
                     for k, default in DATASETS[name].options.items())
-    size = config.data.image_size
-    return _load(name, root, tuple(size) if isinstance(size, list) else size, split, options)
+    return name, root, options
 
 
 def source(d, split: str) -> tuple[str, folder.DataDir | None]:
     """(dataset name, its root) that feeds `split` (data.eval_* for "eval", module doc)."""
-    from_eval_keys = split == "eval" and bool(d.get("eval_dataset", ""))
-    name = d.eval_dataset if from_eval_keys else d.get("dataset", "shapes")
+    from_eval_keys = split == "eval" and bool(d.eval_dataset)
+    name = d.eval_dataset if from_eval_keys else d.dataset
     if name not in DATASETS:
         key = "data.eval_dataset" if from_eval_keys else "data.dataset"
         raise UserError(f"unknown {key} {name!r}; use one of {list(DATASETS)}")
     if not DATASETS[name].uses_data_dir:
         return name, None
-    if from_eval_keys and d.get("eval_data_dir", ""):
+    if from_eval_keys and d.eval_data_dir:
         return name, folder.DataDir(d.eval_data_dir, "data.eval_data_dir")
-    return name, folder.DataDir(d.get("data_dir", ""))
+    return name, folder.DataDir(d.data_dir)
 
 
 def _option(d, key: str, default):
-    """config.data[key], or its default; a UserError when a REQUIRED key is absent."""
+    """config.data[key], or its default declared in `DATASETS` (the one deliberate
+    `.get` with a default: a dataset's own keys live in its registry entry, not in
+    every config); a UserError when a REQUIRED key is absent."""
     if default is REQUIRED and key not in d:
         raise UserError(f"data.{key} is not set; pass --config.data.{key}=...")
     return d.get(key, default)
@@ -184,4 +203,5 @@ def _load(name, root, image_size, split, options) -> dict[str, np.ndarray]:
     return arrays
 
 
-__all__ = ["DATASETS", "Dataset", "SPLITS", "load_split_arrays", "make_iterator", "source"]
+__all__ = ["DATASETS", "Dataset", "SPLITS", "load_scene", "load_split_arrays", "make_iterator",
+           "source"]

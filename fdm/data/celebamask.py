@@ -11,7 +11,9 @@ https://github.com/switchablenorms/CelebAMask-HQ):
 Splits: CelebA's official partition of the source image (`orig_file`, 1-based
 number n): n <= 162770 train, n <= 182637 val, else test (24183 / 2993 / 2824
 images). "train" = train; "eval" = test (`data.eval_split="test"`, default;
-the papers report the CelebAMask test set) or val. Images in idx order.
+the papers report the CelebAMask test set) or val. Images in idx order;
+`load` is the shared skeleton `fdm.data.splits.SplitDataset` over `split_ids`
+and `_example`.
 
 Classes (the papers' skin / hair / background): the part masks are painted in
 the official order of the dataset's own label script, later parts over earlier:
@@ -29,6 +31,7 @@ import os
 import numpy as np
 
 from fdm.data import folder
+from fdm.data.splits import SplitDataset
 from fdm.errors import UserError
 
 SOURCE = "https://github.com/switchablenorms/CelebAMask-HQ"
@@ -39,18 +42,9 @@ PART_CLASSES = (
     ("u_lip", SKIN), ("l_lip", SKIN), ("hair", HAIR), ("hat", HAIR), ("ear_r", SKIN),
     ("neck_l", BACKGROUND), ("neck", SKIN), ("cloth", BACKGROUND))
 CELEBA_LAST = {"train": 162770, "val": 182637}       # last CelebA file number per split
-EVAL_SPLITS = ("test", "val")
+FOLDERS = (("CelebA-HQ-img", "CelebAMask-HQ images (CelebA-HQ-img/)"),
+           ("CelebAMask-HQ-mask-anno", "CelebAMask-HQ part masks (CelebAMask-HQ-mask-anno/)"))
 IMAGES_PER_MASK_FOLDER = 2000
-
-
-def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
-    """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = folder.split_name(split, eval_split, EVAL_SPLITS)
-    ids = split_ids(root, name)
-    root.require("CelebA-HQ-img", what="CelebAMask-HQ images (CelebA-HQ-img/)", source=SOURCE)
-    root.require("CelebAMask-HQ-mask-anno", what="CelebAMask-HQ part masks "
-                 "(CelebAMask-HQ-mask-anno/)", source=SOURCE)
-    return folder.load_examples(lambda i: _example(root, i, image_size), ids)
 
 
 def split_ids(root: folder.DataDir, name: str) -> list[int]:
@@ -90,3 +84,6 @@ def label_map(root: folder.DataDir, idx: int) -> np.ndarray:
         raise UserError(f"no part masks for image {idx} in {mask_dir}; restore "
                         f"CelebAMask-HQ-mask-anno/ from {SOURCE}")
     return out
+
+
+load = SplitDataset(SOURCE, FOLDERS, split_ids, _example).load

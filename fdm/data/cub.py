@@ -12,7 +12,8 @@ file: https://github.com/mickaelChen/ReDO/blob/master/datasplits/cub/train_val_t
 Splits: IEM (Savarese et al. 2021) evaluates on ReDO's (Chen et al. 2019) test
 split of CUB; "train" is ReDO's train split (flag 0), "eval" its test split
 (flag 2, `data.eval_split="test"`, default) or val split (flag 1, "val").
-Images in images.txt order.
+Images in images.txt order; `load` is the shared skeleton
+`fdm.data.splits.SplitDataset` over `split_files` and `_example`.
 
 Masks: grey levels (fraction of annotators), > 127 after the crop and resize of
 `fdm.data.folder` = foreground, as ReDO's > 0.5. Output: 'image' uint8
@@ -25,22 +26,14 @@ import os
 import numpy as np
 
 from fdm.data import folder
+from fdm.data.splits import SplitDataset
 
 SOURCE = "https://www.vision.caltech.edu/datasets/cub_200_2011/"
 SPLIT_SOURCE = ("https://github.com/mickaelChen/ReDO/blob/master/datasplits/cub/"
                 "train_val_test_split.txt")
 SPLIT_FLAGS = {"train": 0, "val": 1, "test": 2}
-EVAL_SPLITS = ("test", "val")
-
-
-def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
-    """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = folder.split_name(split, eval_split, EVAL_SPLITS)
-    names = split_files(root, name)
-    root.require("images", what="CUB images (images/ of CUB_200_2011.tgz)", source=SOURCE)
-    root.require("segmentations", what="CUB masks (segmentations/ of segmentations.tgz)",
-                 source=SOURCE)
-    return folder.load_examples(lambda n: _example(root, n, image_size), names)
+FOLDERS = (("images", "CUB images (images/ of CUB_200_2011.tgz)"),
+           ("segmentations", "CUB masks (segmentations/ of segmentations.tgz)"))
 
 
 def split_files(root: folder.DataDir, name: str) -> list[str]:
@@ -58,3 +51,6 @@ def _example(root: folder.DataDir, name: str, image_size: int) -> dict[str, np.n
     stem = os.path.splitext(name)[0]
     return {"image": folder.load_image(root.join("images", name), image_size),
             "mask": folder.load_mask(root.join("segmentations", stem + ".png"), image_size)}
+
+
+load = SplitDataset(SOURCE, FOLDERS, split_files, _example).load

@@ -10,7 +10,8 @@ Splits: IEM (Savarese et al. 2021) reuses ReDO's (Chen et al. 2019) reader,
 which maps the official `setid.mat` lists to train = `tstid` (6149 images),
 val = `valid` (1020), test = `trnid` (1020). "train" is IEM's train split;
 "eval" is IEM's test split (`data.eval_split="test"`, default) or its val
-split (`data.eval_split="val"`). Images in increasing id order.
+split (`data.eval_split="val"`). Images in increasing id order; `load` is the shared
+skeleton `fdm.data.splits.SplitDataset` over `split_ids` and `_example`.
 
 Masks: the segmim images paint the background pure blue (0, 0, 254) over the
 photo. As in IEM/ReDO, a pixel is background when R == 0 or G == 0 or B == 254
@@ -24,21 +25,13 @@ import numpy as np
 import scipy.io
 
 from fdm.data import folder
+from fdm.data.splits import SplitDataset
 
 SOURCE = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 SETID_KEYS = {"train": "tstid", "val": "valid", "test": "trnid"}
-EVAL_SPLITS = ("test", "val")
+FOLDERS = (("jpg", "Flowers-102 images (jpg/ of 102flowers.tgz)"),
+           ("segmim", "Flowers-102 masks (segmim/ of 102segmentations.tgz)"))
 BACKGROUND_RGB = (0, 0, 254)
-
-
-def load(root: folder.DataDir, image_size: int, split: str, eval_split: str = "test") -> dict:
-    """The "train" or "eval" split (module doc): image uint8 [N,S,S,3], mask int32 [N,S,S]."""
-    name = folder.split_name(split, eval_split, EVAL_SPLITS)
-    ids = split_ids(root, name)
-    root.require("jpg", what="Flowers-102 images (jpg/ of 102flowers.tgz)", source=SOURCE)
-    root.require("segmim", what="Flowers-102 masks (segmim/ of 102segmentations.tgz)",
-                 source=SOURCE)
-    return folder.load_examples(lambda i: _example(root, i, image_size), ids)
 
 
 def split_ids(root: folder.DataDir, name: str) -> list[int]:
@@ -60,3 +53,6 @@ def foreground(segmim: np.ndarray) -> np.ndarray:
     for channel, value in enumerate(BACKGROUND_RGB):
         background |= segmim[..., channel] == value
     return (~background).astype(np.int32)
+
+
+load = SplitDataset(SOURCE, FOLDERS, split_ids, _example).load

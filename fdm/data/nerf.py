@@ -2,9 +2,10 @@
 
 `SceneData` holds one split of one scene: images float32 [N, H, W, 3] in
 [0, 1], camera-to-world matrices c2w float32 [N, 4, 4] in the OpenGL / Blender
-convention of `fdm.nerf.cameras` (camera looks down -z, +y up), one pinhole
-focal length in pixels (principal point at the image centre), depth bounds
-near/far for `fdm.nerf.render`, and whether to composite on white.
+convention of `fdm.nerf.cameras` (camera looks down -z, +y up) and its
+`geometry` (`fdm.nerf.views.ViewGeometry`): image size, one pinhole focal length in
+pixels (principal point at the image centre), depth bounds near/far for
+`fdm.nerf.render`, whether to composite on white and whether it is forward-facing.
 
 Readers (any output resolution; the focal length follows the loaded width):
   * `load_nerf_synthetic`: Blender scenes (`transforms_{split}.json`, RGBA PNG
@@ -43,6 +44,7 @@ from PIL import Image
 from fdm.data import scene_checks
 from fdm.errors import UserError
 from fdm.nerf.cameras import average_pose
+from fdm.nerf.views import ViewGeometry
 
 ImageSize = Optional[Union[int, Tuple[int, int]]]
 
@@ -58,17 +60,12 @@ _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 class SceneData:
     """One split of a posed scene (see the module docstring for conventions).
 
-    `H`, `W`, `focal`, `near`, `far` and the flags are static (not traced).
+    `geometry` (image size, focal, near/far, background, forward-facing) and `names`
+    are static (not traced).
     """
     images: np.ndarray  # [N, H, W, 3] float32 in [0, 1]
     c2w: np.ndarray     # [N, 4, 4] float32, OpenGL camera-to-world
-    focal: float = flax.struct.field(pytree_node=False)
-    H: int = flax.struct.field(pytree_node=False)
-    W: int = flax.struct.field(pytree_node=False)
-    near: float = flax.struct.field(pytree_node=False)
-    far: float = flax.struct.field(pytree_node=False)
-    white_background: bool = flax.struct.field(pytree_node=False)
-    forward_facing: bool = flax.struct.field(pytree_node=False, default=False)
+    geometry: ViewGeometry = flax.struct.field(pytree_node=False)
     names: Tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
 
@@ -160,8 +157,9 @@ def load_nerf_synthetic(scene_dir: str, split: str = "train", image_size: ImageS
     c2w = c2w[:len(frames)].astype(np.float32)
     height, width = images.shape[1:3]
     focal = 0.5 * width / np.tan(0.5 * angle)
-    return SceneData(images, c2w, float(focal), height, width, BLENDER_NEAR, BLENDER_FAR,
-                     white_background, False, tuple(os.path.basename(p) for p in paths))
+    geometry = ViewGeometry(height, width, float(focal), BLENDER_NEAR, BLENDER_FAR,
+                            white_background)
+    return SceneData(images, c2w, geometry, tuple(os.path.basename(p) for p in paths))
 
 
 def _with_ext(file_path: str) -> str:
@@ -290,6 +288,7 @@ def load_llff(scene_dir: str, split: str = "train", image_size: ImageSize = None
     images = _load_images(paths, image_size, False, rows)
     height, width = images.shape[1:3]
     focal = hwf[0, 2] * width / hwf[0, 1]
-    return SceneData(images, c2w[keep].astype(np.float32), float(focal), height, width,
-                     float(bounds.min() * 0.9), float(bounds.max()), False, True,
+    geometry = ViewGeometry(height, width, float(focal), float(bounds.min() * 0.9),
+                            float(bounds.max()), False, forward_facing=True)
+    return SceneData(images, c2w[keep].astype(np.float32), geometry,
                      tuple(os.path.basename(p) for p in paths))

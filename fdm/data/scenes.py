@@ -1,6 +1,7 @@
 """Multi-view scenes for NeRF lifting, in the `fdm.data` registry's format.
 
-Datasets (config.data.dataset):
+Datasets (config.data.dataset), each one `SCENES` entry (reader and option defaults,
+from which `fdm.data.DATASETS` takes its entry):
   "toy_scene":      the procedural scene (`fdm.data.toy_scene`), rendered here;
                     keys data.num_train, data.num_val, data.seed.
   "nerf_synthetic": a Blender scene folder (`fdm.data.nerf.load_nerf_synthetic`).
@@ -12,12 +13,15 @@ the LLFF hold-out views). `data.image_size` is an int (square) or (H, W).
 Arrays (`fdm.data.load_split_arrays`): 'image' uint8 [N, H, W, 3] (white
 background composited), 'c2w' float32 [N, 4, 4] camera-to-world (OpenGL
 convention), 'index' int32 [N]. Random flips must stay off (a flipped image
-no longer matches its camera). `load_scene` gives the full `SceneData`
-(intrinsics, near/far bounds) that rendering needs.
+no longer matches its camera). `fdm.data.load_scene` gives the full `SceneData`
+(with its `fdm.nerf.views.ViewGeometry`: intrinsics, near/far bounds) that rendering
+needs, its options resolved as for the arrays.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,9 +30,47 @@ from fdm.data.nerf import SceneData, load_llff, load_nerf_synthetic
 from fdm.data.toy_scene import load_toy_scene
 from fdm.errors import UserError
 
-SCENE_DATASETS = ("toy_scene", "nerf_synthetic", "llff")
 _SOURCE = "https://www.matthewtancik.com/nerf (nerf_synthetic.zip / nerf_llff_data.zip)"
-EVAL_SPLIT_DEFAULT = {"toy_scene": "val", "nerf_synthetic": "val", "llff": "test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneDataset:
+    """A registered scene dataset: `read(data_dir, split, size, **options) -> SceneData`.
+
+    options maps config.data keys to their defaults; every entry has eval_split, the
+    scene split that the "eval" split reads (consumed here, not passed to read).
+    """
+    read: Callable[..., SceneData]
+    options: dict[str, Any]
+    uses_data_dir: bool = True
+
+
+def _toy(data_dir, split, size, num_train, num_val, seed) -> SceneData:
+    """The procedural scene (square images only)."""
+    if not isinstance(size, int):
+        raise UserError("toy_scene renders square images; set data.image_size to an int")
+    return load_toy_scene(split, seed, size, num_train, num_val)
+
+
+def _nerf_synthetic(data_dir, split, size) -> SceneData:
+    """A Blender scene folder."""
+    DataDir(data_dir).require(f"transforms_{split}.json", what="a nerf_synthetic scene",
+                              source=_SOURCE)
+    return load_nerf_synthetic(data_dir, split, size)
+
+
+def _llff(data_dir, split, size, llffhold, llff_holdout) -> SceneData:
+    """A forward-facing LLFF scene folder."""
+    DataDir(data_dir).require("poses_bounds.npy", what="an LLFF scene", source=_SOURCE)
+    return load_llff(data_dir, split, size, llffhold, holdout=llff_holdout)
+
+
+SCENES: dict[str, SceneDataset] = {
+    "toy_scene": SceneDataset(_toy, dict(eval_split="val", num_train=100, num_val=20, seed=0),
+                              uses_data_dir=False),
+    "nerf_synthetic": SceneDataset(_nerf_synthetic, dict(eval_split="val")),
+    "llff": SceneDataset(_llff, dict(eval_split="test", llffhold=8, llff_holdout="name")),
+}
 
 
 def as_size(image_size):
@@ -38,32 +80,14 @@ def as_size(image_size):
     return int(image_size)
 
 
-def load_scene(d, split: str) -> SceneData:
-    """config.data `d` -> the scene split; split 'train', or 'eval' (= data.eval_split)."""
-    name = d.get("dataset", "toy_scene")
-    if name not in SCENE_DATASETS:
-        raise UserError(f"data.dataset={name!r} is not a NeRF scene; use one of "
-                        f"{list(SCENE_DATASETS)}")
-    eval_split = d.get("eval_split", EVAL_SPLIT_DEFAULT[name])
-    return read_scene(name, d.get("data_dir", ""), eval_split if split == "eval" else split,
-                      as_size(d.image_size), d.get("seed", 0), d.get("num_train", 100),
-                      d.get("num_val", 20), d.get("llffhold", 8), d.get("llff_holdout", "name"))
-
-
 @functools.lru_cache(maxsize=4)
-def read_scene(name, data_dir, split, size, seed=0, num_train=100, num_val=20, llffhold=8,
-               llff_holdout="name") -> SceneData:
-    """One split of a scene dataset (cached); arguments as in the module doc."""
-    if name == "toy_scene":
-        if not isinstance(size, int):
-            raise UserError("toy_scene renders square images; set data.image_size to an int")
-        return load_toy_scene(split, seed, size, num_train, num_val)
-    root = DataDir(data_dir)
-    if name == "nerf_synthetic":
-        root.require(f"transforms_{split}.json", what="a nerf_synthetic scene", source=_SOURCE)
-        return load_nerf_synthetic(data_dir, split, size)
-    root.require("poses_bounds.npy", what="an LLFF scene", source=_SOURCE)
-    return load_llff(data_dir, split, size, llffhold, holdout=llff_holdout)
+def read_scene(name: str, data_dir: str, split: str, size, options: tuple) -> SceneData:
+    """Split 'train' or 'eval' (the options' eval_split) of scene dataset `name` (cached);
+    options: sorted (key, value) pairs of every key in its `SceneDataset.options`."""
+    kwargs = dict(options)
+    eval_split = kwargs.pop("eval_split")
+    return SCENES[name].read(data_dir, eval_split if split == "eval" else split,
+                             as_size(size), **kwargs)
 
 
 def to_arrays(scene: SceneData) -> dict[str, np.ndarray]:
@@ -74,9 +98,9 @@ def to_arrays(scene: SceneData) -> dict[str, np.ndarray]:
 
 
 def registry_loader(name: str):
-    """`load(root, image_size, split, **options)` for the `fdm.data` registry."""
-    def load(root, image_size, split, eval_split, **options):
+    """`load(root, image_size, split, **options)` of the `fdm.data` registry for `name`."""
+    def load(root, image_size, split, **options):
         path = root.path if root is not None else ""
-        return to_arrays(read_scene(name, path, eval_split if split == "eval" else split,
-                                    as_size(image_size), **options))
+        return to_arrays(read_scene(name, path, split, image_size,
+                                    tuple(sorted(options.items()))))
     return load

@@ -29,6 +29,7 @@ import numpy as np
 from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 from fdm.nerf import cameras, rays
+from fdm.nerf.views import ViewGeometry
 
 SPLIT_IDS = {"train": 0, "val": 1}
 CAMERA_ANGLE_X = 0.6911112070083618
@@ -143,5 +144,5 @@ def load_toy_scene(split: str = "train", seed: int = 0, image_size: int = 32,
     c2w = sample_cameras(num, seed, split, radius)
     focal = 0.5 * image_size / np.tan(0.5 * CAMERA_ANGLE_X)
     images = np.asarray(render_toy_scene(jnp.asarray(c2w), image_size, image_size, focal))
-    return SceneData(images.astype(np.float32), c2w, float(focal), image_size, image_size,
-                     NEAR, FAR, True)
+    geometry = ViewGeometry(image_size, image_size, float(focal), NEAR, FAR, True)
+    return SceneData(images.astype(np.float32), c2w, geometry)

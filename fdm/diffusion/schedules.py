@@ -138,8 +138,7 @@ class DiffusionSchedule:
 
     @classmethod
     def from_config(cls, config) -> "DiffusionSchedule":
-        """From a config section (mapping / ConfigDict) with keys num_timesteps,
-        beta_schedule, beta_start, beta_end (missing keys take `create`'s defaults)."""
-        get = config.get
-        return cls.create(get("beta_schedule", "linear"), get("num_timesteps", 1000),
-                          get("beta_start", 1e-4), get("beta_end", 0.02))
+        """From `config.diffusion` (a ConfigDict) with keys num_timesteps, beta_schedule,
+        beta_start, beta_end."""
+        return cls.create(config.beta_schedule, config.num_timesteps, config.beta_start,
+                          config.beta_end)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fdm import config_rules as rules
 from fdm.errors import UserError
 
 Params = Any  # a pytree of arrays
@@ -44,9 +45,35 @@ class LossOutput:
 class ModelFamily(abc.ABC):
     """A model family: network init, loss, and the evaluation-time hooks."""
     can_sample = True  # whether `sample` makes samples (run after training by eval.at_end)
+    # "module:function" building a config with every key the family reads at its
+    # default (configs/); fills the keys a saved config predates (fdm.api.load_config).
+    config_defaults = ""
+    # {dotted key: fdm.config_rules.Rule}: valid values, checked by fdm.models.get_family.
+    config_rules = {
+        "train.num_steps": rules.int_at_least(0),
+        "train.batch_size": rules.int_at_least(1),
+        "train.learning_rate": rules.above(0.0),
+        "train.grad_clip": rules.at_least(0.0),
+        "train.ema_decay": rules.in_range(0.0, 1.0),
+        "train.log_every": rules.int_at_least(1),
+        "train.checkpoint_every": rules.int_at_least(1),
+        "train.keep_checkpoints": rules.int_at_least(1),
+        "train.image_every": rules.int_at_least(1),
+    }
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+
+    @classmethod
+    def inputs(cls, config: ml_collections.ConfigDict, workdir: str | None = None) -> dict:
+        """What the constructor takes beside the config, as keyword arguments (e.g. NeRF
+        lifting's scene metadata): read back from `workdir` (what `save_inputs` wrote),
+        else from the data when workdir is None; {} here. `fdm.models.get_family` calls it."""
+        return {}
+
+    def save_inputs(self, workdir: str) -> None:
+        """Writes to `workdir` what `inputs` reads back, so that a trained run loads without
+        its training data (the trainer calls it on process 0 before training); no-op here."""
 
     # ---- training -----------------------------------------------------
     @abc.abstractmethod
@@ -74,14 +101,11 @@ class ModelFamily(abc.ABC):
         the base rate; with none of these keys set this is one plain Adam.
         """
         tc = self.config.train
-        warmup = int(tc.get("warmup_steps", 0))
-        if warmup < 0:
-            raise UserError(f"train.warmup_steps={warmup} must be >= 0 (0: no warm-up)")
         chain = []
-        if tc.get("grad_clip", 0.0):
+        if tc.grad_clip:
             chain.append(optax.clip_by_global_norm(tc.grad_clip))
-        chain.append(_subtree_adam(tc.learning_rate, dict(tc.get("lr_multipliers", {})),
-                                   dict(tc.get("frozen_steps", {})), warmup))
+        chain.append(_subtree_adam(tc.learning_rate, dict(tc.lr_multipliers),
+                                   dict(tc.frozen_steps), int(tc.warmup_steps)))
         return optax.chain(*chain)
 
     # ---- modes other than train (host-side, use EMA params) ------------

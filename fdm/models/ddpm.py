@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdm import viz
+from fdm import config_rules as rules, viz
 from fdm.diffusion import (DiffusionSchedule, SampleOutput, ancestral_sample, ddim_sample,
                            diffusion_loss)
 from fdm.diffusion.losses import PREDICTIONS, VARIANCES, WEIGHTINGS
@@ -38,15 +38,35 @@ SAMPLERS = ("ancestral", "ddim")
 NUM_T_BINS = 4
 NUM_SUMMARY_SAMPLES = 8
 SUMMARY_DDIM_STEPS = 20
+# Valid values of the keys configs/fdm_common.py:ddpm_config declares (fdm.config_rules).
+DDPM_RULES = {
+    "model.ch": rules.int_at_least(1),
+    "model.num_res_blocks": rules.int_at_least(1),
+    "model.dropout": rules.fraction(),
+    "model.num_classes": rules.int_at_least(0),
+    "model.num_groups": rules.int_at_least(1),
+    "diffusion.num_timesteps": rules.int_at_least(2),
+    "diffusion.prediction": rules.one_of(*PREDICTIONS),
+    "diffusion.loss": rules.one_of(*WEIGHTINGS),
+    "diffusion.variance": rules.one_of(*VARIANCES),
+    "train.warmup_steps": rules.int_at_least(0),     # ModelFamily.optimizer
+    "eval.num_examples": rules.int_at_least(1),
+    "eval.batch_size": rules.int_at_least(1),
+    "eval.sampler": rules.one_of(*SAMPLERS),
+    "eval.sample_steps": rules.int_at_least(1),
+    "eval.ddim_eta": rules.at_least(0.0),
+    "eval.num_fid_samples": rules.int_at_least(0),
+}
 
 
 class DDPMFamily(ModelFamily):
     """U-Net eps/x0-predictor with the DDPM loss, ancestral/DDIM sampling and loss evaluation."""
     loss_batch_keys = ("image", "label")  # what the evaluation loss reads of a batch
+    config_defaults = "configs.fdm_common:ddpm_defaults"
+    config_rules = {**ModelFamily.config_rules, **DDPM_RULES}
 
     def __init__(self, config):
         super().__init__(config)
-        _check_config(config)
         self.model = self.build_model()
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self._eval_losses = jax.jit(
@@ -80,14 +100,14 @@ class DDPMFamily(ModelFamily):
 
     @property
     def num_classes(self) -> int:
-        return int(self.config.model.get("num_classes", 0))
+        return int(self.config.model.num_classes)
 
     def _labels(self, batch):
         if not self.num_classes:
             return None
         if "label" not in batch:
             raise UserError(f"model.num_classes={self.num_classes} but the dataset "
-                            f"{self.config.data.get('dataset')!r} has no labels; set "
+                            f"{self.config.data.dataset!r} has no labels; set "
                             "--config.model.num_classes=0 or use a labelled dataset")
         return batch["label"]
 
@@ -107,9 +127,7 @@ class DDPMFamily(ModelFamily):
 
         d = self.config.diffusion
         return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
-                              prediction=d.get("prediction", "eps"),
-                              weighting=d.get("loss", "simple"),
-                              variance=d.get("variance", "fixed_small"))
+                              prediction=d.prediction, weighting=d.loss, variance=d.variance)
 
     def loss_fn(self, params, batch, rng, train, step=0):
         """Mean loss over valid examples plus loss per t-quarter (see module doc); with
@@ -151,11 +169,11 @@ class DDPMFamily(ModelFamily):
         `num_samples` samples for a subclass's own metrics; None when nothing sampled)."""
         e = self.config.eval
         inception = (load_metric_variables(e.metric_weights, "inception")
-                     if e.get("metric_weights") else None)  # a missing file fails before work
+                     if e.metric_weights else None)  # a missing file fails before work
         batches = list(batches)
         metrics, eval_images = self._loss_metrics(params, batches, rng)
-        num_stats = len(eval_images) if e.get("sample_stats", True) else 0
-        num_fid = int(e.get("num_fid_samples", 0)) if inception else 0
+        num_stats = len(eval_images) if e.sample_stats else 0
+        num_fid = int(e.num_fid_samples) if inception else 0
         num = max(num_stats, num_fid, num_samples)
         if not num:
             return metrics, None
@@ -207,7 +225,7 @@ class DDPMFamily(ModelFamily):
 
     # ---- sampling -----------------------------------------------------
     def _batch_size(self) -> int:
-        return int(self.config.eval.get("batch_size", 64))
+        return int(self.config.eval.batch_size)
 
     def _denoise(self, params, y, x_t, t):
         """Sampler denoiser: (x_t [B,H,W,C], t [B]) -> (prediction [B,H,W,C], None)."""
@@ -224,13 +242,13 @@ class DDPMFamily(ModelFamily):
         diffusion.clip_x0."""
         d, e = self.config.diffusion, self.config.eval
         fn = jax.tree_util.Partial(self._denoise, params, y)
-        common = dict(prediction=d.get("prediction", "eps"), clip_x0=d.get("clip_x0", True),
+        common = dict(prediction=d.prediction, clip_x0=d.clip_x0,
                       progress=progress, record_every=record_every)
-        if (sampler or e.get("sampler", "ddim")) == "ancestral":
+        if (sampler or e.sampler) == "ancestral":
             return ancestral_sample(fn, self.schedule, x_T, rng,
-                                    variance=d.get("variance", "fixed_small"), **common)
+                                    variance=d.variance, **common)
         return ddim_sample(fn, self.schedule, x_T, rng, num_steps or e.sample_steps,
-                           e.get("ddim_eta", 0.0), **common)
+                           e.ddim_eta, **common)
 
     def generate(self, params, num: int, rng, progress: bool = True,
                  record_every=None) -> SampleOutput:
@@ -299,18 +317,6 @@ def _concat_samples(outs: list[SampleOutput], num: int) -> SampleOutput:
     return SampleOutput(x0=join(0)(*[o.x0 for o in outs]),
                         aux=jax.tree_util.tree_map(join(0), *[o.aux for o in outs]),
                         trajectory=traj)
-
-
-def _check_config(config) -> None:
-    """UserError for out-of-range diffusion / eval choices (before anything runs)."""
-    d, e = config.diffusion, config.eval
-    choices = [("diffusion.prediction", d.get("prediction", "eps"), PREDICTIONS),
-               ("diffusion.loss", d.get("loss", "simple"), WEIGHTINGS),
-               ("diffusion.variance", d.get("variance", "fixed_small"), VARIANCES),
-               ("eval.sampler", e.get("sampler", "ddim"), SAMPLERS)]
-    for name, value, allowed in choices:
-        if value not in allowed:
-            raise UserError(f"{name}={value!r} is not supported; use one of {list(allowed)}")
 
 
 def sample_stats(samples: np.ndarray, data: np.ndarray) -> dict[str, float]:

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdm import viz
+from fdm import config_rules as rules, viz
 from fdm.diffusion import q_sample
 from fdm.errors import UserError
 from fdm.metrics import mask_diagnostics
@@ -43,13 +43,37 @@ from fdm.metrics import segmentation as seg_metrics
 from fdm.models import fdm_search
 from fdm.models.ddpm import DDPMFamily
 from fdm.models.segmenter import generated_mask_agreement, load_segmenter
-from fdm.nn.factorized import fdm_from_config
+from fdm.nn.factorized import DECODINGS, fdm_from_config
 
 NUM_FIGURE_EXAMPLES = 16
+# Valid values of the keys configs/fdm_common.py:fdm_config adds (fdm.config_rules).
+FDM_RULES = {
+    "model.num_masks": rules.int_at_least(1),
+    "model.decoding": rules.one_of(*DECODINGS),
+    "model.mask_init_scale": rules.at_least(0.0),
+    "model.mask_skip_max_res": rules.int_at_least(0),
+    "model.branch_embed_std": rules.at_least(0.0),
+    "model.level2_masks": rules.int_at_least(1),
+    "eval.segment_t": rules.timestep(),
+    "eval.record_every": rules.int_at_least(0),
+    "eval.num_gen_seg_samples": rules.int_at_least(1),
+    "baselines.num_train_images": rules.int_at_least(0),
+    "baselines.kmeans_clusters": rules.int_at_least(2),
+    "baselines.kmeans_fit_pixels": rules.int_at_least(1),
+    "baselines.supervised_steps": rules.int_at_least(1),
+    "baselines.supervised_batch_size": rules.int_at_least(1),
+    "baselines.supervised_learning_rate": rules.above(0.0),
+    "baselines.grabcut_size": rules.int_at_least(0),
+    "baselines.grabcut_margin": rules.in_range(0.0, 0.5, include_hi=False),
+    "baselines.grabcut_iters": rules.int_at_least(1),
+    "baselines.histogram_bins": rules.int_at_least(1),
+}
 
 
 class FDMFamily(DDPMFamily):
     """The factorized U-Net trained as a DDPM; segments images and generates image+mask."""
+    config_defaults = "configs.fdm_common:fdm_defaults"
+    config_rules = {**DDPMFamily.config_rules, **FDM_RULES, **fdm_search.SEARCH_RULES}
 
     def __init__(self, config):
         super().__init__(config)
@@ -114,10 +138,7 @@ class FDMFamily(DDPMFamily):
 
     @property
     def segment_t(self) -> int:
-        t = int(self.config.eval.get("segment_t", 30))
-        if not 0 <= t < self.schedule.num_timesteps:
-            raise UserError(f"eval.segment_t={t} must be in [0, {self.schedule.num_timesteps})")
-        return t
+        return int(self.config.eval.segment_t)
 
     def segment_images(self, params, images, rng, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Segments uint8 images [N, S, S, 3] (S = data.image_size).
@@ -218,12 +239,9 @@ class FDMFamily(DDPMFamily):
         """(the supervised segmenter of eval.segmenter_workdir, eval.num_gen_seg_samples),
         or (None, 0) when unset; UserError for a segmenter trained at another image size."""
         e = self.config.eval
-        workdir, num = e.get("segmenter_workdir", ""), int(e.get("num_gen_seg_samples", 64))
+        workdir, num = e.segmenter_workdir, int(e.num_gen_seg_samples)
         if not workdir:
             return None, 0
-        if num <= 0:
-            raise UserError(f"eval.num_gen_seg_samples={num} must be > 0 when "
-                            "eval.segmenter_workdir is set; e.g. 64")
         segmenter = load_segmenter(workdir)
         if segmenter.image_size != self.config.data.image_size:
             raise UserError(f"the segmenter in {workdir} was trained on {segmenter.image_size}px "
@@ -235,7 +253,7 @@ class FDMFamily(DDPMFamily):
     def sample(self, params, workdir, rng):
         """Writes DIR/samples/: grid.png, masks.png (overlays), mask_channels.png (Fig. 2.9),
         refinement.png (Fig. 2.10) and samples.npz (images, masks, labels, trajectory)."""
-        every = int(self.config.eval.get("record_every", 0)) or None
+        every = int(self.config.eval.record_every) or None
         out = self.generate(params, self.config.eval.num_examples, rng, record_every=every)
         out_dir = os.path.join(workdir, "samples")
         write_generation_figures(out_dir, out.x0, out.aux["masks"], out.trajectory)

@@ -30,7 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdm.errors import UserError
+from fdm import config_rules as rules
+
+# Valid values of the train.mask_* keys (configs/fdm_common.py:fdm_config; fdm.config_rules).
+SEARCH_RULES = {
+    "train.mask_prior_steps": rules.int_at_least(0),    # 0: no warm start
+    "train.mask_prior_sigma": rules.above(0.0),
+    "train.mask_prior_weight": rules.above(0.0),
+    "train.mask_z_loss": rules.at_least(0.0),           # 0: no z-loss
+}
 
 
 @flax.struct.dataclass
@@ -48,19 +56,11 @@ class SearchSettings:
 
 
 def search_settings(train_cfg) -> SearchSettings:
-    """SearchSettings from `config.train`; UserError for out-of-range values."""
-    s = SearchSettings(prior_steps=int(train_cfg.get("mask_prior_steps", 0)),
-                       prior_sigma=float(train_cfg.get("mask_prior_sigma", 0.35)),
-                       prior_weight=float(train_cfg.get("mask_prior_weight", 1.0)),
-                       z_loss=float(train_cfg.get("mask_z_loss", 0.0)))
-    checks = [("mask_prior_steps", s.prior_steps, s.prior_steps >= 0, ">= 0 (0: no warm start)"),
-              ("mask_prior_sigma", s.prior_sigma, s.prior_sigma > 0, "> 0, e.g. 0.35"),
-              ("mask_prior_weight", s.prior_weight, s.prior_weight > 0, "> 0, e.g. 1"),
-              ("mask_z_loss", s.z_loss, s.z_loss >= 0, ">= 0 (0: no z-loss)")]
-    for name, value, ok, want in checks:
-        if not ok:
-            raise UserError(f"train.{name}={value} must be {want}")
-    return s
+    """SearchSettings from `config.train` (values checked by SEARCH_RULES)."""
+    return SearchSettings(prior_steps=int(train_cfg.mask_prior_steps),
+                          prior_sigma=float(train_cfg.mask_prior_sigma),
+                          prior_weight=float(train_cfg.mask_prior_weight),
+                          z_loss=float(train_cfg.mask_z_loss))
 
 
 def centre_blob(size: int, sigma: float) -> np.ndarray:

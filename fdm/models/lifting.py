@@ -45,6 +45,11 @@ constant rotation as a baseline, the centre spread ratio, a similarity alignment
 only when the centre fit is well conditioned, else orientations only) on the
 held-out views (pose_*) and on the training views (pose_train_*).
 
+Scene: the family is built from a `fdm.models.lifting_scene.SceneMeta` handed in (view
+geometry, training cameras), saved as DIR/scene.npz when training starts, so that
+`fdm.load`, render and sample work without the scene files; views are rendered with
+`fdm.nerf.views`.
+
 Batches (`fdm.data.make_iterator`; scene datasets in `fdm.data.scenes`):
 'image' float32 [B, H, W, 3] in [-1, 1],
 'c2w' float32 [B, 4, 4] (ground truth, used only by evaluation and the
@@ -79,101 +84,64 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fdm import viz
+from fdm import config_rules as rules, viz
 from fdm.data import pipeline
 from fdm.data import load_split_arrays
-from fdm.data.nerf import SceneData
-from fdm.data.scenes import load_scene
 from fdm.diffusion import DiffusionSchedule, ancestral_sample, q_sample
 from fdm.errors import UserError
 from fdm.host import to_host
 from fdm.metrics import poses
 from fdm.models.base import LossOutput, ModelFamily
-from fdm.nerf import cameras, figures, rays as rays_lib, render as render_lib
+from fdm.models.lifting_scene import SCENE_FILE, SceneMeta, save as save_scene_meta, scene_meta
+from fdm.nerf import cameras, figures, render as render_lib
 from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
-from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder
+from fdm.nerf.views import (RenderSettings, ViewGeometry, gather_pixels, grid_pixels, pixel_xy,
+                             render_pixels, render_views, sample_pixels)
+from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder, PoseTrunk
 
 LAYOUTS = ("octant", "quadrant")
+# Valid values of the keys configs/toy_scene.py:lifting_config declares (fdm.config_rules).
+LIFTING_RULES = {
+    "model.camera_head": rules.one_of(*CAMERA_HEADS),
+    "model.num_candidates": rules.int_at_least(1),
+    "model.candidate_layout": rules.one_of(*LAYOUTS),
+    "model.camera_radius": rules.above(0.0),
+    "model.cls_weight": rules.at_least(0.0),               # lambda of Eq. 3.4
+    "model.num_samples": rules.int_at_least(1),
+    "model.num_importance": rules.int_at_least(0),
+    "model.num_loss_pixels": rules.int_at_least(0),         # 0 = all
+    "model.autoencoder": rules.Rule("False when model.supervised=True (they exclude each other)",
+                                    lambda v, c: not (v and c.model.supervised), True,
+                                    {"model.supervised": True}),
+    "model.select_stride": rules.int_at_least(0),           # 0 = the loss pixels
+    "model.coarse_to_fine": rules.int_pair(
+        lambda start, end: (start, end) == (0, 0) or 0 <= start < end,
+        "(start, end) steps with 0 <= start < end, or (0, 0) for off", (5, 1)),
+    "model.train_t_max": rules.timestep(inclusive=True),    # 0 = T
+    "model.train_t_power": rules.above(0.0),                # 1 = uniform t
+    "diffusion.prediction": rules.one_of("x0"),             # NeRF lifting predicts x0
+    "train.encoder_learning_rate": rules.above(0.0),
+    "train.lr_final_factor": rules.above(0.0),
+    "eval.num_examples": rules.int_at_least(1),
+    "eval.batch_size": rules.int_at_least(1),
+    "eval.pose_t": rules.timestep(),
+    "eval.num_train_views": rules.int_at_least(0),
+    "eval.chunk": rules.int_at_least(1),
+    "eval.num_samples": rules.int_at_least(1),
+    "eval.render_frames": rules.int_at_least(1),
+    "eval.lpips_net": rules.one_of("alex", "vgg"),
+    # --mode=landscape (fdm.models.lifting_landscape)
+    "eval.landscape_views": rules.int_at_least(1),
+    "eval.landscape_grid": rules.int_pair(lambda a, e: min(a, e) >= 1,
+                                          "(azimuths, elevations), both >= 1", (0, 9)),
+    "eval.landscape_elevation_deg": rules.number_pair(
+        lambda lo, hi: -90.0 <= lo <= hi <= 90.0, "(lo, hi) with -90 <= lo <= hi <= 90",
+        (85.0, 5.0)),
+    "eval.landscape_offset_max_deg": rules.at_least(0.0),
+    "eval.landscape_offset_step_deg": rules.above(0.0),
+    "eval.landscape_size": rules.int_at_least(1),
+}
 NUM_SUMMARY_VIEWS = 4
-
-
-# ======================================================================= rendering
-
-
-@flax.struct.dataclass
-class RenderSettings:
-    """Intrinsics and sampling of one scene (all static)."""
-    height: int = flax.struct.field(pytree_node=False)
-    width: int = flax.struct.field(pytree_node=False)
-    focal: float = flax.struct.field(pytree_node=False)
-    near: float = flax.struct.field(pytree_node=False)
-    far: float = flax.struct.field(pytree_node=False)
-    num_samples: int = flax.struct.field(pytree_node=False)
-    num_importance: int = flax.struct.field(pytree_node=False)
-    white_background: bool = flax.struct.field(pytree_node=False)
-    lindisp: bool = flax.struct.field(pytree_node=False)
-    ndc: bool = flax.struct.field(pytree_node=False)
-    chunk: int = flax.struct.field(pytree_node=False)
-
-
-def pixel_xy(indices: jax.Array, width: int) -> jax.Array:
-    """Pixel centres xy [..., P, 2] (x = column + 0.5, y = row + 0.5) of flat indices [..., P]."""
-    return jnp.stack([indices % width, indices // width], -1).astype(jnp.float32) + 0.5
-
-
-def sample_pixels(rng: jax.Array, batch: int, height: int, width: int, num: int) -> jax.Array:
-    """Flat pixel indices [B, P]: P = num uniform draws per image, or all H*W when num = 0."""
-    if num <= 0:
-        return jnp.broadcast_to(jnp.arange(height * width), (batch, height * width))
-    return jax.random.randint(rng, (batch, num), 0, height * width)
-
-
-def grid_pixels(batch: int, height: int, width: int, stride: int) -> jax.Array:
-    """Flat pixel indices [B, P] of a regular grid: rows and columns i * s + s // 2
-    (pixel centres i * s + s // 2 + 0.5), i.e. every pixel of an s-times downsampled
-    image; P = ceil((H - s//2) / s) * ceil((W - s//2) / s) (all H*W when s = 1)."""
-    rows = jnp.arange(stride // 2, height, stride)
-    cols = jnp.arange(stride // 2, width, stride)
-    flat = (rows[:, None] * width + cols[None, :]).reshape(-1)
-    return jnp.broadcast_to(flat, (batch, flat.shape[0]))
-
-
-def gather_pixels(images: jax.Array, indices: jax.Array) -> jax.Array:
-    """images [B, H, W, C], flat indices [B, P] -> [B, P, C]."""
-    flat = images.reshape(images.shape[0], -1, images.shape[-1])
-    return jnp.take_along_axis(flat, indices[..., None], axis=1)
-
-
-def make_rays(c2w: jax.Array, xy: jax.Array, rs: RenderSettings):
-    """(rays [..., P], near, far) through pixels xy [..., P, 2] of cameras c2w [..., 4, 4];
-    in NDC (near 0, far 1) when rs.ndc."""
-    r = rays_lib.rays_from_pixels(c2w, xy, rs.focal, rs.width / 2.0, rs.height / 2.0)
-    if rs.ndc:
-        return rays_lib.ndc_rays(r, rs.height, rs.width, rs.focal, 1.0), 0.0, 1.0
-    return r, rs.near, rs.far
-
-
-def render_pixels(field_fn, c2w: jax.Array, xy: jax.Array, rs: RenderSettings,
-                  rng) -> list[render_lib.RenderOutput]:
-    """Renders pixels xy [B, P, 2] from cameras c2w [B, 4, 4]: [coarse] or [coarse, fine]."""
-    r, near, far = make_rays(c2w, xy, rs)
-    if rs.num_importance > 0:
-        return list(render_lib.render_rays_hierarchical(
-            field_fn, r, near, far, rs.num_samples, rs.num_importance, rng,
-            rs.white_background, rs.lindisp))
-    return [render_lib.render_rays(field_fn, r, near, far, rs.num_samples, rng,
-                                   rs.white_background, rs.lindisp)]
-
-
-def render_views(field_fn, c2w: jax.Array, rs: RenderSettings) -> render_lib.RenderOutput:
-    """Full images from cameras c2w [..., 4, 4] (chunked, bin midpoints): fields [..., H, W]."""
-    xy = rays_lib.pixel_centers(rs.height, rs.width).reshape(-1, 2)
-    r, near, far = make_rays(c2w, xy, rs)
-    out = render_lib.render_image(field_fn, r, rs.chunk, near=near, far=far,
-                                  num_samples=rs.num_samples, num_importance=rs.num_importance,
-                                  white_background=rs.white_background, lindisp=rs.lindisp)
-    shape = c2w.shape[:-2] + (rs.height, rs.width)
-    return jax.tree_util.tree_map(lambda a: a.reshape(shape + a.shape[len(c2w.shape) - 1:]), out)
 
 
 # ========================================================================== losses
@@ -253,23 +221,35 @@ def train_timesteps(rng: jax.Array, batch: int, t_max: int, power: float) -> jax
 
 class LiftingFamily(ModelFamily):
     """Pose encoder + NeRF as an x0-predicting denoiser (see the module docstring)."""
+    config_defaults = "configs.toy_scene:lifting_defaults"
+    config_rules = {**ModelFamily.config_rules, **LIFTING_RULES}
 
-    def __init__(self, config):
+    def __init__(self, config, scene: SceneMeta):
+        """scene: what the family keeps of its training scene (`fdm.models.lifting_scene`)."""
         super().__init__(config)
-        _check_config(config)
         m = config.model
-        self.supervised = bool(m.get("supervised", False))
-        self.autoencoder = bool(m.get("autoencoder", False))
-        scene = load_scene(config.data, "train")
-        _check_image_size(config, scene)
-        self.forward_facing = scene.forward_facing
-        self.settings = _render_settings(config, scene)
+        self.supervised = bool(m.supervised)
+        self.autoencoder = bool(m.autoencoder)
+        _check_image_size(config, scene.geometry)
+        self.scene = scene
+        self.forward_facing = scene.geometry.forward_facing
+        self.settings = _render_settings(config, scene.geometry)
         self.nerf = NeRFMLP(**_nerf_kwargs(m.nerf))
         self.encoder = None if self.supervised else _build_encoder(m)
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self.checkpoint_step = int(config.train.num_steps)
         self._jit_eval_step = jax.jit(self.eval_step)
         self._jit_render = jax.jit(self.render_cameras)
+
+    @classmethod
+    def inputs(cls, config, workdir: str | None = None) -> dict:
+        """{'scene': SceneMeta}: DIR/scene.npz of a trained workdir, else from the
+        training scene (`fdm.models.lifting_scene.scene_meta`)."""
+        return {"scene": scene_meta(config, workdir, not config.model.supervised)}
+
+    def save_inputs(self, workdir: str) -> None:
+        """Writes the scene metadata to DIR/scene.npz (`fdm.models.lifting_scene`)."""
+        save_scene_meta(self.scene, os.path.join(workdir, SCENE_FILE))
 
     # ---- parameters -----------------------------------------------------
     def init_params(self, rng, batch):
@@ -295,8 +275,8 @@ class LiftingFamily(ModelFamily):
     def _adam(self, learning_rate: float) -> optax.GradientTransformation:
         tc = self.config.train
         schedule = optax.exponential_decay(learning_rate, tc.num_steps,
-                                           tc.get("lr_final_factor", 1.0))
-        chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.get("grad_clip", 0.0) else []
+                                           tc.lr_final_factor)
+        chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip else []
         chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
         return optax.chain(*chain)
 
@@ -357,11 +337,11 @@ class LiftingFamily(ModelFamily):
     def loss_fn(self, params, batch, rng, train, step=0):
         """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring.
         step: sets the field's coarse-to-fine alpha (model.coarse_to_fine)."""
-        x0, rs = batch["image"], self.settings
+        x0, rs, g = batch["image"], self.settings, self.scene.geometry
         alpha = self.alpha(step)
-        indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], rs.height, rs.width,
-                                int(self.config.model.get("num_loss_pixels", 0)))
-        target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
+        indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], g.height, g.width,
+                                int(self.config.model.num_loss_pixels))
+        target, xy = gather_pixels(x0, indices), pixel_xy(indices, g.width)
         key_render = jax.random.fold_in(rng, 1)
 
         def renders(p, c2w):
@@ -378,9 +358,9 @@ class LiftingFamily(ModelFamily):
         """(params, c2w [B,4,4]) -> Eq. 3.3 loss [B] of views x0 [B,H,W,3] on every pixel
         of the stride-s grid (`grid_pixels`), rendered at bin midpoints (deterministic):
         the candidate selection of model.select_stride and the eval pseudo-labels."""
-        rs = self.settings
-        indices = grid_pixels(x0.shape[0], rs.height, rs.width, stride)
-        target, xy = gather_pixels(x0, indices), pixel_xy(indices, rs.width)
+        rs, g = self.settings, self.scene.geometry
+        indices = grid_pixels(x0.shape[0], g.height, g.width, stride)
+        target, xy = gather_pixels(x0, indices), pixel_xy(indices, g.width)
         return lambda p, c2w: reconstruction_loss(
             render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, None), target)
 
@@ -406,7 +386,8 @@ class LiftingFamily(ModelFamily):
         """Grid stride of the eval pseudo-labels: model.select_stride, or when that is 0
         the stride giving about 32 grid pixels along the shorter image side."""
         s = int(self.config.model.select_stride)
-        return s if s > 0 else max(1, min(self.settings.height, self.settings.width) // 32)
+        g = self.scene.geometry
+        return s if s > 0 else max(1, min(g.height, g.width) // 32)
 
     def eval_step(self, params, x0, rng, alpha=None) -> dict:
         """Cameras of views x0 [B,H,W,3] from x_t at t = eval.pose_t (one pass), the
@@ -417,7 +398,7 @@ class LiftingFamily(ModelFamily):
           'pseudo' [B] argmin_i l_i (the classifier's target, Sec. 3.4.5) and
           'c2w_pseudo' [B,4,4] its camera.
         With N = 1 (axis-angle head) best = pseudo = 0 and c2w = c2w_pseudo."""
-        t = jnp.full((x0.shape[0],), int(self.config.eval.get("pose_t", 1)), jnp.int32)
+        t = jnp.full((x0.shape[0],), int(self.config.eval.pose_t), jnp.int32)
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 0))
         pred = self.predict_cameras(params, x_t, t)
         losses = candidate_losses(self.grid_loss(x0, self.pseudo_label_stride(), alpha),
@@ -481,24 +462,23 @@ class LiftingFamily(ModelFamily):
         arrays = load_split_arrays(self.config, "train")
         return arrays if num is None else {k: v[:num] for k, v in arrays.items()}
 
-    def _train_views(self, params, rng, num: int | None = None) -> dict[str, np.ndarray]:
-        """`_camera_columns` of the first num (default eval.num_train_views) training
-        views (each costs an `eval_step`: every candidate rendered on the pseudo-label
-        grid)."""
-        num = int(self.config.eval.num_train_views) if num is None else num
-        batches = pipeline.eval_batches(self._train_split(num),
-                                        int(self.config.eval.get("batch_size", 8)))
+    def _train_views(self, params, rng, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`_camera_columns` of training views arrays ('image' uint8 [n,H,W,3], 'c2w'
+        [n,4,4]; each view costs an `eval_step`: every candidate rendered on the
+        pseudo-label grid)."""
+        num = len(arrays["image"])
+        batches = pipeline.eval_batches(arrays, int(self.config.eval.batch_size))
         return _view_rows(batches, num, lambda i, batch: self._camera_columns(
             params, batch, jax.random.fold_in(rng, i)))
 
     def _lpips(self, render: np.ndarray, image: np.ndarray) -> dict[str, float]:
         """{'lpips': mean distance} of [n,H,W,3] in [0, 1], or {} without eval.metric_weights."""
-        path = self.config.eval.get("metric_weights", "")
+        path = self.config.eval.metric_weights
         if not path:
             return {}
         from fdm.metrics.lpips import compute_lpips
         from fdm.metrics.weights import load_metric_variables
-        net = self.config.eval.get("lpips_net", "alex")
+        net = self.config.eval.lpips_net
         dist = compute_lpips(2.0 * render - 1.0, 2.0 * image - 1.0,
                              load_metric_variables(path, f"lpips_{net}"), net=net)
         return {"lpips": float(np.mean(dist))}
@@ -507,7 +487,8 @@ class LiftingFamily(ModelFamily):
         """Pose-free: (the pose_*, cam_* and pose_train_* metrics, the camera-figure
         panels of `_write_eval_figures` for the eval views and the training views)."""
         pose, ev = self._pose_metrics(views, "pose_")
-        train_views = self._train_views(params, rng)
+        train_views = self._train_views(
+            params, rng, self._train_split(int(self.config.eval.num_train_views)))
         train_pose, train_ev = self._pose_metrics(train_views, "pose_train_")
         panels = {"cameras": (views["c2w_true"], ev, "eval views"),
                   "cameras_train": (train_views["c2w_true"], train_ev, "training views")}
@@ -555,8 +536,8 @@ class LiftingFamily(ModelFamily):
 
     def depth_image(self, depth) -> np.ndarray:
         """uint8 [..., H, W, 3] grey depth: near (or NDC 0) white, far (NDC 1) black."""
-        rs = self.settings
-        near, far = (0.0, 1.0) if rs.ndc else (rs.near, rs.far)
+        g = self.scene.geometry
+        near, far = (0.0, 1.0) if self.settings.ndc else (g.near, g.far)
         d = 1.0 - np.clip((np.asarray(depth) - near) / (far - near), 0.0, 1.0)
         return np.repeat(viz.to_uint8(d[..., None], (0, 1)), 3, axis=-1)
 
@@ -566,25 +547,23 @@ class LiftingFamily(ModelFamily):
         or true) training cameras, else an orbit at eval.render_elevation_deg around the
         origin at model.camera_radius (pose-free) or the mean true radius (supervised)."""
         e, m = self.config.eval, self.config.model
-        frames = int(e.get("render_frames", 40))
+        frames = int(e.render_frames)
         if self.forward_facing:
-            c2w = self._train_cameras(params, rng)
-            rs = self.settings
-            return np.asarray(cameras.spiral_path(jnp.asarray(c2w), rs.near, 5.0 * rs.far, frames))
+            c2w, g = self._train_cameras(params, rng), self.scene.geometry
+            return np.asarray(cameras.spiral_path(jnp.asarray(c2w), g.near, 5.0 * g.far, frames))
         if self.supervised:
-            radius = float(np.mean(np.linalg.norm(load_scene(self.config.data, "train").c2w[:, :3, 3],
-                                                  axis=-1)))
+            radius = float(np.mean(np.linalg.norm(self.scene.train_c2w[:, :3, 3], axis=-1)))
         else:
             radius = float(m.camera_radius)
-        return np.asarray(cameras.orbit_path(frames, radius, e.get("render_elevation_deg", 30.0),
-                                             up=tuple(m.get("world_up", cameras.Z_UP))))
+        return np.asarray(cameras.orbit_path(frames, radius, e.render_elevation_deg,
+                                             up=tuple(m.world_up)))
 
     def _train_cameras(self, params, rng) -> np.ndarray:
-        """c2w [N, 4, 4] of the training views: true (supervised) or predicted."""
-        arrays = self._train_split()
+        """c2w [N, 4, 4] of the training views (`SceneMeta`): true (supervised) or predicted."""
         if self.encoder is None:
-            return np.asarray(arrays["c2w"])
-        return self._train_views(params, rng, len(arrays["c2w"]))["c2w"]
+            return self.scene.train_c2w
+        arrays = {"image": self.scene.train_images, "c2w": self.scene.train_c2w}
+        return self._train_views(params, rng, arrays)["c2w"]
 
     def landscape(self, params, batches, workdir, rng) -> dict:
         """Pose landscapes (issue 15): the loss of the first eval.landscape_views views
@@ -616,8 +595,8 @@ class LiftingFamily(ModelFamily):
         if self.encoder is None:
             raise UserError("--mode=sample needs the pose encoder; the supervised baseline "
                             "has none (set model.supervised=False)")
-        rs, n = self.settings, int(self.config.eval.get("num_samples", 4))
-        x_T = jax.random.normal(jax.random.fold_in(rng, 0), (n, rs.height, rs.width, 3))
+        n, g = int(self.config.eval.num_samples), self.scene.geometry
+        x_T = jax.random.normal(jax.random.fold_in(rng, 0), (n, g.height, g.width, 3))
         out = jax.device_get(ancestral_sample(
             jax.tree_util.Partial(self.denoise, params, alpha=self.alpha(self.checkpoint_step)),
             self.schedule, x_T,
@@ -726,15 +705,13 @@ def _candidate_scalars(out: CandidateLoss, scores: jax.Array) -> dict:
             "selected_max_frac": jnp.max(usage)}
 
 
-def _render_settings(config, scene: SceneData) -> RenderSettings:
+def _render_settings(config, geometry: ViewGeometry) -> RenderSettings:
     m = config.model
-    ndc = bool(m.get("ndc", False))
-    if ndc and not scene.forward_facing:
+    ndc = bool(m.ndc)
+    if ndc and not geometry.forward_facing:
         raise UserError("model.ndc=True needs a forward-facing (LLFF) scene; set it False")
-    return RenderSettings(scene.H, scene.W, scene.focal, scene.near, scene.far,
-                          int(m.num_samples), int(m.get("num_importance", 0)),
-                          scene.white_background, bool(m.get("lindisp", False)), ndc,
-                          int(config.eval.get("chunk", 4096)))
+    return RenderSettings(geometry, int(m.num_samples), int(m.num_importance),
+                          bool(m.lindisp), ndc, int(config.eval.chunk))
 
 
 def _nerf_kwargs(cfg) -> dict:
@@ -746,62 +723,25 @@ def _nerf_kwargs(cfg) -> dict:
 
 def _build_encoder(m) -> PoseEncoder:
     e = m.encoder
-    return PoseEncoder(ch=e.ch, ch_mult=tuple(e.ch_mult), num_res_blocks=e.num_res_blocks,
-                       attn_resolutions=tuple(e.attn_resolutions), dropout=e.dropout,
-                       num_groups=e.num_groups, camera_head=m.camera_head,
-                       num_candidates=int(m.get("num_candidates", 1)),
-                       layout=m.get("candidate_layout", "quadrant"),
-                       radius=float(m.get("camera_radius", 4.0)),
-                       up=tuple(m.get("world_up", cameras.Z_UP)))
+    trunk = PoseTrunk(ch=e.ch, ch_mult=tuple(e.ch_mult), num_res_blocks=e.num_res_blocks,
+                      attn_resolutions=tuple(e.attn_resolutions), dropout=e.dropout,
+                      num_groups=e.num_groups)
+    return PoseEncoder(trunk=trunk, camera_head=m.camera_head,
+                       num_candidates=int(m.num_candidates), layout=m.candidate_layout,
+                       radius=float(m.camera_radius), up=tuple(m.world_up))
 
 
-def _check_config(config) -> None:
-    """UserError for out-of-range model / eval values (before anything runs)."""
-    m, T = config.model, config.diffusion.num_timesteps
-    checks = [
-        (m.get("camera_head", "candidates") in CAMERA_HEADS,
-         f"model.camera_head={m.get('camera_head')!r}; use one of {list(CAMERA_HEADS)}"),
-        (m.get("candidate_layout", "quadrant") in LAYOUTS,
-         f"model.candidate_layout={m.get('candidate_layout')!r}; use one of {list(LAYOUTS)}"),
-        (int(m.get("num_candidates", 1)) >= 1, "model.num_candidates must be >= 1"),
-        (float(m.get("cls_weight", 0.0)) >= 0.0, "model.cls_weight (lambda) must be >= 0"),
-        (int(m.get("num_loss_pixels", 0)) >= 0, "model.num_loss_pixels must be >= 0 (0 = all)"),
-        (int(m.num_samples) >= 1, "model.num_samples must be >= 1"),
-        (not (m.get("supervised", False) and m.get("autoencoder", False)),
-         "model.supervised and model.autoencoder exclude each other; set one False"),
-        (config.diffusion.get("prediction", "x0") == "x0",
-         "NeRF lifting predicts x0; set diffusion.prediction='x0'"),
-        (0 <= int(config.eval.get("pose_t", 1)) < T, f"eval.pose_t must be in [0, {T})"),
-        (int(m.select_stride) >= 0, "model.select_stride must be >= 0 (0 = the loss pixels)"),
-        (_coarse_to_fine_ok(m.coarse_to_fine),
-         f"model.coarse_to_fine={tuple(m.coarse_to_fine)!r}; use (start, end) steps with "
-         "0 <= start < end, or (0, 0) for off"),
-        (0 <= int(m.train_t_max) <= T, f"model.train_t_max must be in [0, {T}] (0 = T)"),
-        (float(m.train_t_power) > 0.0, "model.train_t_power must be > 0 (1 = uniform t)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
-
-
-def _coarse_to_fine_ok(value) -> bool:
-    """model.coarse_to_fine is (0, 0) or integer steps (start, end) with 0 <= start < end."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(int(v) != v for v in value):
-        return False
-    start, end = value
-    return (start, end) == (0, 0) or 0 <= start < end
-
-
-def _check_image_size(config, scene: SceneData) -> None:
+def _check_image_size(config, geometry: ViewGeometry) -> None:
     """The L-level pose encoder halves the image L-1 times: H, W divisible by 2^(L-1);
     the selection grid (model.select_stride) fits in the image."""
-    if config.model.get("supervised", False):
+    if config.model.supervised:
         return
-    if int(config.model.select_stride) > min(scene.H, scene.W):
+    height, width = geometry.height, geometry.width
+    if int(config.model.select_stride) > min(height, width):
         raise UserError(f"model.select_stride={config.model.select_stride} exceeds the "
-                        f"{scene.H}x{scene.W} images; use at most {min(scene.H, scene.W)}")
+                        f"{height}x{width} images; use at most {min(height, width)}")
     levels = len(config.model.encoder.ch_mult)
     factor = 2 ** (levels - 1)
-    if scene.H % factor or scene.W % factor:
-        raise UserError(f"images load at {scene.H}x{scene.W}, not divisible by {factor} (the "
+    if height % factor or width % factor:
+        raise UserError(f"images load at {height}x{width}, not divisible by {factor} (the "
                         f"pose encoder has {levels} levels); set data.image_size to a multiple")

@@ -46,35 +46,22 @@ from fdm import viz
 from fdm.errors import UserError
 from fdm.host import to_host, write_json_atomic
 from fdm.models import lifting
-from fdm.nerf import cameras, landscape
+from fdm.nerf import landscape
+from fdm.nerf.views import RenderSettings, render_pixels
 
 OUT_DIR = "landscape"
 
 
 def landscape_settings(config) -> dict:
-    """The eval.landscape_* keys (defaults as in configs/toy_scene.py), checked (UserError)."""
+    """The eval.landscape_* keys (declared in configs/toy_scene.py, their values checked
+    by `lifting.LIFTING_RULES` when the family is built)."""
     e = config.eval
-    s = {"views": int(e.get("landscape_views", 4)),
-         "grid": tuple(int(v) for v in e.get("landscape_grid", (24, 9))),
-         "elevation_deg": tuple(float(v) for v in e.get("landscape_elevation_deg", (5.0, 85.0))),
-         "offset_max_deg": float(e.get("landscape_offset_max_deg", 15.0)),
-         "offset_step_deg": float(e.get("landscape_offset_step_deg", 2.5)),
-         "size": int(e.get("landscape_size", 32))}
-    lo, hi = s["elevation_deg"]
-    checks = [
-        (s["views"] >= 1, "eval.landscape_views must be >= 1"),
-        (len(s["grid"]) == 2 and min(s["grid"]) >= 1,
-         f"eval.landscape_grid={s['grid']}; use (azimuths, elevations), both >= 1"),
-        (-90.0 <= lo <= hi <= 90.0,
-         f"eval.landscape_elevation_deg={s['elevation_deg']}; use (lo, hi), -90 <= lo <= hi <= 90"),
-        (s["offset_step_deg"] > 0.0 and s["offset_max_deg"] >= 0.0,
-         "eval.landscape_offset_step_deg must be > 0 and eval.landscape_offset_max_deg >= 0"),
-        (s["size"] >= 1, "eval.landscape_size must be >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
-    return s
+    return {"views": int(e.landscape_views),
+            "grid": tuple(int(v) for v in e.landscape_grid),
+            "elevation_deg": tuple(float(v) for v in e.landscape_elevation_deg),
+            "offset_max_deg": float(e.landscape_offset_max_deg),
+            "offset_step_deg": float(e.landscape_offset_step_deg),
+            "size": int(e.landscape_size)}
 
 
 def stride_pixels(height: int, width: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,12 +78,12 @@ def view_pixels(image: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def camera_losses(field_fn, c2w: jax.Array, target: jax.Array, xy: jax.Array,
-                  rs: lifting.RenderSettings, cameras_per_batch: int) -> jax.Array:
+                  rs: RenderSettings, cameras_per_batch: int) -> jax.Array:
     """Eq. 3.3 losses [G] of one view (target [P, 3] in [-1, 1] at pixels xy [P, 2])
     rendered from each camera c2w [G, 4, 4] (bin midpoints), cameras_per_batch at a
     time (`lax.map`), so memory stays at cameras_per_batch * P rays."""
     def one(c):
-        outs = lifting.render_pixels(field_fn, c[None], xy[None], rs, None)
+        outs = render_pixels(field_fn, c[None], xy[None], rs, None)
         return lifting.reconstruction_loss(outs, target[None])[0]
     return jax.lax.map(one, c2w, batch_size=cameras_per_batch)
 
@@ -152,14 +139,15 @@ def run_landscape(family, params, batches, workdir: str, rng) -> dict:
     """--mode=landscape (see the module docstring); returns the JSON's 'summary'."""
     settings = landscape_settings(family.config)
     rs, pose_free = family.settings, family.encoder is not None
-    stride = max(1, min(rs.height, rs.width) // settings["size"])
-    num = max(settings["views"], int(family.config.eval.get("num_examples", 1))) \
+    height, width = rs.geometry.height, rs.geometry.width
+    stride = max(1, min(height, width) // settings["size"])
+    num = max(settings["views"], int(family.config.eval.num_examples)) \
         if pose_free else settings["views"]
     views = gather_views(family, params, batches, num, rng)
     truths, frame = true_cameras_in_model_frame(views, family.forward_facing)
-    up = tuple(family.config.model.get("world_up", cameras.Z_UP))
-    pixels = np.prod([len(a) for a in stride_pixels(rs.height, rs.width, stride)])
-    per_batch = max(1, int(family.config.eval.get("chunk", 4096)) // int(pixels))
+    up = tuple(family.config.model.world_up)
+    pixels = np.prod([len(a) for a in stride_pixels(height, width, stride)])
+    per_batch = max(1, int(family.config.eval.chunk) // int(pixels))
     losses_fn = jax.jit(lambda p, alpha, c2w, target, xy: camera_losses(
         family.field_fn(p, alpha), c2w, target, xy, rs, per_batch))
     alpha = family.alpha(family.checkpoint_step)
@@ -187,7 +175,7 @@ def run_landscape(family, params, batches, workdir: str, rng) -> dict:
     viz.save_png(os.path.join(out_dir, "landscape.png"),
                  landscape.landscape_figure(rows, with_pred=pose_free))
     write_json_atomic({
-        "config": family.config.get("name", ""), "grid": grid.kind,
+        "config": family.config.name, "grid": grid.kind,
         "axes": list(grid.axis_names), "col_deg": grid.col_deg.tolist(),
         "row_deg": grid.row_deg.tolist(), "pixel_stride": stride, "frame": frame,
         "summary": summary, "views": infos}, os.path.join(out_dir, "landscape.json"))

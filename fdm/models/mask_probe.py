@@ -38,6 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from fdm import config_rules as rules
 from fdm.errors import UserError
 from fdm.models.fdm import FDMFamily
 
@@ -55,21 +56,21 @@ def given_masks(labels: jax.Array, num_masks: int, alpha: float = 1.0,
 class GivenMaskFDMFamily(FDMFamily):
     """FDM whose decoder is fed masks derived from the ground truth (module doc)."""
     loss_batch_keys = ("image", "label", "mask")
+    config_defaults = "configs.fdm_common:given_mask_defaults"
+    config_rules = {**FDMFamily.config_rules,
+                    "model.given_mask_alpha": rules.in_range(0.0, 1.0)}   # 1 exact, 0 uniform
     can_sample = False
 
     def __init__(self, config):
         super().__init__(config)
         m = config.model
-        self.alpha = float(m.get("given_mask_alpha", 1.0))
-        self.shift = int(m.get("given_mask_shift", 0))
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UserError(f"model.given_mask_alpha={self.alpha} must be in [0, 1] "
-                            "(1 = exact masks, 0 = uniform masks)")
-        regions = int(config.data.get("num_regions", 0))
+        self.alpha = float(m.given_mask_alpha)
+        self.shift = int(m.given_mask_shift)
+        regions = int(config.data.num_regions)
         if regions > self.num_masks:
             raise UserError(f"data.num_regions={regions} exceeds model.num_masks="
                             f"{self.num_masks}; set model.num_masks >= data.num_regions")
-        if m.get("hierarchical", False):
+        if m.hierarchical:
             raise UserError("model.family='fdm_given_masks' needs a one-level FDM; "
                             "set model.hierarchical=False")
         if self.search.active:

@@ -1,17 +1,24 @@
-"""The supervised U-Net segmenter (seed 000 Tables 2.3-2.5) as a network: building,
-saving, loading and prediction, and its use as the judge of masks generated with
-images (Table 2.5 bottom). Training it is a baseline: `fdm.baselines.supervised`.
+"""The supervised U-Net segmenter (seed 000 Tables 2.3-2.5) as a model family
+(`model.family = "segmenter"`), and its use as the judge of masks generated with
+images (Table 2.5 bottom).
 
 It lives with the models, not the baselines, because the FDM family's evaluation
 loads it (eval.segmenter_workdir): models never import `fdm.baselines`.
+`fdm.baselines.supervised` derives its config and trains it with `fdm.train`.
 
-Network: the DDPM U-Net of `fdm.nn.unet` with the experiment's `config.model` sizes,
-no class embedding, `out_ch` = C (the number of mask classes, >= 2) logits, called
-at a constant t = 0 (its timestep embedding is then a learned bias).
+Notation: x [B, S, S, 3] images in [-1, 1]; y int32 [B, S, S] ground-truth classes
+in [0, C), C = `model.num_seg_classes` (>= 2).
+
+Network: the DDPM U-Net of `fdm.nn.unet` with the `config.model` sizes, no class
+embedding, `out_ch` = C logits, called at a constant t = 0 (its timestep embedding
+is then a learned bias); dropout as `model.dropout`.
+Loss: softmax cross-entropy per pixel against the batch's 'mask' (the trainer hands
+in batches with 'image' and 'mask'); logged scalar `pixel_acc`, the fraction of
+pixels whose argmax is the true class.
 Prediction: argmax over the C logits -> int32 [N, S, S] in the masks' classes.
-Saved as `<workdir>/segmenter.npz` (`save_segmenter`): arrays "params/<module path>",
-the U-Net's sizes "net/<field>" (net/out_ch = C) and "image_size" S;
-`load_segmenter(workdir)` rebuilds it.
+Saved as every trainer run: `<workdir>/config.json` and Orbax checkpoints; read with
+`fdm.load(workdir)` or `load_segmenter(workdir)` (the same files: config.json and
+the EMA parameters of the newest checkpoint, `fdm.checkpoint_io.restore_ema_params`).
 
 Generated images (Table 2.5 bottom): the segmenter's prediction on a generated image
 is the reference; the generator's own K-region mask is scored against it with the
@@ -20,22 +27,24 @@ global region mapping of the FDM evaluation (`generated_mask_agreement`).
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 
-from fdm import viz
 from fdm.errors import UserError
 from fdm.host import unit_range_batches
 from fdm.metrics import segmentation as seg_metrics
-from fdm.metrics.weights import flatten, unflatten
-from fdm.nn.unet import UNet, unet_kwargs_from_config
+from fdm.models.base import LossOutput, ModelFamily
+from fdm.nn.unet import UNet
 
-SEGMENTER_FILE = "segmenter.npz"
+FAMILY = "segmenter"
 
 
 @flax.struct.dataclass
@@ -47,9 +56,10 @@ class Segmenter:
     image_size: int = flax.struct.field(pytree_node=False)
 
 
-def build_net(config, num_classes: int) -> UNet:
-    """The U-Net of config.model with `num_classes` output logits and no class embedding."""
-    return UNet.from_config(config.model, out_ch=num_classes, num_classes=0)
+def build_net(model_config) -> UNet:
+    """The U-Net of `model_config` with `num_seg_classes` logits and no class embedding."""
+    return UNet.from_config(model_config, out_ch=int(model_config.num_seg_classes),
+                            num_classes=0)
 
 
 def logits(net: UNet, params, x: jax.Array, train: bool = False, rng=None) -> jax.Array:
@@ -59,27 +69,57 @@ def logits(net: UNet, params, x: jax.Array, train: bool = False, rng=None) -> ja
                      rngs=None if rng is None else {"dropout": rng})
 
 
-def save_segmenter(segmenter: Segmenter, workdir: str) -> str:
-    """Writes `workdir/segmenter.npz` (module doc); returns its path."""
-    tree = {"params": segmenter.params, "net": unet_kwargs_from_config(segmenter.net),
-            "image_size": segmenter.image_size}
-    path = os.path.join(workdir, SEGMENTER_FILE)
-    viz.save_npz(path, **{k: np.asarray(v) for k, v in flatten(tree).items()})
-    return path
+class SegmenterFamily(ModelFamily):
+    """The U-Net segmenter trained with per-pixel cross-entropy (module doc)."""
+    can_sample = False
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        num_classes = int(config.model.num_seg_classes)
+        if num_classes < 2:
+            raise UserError(f"model.num_seg_classes={num_classes} must be >= 2 (background "
+                            "and at least one foreground class)")
+        self.net = build_net(config.model)
+
+    def init_params(self, rng, batch):
+        """U-Net parameters from one dummy example shaped like batch['image'][:1]."""
+        x = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
+        return self.net.init({"params": rng}, x, jnp.zeros((1,), jnp.int32))["params"]
+
+    def loss_fn(self, params, batch, rng, train, step=0) -> LossOutput:
+        """Mean cross-entropy of logits [B, S, S, C] against batch['mask'] [B, S, S]."""
+        out = logits(self.net, params, batch["image"], train=train, rng=rng)
+        target = batch["mask"].astype(jnp.int32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(out, target).mean()
+        accuracy = jnp.mean(jnp.argmax(out, axis=-1) == target)
+        return LossOutput(loss, {"pixel_acc": accuracy})
+
+    def segmenter(self, params) -> Segmenter:
+        """The judge made of these parameters, for images of side data.image_size."""
+        return Segmenter(self.net, params, int(self.config.data.image_size))
+
+
+def _make_it(workdir: str) -> str:
+    """How to train the segmenter that `workdir` lacks (the end of a one-line error)."""
+    return (f"make it with `python -m experiments.baselines --baseline=supervised "
+            f"--config=configs/NAME.py --workdir={workdir}` (a config with the same data)")
 
 
 def load_segmenter(workdir: str) -> Segmenter:
-    """The segmenter `fdm.baselines.supervised.run_supervised` saved in `workdir`;
-    UserError when there is none."""
-    path = os.path.join(workdir, SEGMENTER_FILE)
+    """The segmenter `--baseline=supervised` trained in `workdir`: its config.json and the
+    EMA parameters of its newest checkpoint; a one-line UserError when there is none."""
+    path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise UserError(f"no trained segmenter at {path}; make it with `python -m "
-                        f"experiments.baselines --baseline=supervised --config=configs/NAME.py "
-                        f"--workdir={workdir}` (a config with the same data)")
-    with np.load(path) as arrays:
-        tree = unflatten({k: arrays[k] for k in arrays.files})
-    net = UNet.from_config({k: v.tolist() for k, v in tree["net"].items()})
-    return Segmenter(net, jax.tree.map(jnp.asarray, tree["params"]), int(tree["image_size"]))
+        raise UserError(f"no trained segmenter in {workdir} ({path} is missing); "
+                        + _make_it(workdir))
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if config.model.family != FAMILY:
+        raise UserError(f"{workdir} holds a model.family={config.model.family!r} run, not a "
+                        "segmenter; pass a --baseline=supervised workdir")
+    from fdm.checkpoint_io import restore_ema_params   # Orbax only when loading
+    params, _ = restore_ema_params(workdir, hint=_make_it(workdir))
+    return SegmenterFamily(config).segmenter(params)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

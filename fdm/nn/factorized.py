@@ -242,28 +242,25 @@ _UNET_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout",
 def fdm_from_config(model_cfg) -> nn.Module:
     """FactorizedUNet or HierarchicalFDM from `config.model`.
 
-    Keys: the U-Net keys, num_masks (K), decoding, hierarchical (bool),
+    Keys (declared in configs/fdm_common.py:fdm_config, their values checked by
+    `FDMFamily.config_rules`): the U-Net keys, num_masks (K), decoding,
+    mask_init_scale, mask_skip_max_res, branch_embed_std, hierarchical (bool),
     level2_masks (K2, hierarchical only).
     """
     kw = {k: model_cfg[k] for k in _UNET_KEYS if k in model_cfg}
     kw["ch_mult"] = tuple(kw["ch_mult"])
     kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
     kw["num_masks"] = model_cfg.num_masks
-    kw["decoding"] = model_cfg.get("decoding", "shared")
-    kw["mask_init_scale"] = model_cfg.get("mask_init_scale", 1e-2)
-    kw["mask_skip_max_res"] = model_cfg.get("mask_skip_max_res", 0)
-    kw["branch_embed_std"] = float(model_cfg.get("branch_embed_std", 0.0))
-    if kw["decoding"] not in DECODINGS:
-        raise UserError(f"model.decoding={kw['decoding']!r} is unknown; use one of {DECODINGS}")
-    if kw["branch_embed_std"] < 0:
-        raise UserError(f"model.branch_embed_std={kw['branch_embed_std']} must be >= 0 "
-                        "(0: no per-branch embedding, the paper)")
+    kw["decoding"] = model_cfg.decoding
+    kw["mask_init_scale"] = model_cfg.mask_init_scale
+    kw["mask_skip_max_res"] = model_cfg.mask_skip_max_res
+    kw["branch_embed_std"] = float(model_cfg.branch_embed_std)
     if kw["branch_embed_std"] > 0 and kw["decoding"] == "concat":
         raise UserError("model.branch_embed_std > 0 needs decoder branches; 'concat' decoding "
                         "has one branch: set model.branch_embed_std=0 or another decoding")
-    if model_cfg.get("hierarchical", False):
+    if model_cfg.hierarchical:
         if kw["decoding"] == "concat":
             raise UserError("model.hierarchical needs per-branch outputs; "
                             "use model.decoding='shared' (or unshared/mask_hmid), not 'concat'")
-        return HierarchicalFDM(level1=kw, level2_masks=model_cfg.get("level2_masks", 3))
+        return HierarchicalFDM(level1=kw, level2_masks=model_cfg.level2_masks)
     return FactorizedUNet(**kw)

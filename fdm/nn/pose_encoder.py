@@ -126,15 +126,10 @@ class CandidateHead(nn.Module):
 class PoseEncoder(nn.Module):
     """Trunk + camera head: (x_t [B,S,S,3], t [B]) -> CameraPrediction (Fig. 3.12).
 
-    Attributes: the trunk's (see `PoseTrunk`); camera_head in CAMERA_HEADS; the
-    candidate head's num_candidates, layout, radius, up.
+    Attributes: trunk, the `PoseTrunk` (its parameters live under 'trunk');
+    camera_head in CAMERA_HEADS; the candidate head's num_candidates, layout, radius, up.
     """
-    ch: int = 64
-    ch_mult: Sequence[int] = (1, 1, 2, 2, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: Sequence[int] = ()
-    dropout: float = 0.0
-    num_groups: int = 32
+    trunk: PoseTrunk = PoseTrunk()
     camera_head: str = "candidates"
     num_candidates: int = 12
     layout: str = "quadrant"
@@ -143,8 +138,7 @@ class PoseEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> CameraPrediction:
-        f = PoseTrunk(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions,
-                      self.dropout, self.num_groups, name="trunk")(x, t, train)
+        f = self.trunk(x, t, train)
         if self.camera_head == "axis_angle":
             return AxisAngleHead(name="head")(f)
         if self.camera_head == "candidates":

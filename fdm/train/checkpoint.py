@@ -3,6 +3,8 @@
 Layout: `<workdir>/checkpoints/<step>/` (written by all processes together,
 finalised atomically by Orbax, so a killed run never leaves a half checkpoint
 that `latest_step` would pick) and `<workdir>/config.json` (process 0 only).
+The read side (latest_step, require_checkpoint, restore_ema_params) lives in
+`fdm.checkpoint_io`, which models, `fdm.run` and `fdm.api` import too.
 """
 from __future__ import annotations
 
@@ -13,15 +15,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from fdm.errors import UserError
+from fdm import checkpoint_io
+from fdm.checkpoint_io import latest_step  # noqa: F401  (re-exported: fdm.train.latest_step)
 from fdm.host import write_text_atomic
-
-CHECKPOINT_DIR = "checkpoints"
-
-
-def checkpoint_dir(workdir: str) -> str:
-    """Where the checkpoints of `workdir` live."""
-    return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
 class Checkpointer:
@@ -32,15 +28,8 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-        """read_only: only restore (creates and cleans nothing; Orbax's own read-only
-        mode would log a warning per use)."""
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=None if read_only else ocp.checkpoint_managers.LatestN(keep),
-            create=not read_only, cleanup_tmp_directories=not read_only,
-            enable_async_checkpointing=True)
-        self._mngr = ocp.CheckpointManager(
-            checkpoint_dir(workdir), options=options,
-            item_handlers=ocp.StandardCheckpointHandler())
+        """read_only: only restore (creates and cleans nothing)."""
+        self._mngr = checkpoint_io.open_manager(workdir, keep, read_only)
 
     def latest_step(self) -> int | None:
         """The newest finalised step, or None."""
@@ -60,15 +49,9 @@ class Checkpointer:
 
     def restore_tree(self, sharding: jax.sharding.Sharding,
                      step: int | None = None) -> Any:
-        """Restores `step` as nested dicts of arrays all placed with `sharding`.
-
-        Needs no template, so it works on any topology (used by evaluation modes).
-        """
-        step = self.latest_step() if step is None else step
-        meta = self._mngr.item_metadata(step)
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
-        return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+        """Restores `step` as nested dicts of arrays all placed with `sharding`
+        (`fdm.checkpoint_io.restore_tree`)."""
+        return checkpoint_io.restore_tree(self._mngr, sharding, step)
 
     def wait(self) -> None:
         """Blocks until all pending saves are finalised."""
@@ -77,26 +60,6 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending saves and releases Orbax resources."""
         self._mngr.close()
-
-
-def latest_step(workdir: str) -> int | None:
-    """The newest finalised checkpoint step in `workdir`, without creating anything."""
-    if not os.path.isdir(checkpoint_dir(workdir)):
-        return None
-    ckpt = Checkpointer(workdir, read_only=True)
-    try:
-        return ckpt.latest_step()
-    finally:
-        ckpt.close()
-
-
-def require_checkpoint(workdir: str) -> int:
-    """The newest checkpoint step; UserError if `workdir` has none."""
-    step = latest_step(workdir)
-    if step is None:
-        raise UserError(f"no checkpoint in {checkpoint_dir(workdir)}; "
-                        "train first with --mode=train and the same --workdir")
-    return step
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

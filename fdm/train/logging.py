@@ -8,29 +8,13 @@ the file describes exactly one training history.
 from __future__ import annotations
 
 import json
-import logging as std_logging
 import os
 from typing import Any, Mapping
 
 import jax
 import numpy as np
-from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
-
-
-class _NoOrbaxInfo(std_logging.Filter):
-    """Drops Orbax's INFO records (several per save); its warnings and errors pass."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-
-def quiet_orbax_info() -> None:
-    """Keeps Orbax's per-save INFO chatter out of the training log (idempotent)."""
-    absl_logger = logging.get_absl_logger()
-    if not any(isinstance(f, _NoOrbaxInfo) for f in absl_logger.filters):
-        absl_logger.addFilter(_NoOrbaxInfo())
 
 
 def _drop_lines_after(path: str, step: int) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from fdm import checkpoint_io
 from fdm.errors import NonFiniteLossError
 from fdm.host import to_host
 from fdm.models.base import ModelFamily
@@ -190,7 +191,7 @@ def _loop(state: TrainState, step_fn: Callable, batches: Iterator[Batch],
     from clu import periodic_actions
     tc = config.train
     guard, image_fn = FiniteGuard(), _make_image_fn(family, mesh)
-    image_every = tc.get("image_every", tc.checkpoint_every)
+    image_every = tc.image_every
     report = periodic_actions.ReportProgress(
         num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every,
         every_secs=None)
@@ -233,7 +234,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     Input problems raise `UserError` before anything is written to `workdir`.
     """
     from fdm.models import get_family
-    log_lib.quiet_orbax_info()
+    checkpoint_io.quiet_orbax_info()
     family = family or get_family(config)
     make_iterator = make_iterator or _default_iterator()
     mesh = mesh_lib.make_mesh()
@@ -245,7 +246,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         ckpt_lib.save_config(config, workdir)
-    ckpt = ckpt_lib.Checkpointer(workdir, config.train.get("keep_checkpoints", 3))
+        family.save_inputs(workdir)
+    ckpt = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
     writer = log_lib.create_writer(workdir, start)
     try:
         state = initial_state(init_fn, target, batch, mesh, ckpt)
