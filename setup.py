@@ -31,6 +31,7 @@ TEST_REQUIRES = [
     "nbclient>=0.11,<0.12",
     "nbformat>=5.11,<6",
     "ipykernel>=7.4,<8",
+    "hilbertcurve>=2.0.5,<3",      # reference Hilbert curve (tests/test_lmconv_orders.py)
 ]
 
 # Segmentation baselines (fdm.baselines): k-means (sklearn) and GrabCut (OpenCV).

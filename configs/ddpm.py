@@ -5,8 +5,14 @@
 
 Default: the paper's 35.7M-parameter U-Net on CIFAR-10 (TFDS `cifar10` prepared
 under data.data_dir), 800K steps at 2e-4 with 5000 warm-up steps, FID of 50K
-ancestral samples. Variant 'tiny': the CPU smoke/baseline config, a 32-channel
-U-Net on the procedural shapes data (no download), 2000 steps.
+ancestral samples and the bits/dim bound of the test set (bpd, rate_distortion.json).
+Variant 'tiny': the CPU smoke/baseline config, a 32-channel U-Net on the procedural
+shapes data (no download), 2000 steps.
+
+The public checkpoint google/ddpm-cifar10-32 (a local diffusers directory) on CIFAR-10's
+test set in TFDS format, bits/dim only (experiments/ddpm_likelihood.py):
+  python -m experiments.ddpm_likelihood --config=configs/ddpm.py --workdir=DIR \
+      --diffusers=PATH/ddpm-cifar10-32 --config.data.data_dir=TFDS_DIR
 """
 from configs import variants
 from configs.fdm_common import ddpm_config
@@ -32,6 +38,8 @@ def _cifar10():
     c.eval.sample_steps = 1000
     c.eval.batch_size = 256
     c.eval.num_fid_samples = 50_000          # FID of 50K samples vs the test set (Ho et al.)
+    c.eval.bpd_examples = 10_000             # NLL bound on the whole test set (Table 3.1)
+    c.eval.record_every = 50                 # progressive generation strip (Fig. 3.6)
     return c
 
 

@@ -49,6 +49,7 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.model.dropout = dropout
     c.model.num_classes = num_classes  # > 0: class-conditional on the batches' 'label'
     c.model.num_groups = 32
+    c.model.out_ch = 3                 # image channels C (the U-Net outputs 2C: learned variance)
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000
@@ -56,9 +57,11 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
     c.diffusion.prediction = "eps"           # eps | x0
-    c.diffusion.loss = "simple"              # simple | weighted
-    c.diffusion.variance = "fixed_small"     # fixed_small (beta_tilde) | fixed_large (beta)
+    c.diffusion.loss = "simple"              # simple | weighted | vlb (the bound L, bits/dim)
+    # fixed_small (beta_tilde) | fixed_large (beta) | learned | learned_range (diffusion.reverse)
+    c.diffusion.variance = "fixed_small"
     c.diffusion.clip_x0 = True
+    c.diffusion.decoder_cdf = "exact"        # exact (log_ndtr) | tanh (Ho et al.'s code)
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = num_steps
@@ -86,6 +89,8 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.eval.metric_weights = ""       # .npz of docs/METRICS.md: adds fid / kid / kid_std
     c.eval.num_fid_samples = 10_000  # generated images scored against all eval images
     c.eval.at_end = False            # after training: evaluate and sample (fdm.run)
+    c.eval.bpd_examples = 0          # > 0: bound (bits/dim) of this many eval images, T calls each
+    c.eval.record_every = 100        # sampler trajectory: x0_hat strip (and FDM's masks, Fig. 2.10)
     return c
 
 
@@ -111,7 +116,6 @@ def fdm_config(name: str, *, num_masks: int = 3, **ddpm_args) -> ml_collections.
     c.train.mask_z_loss = 0.0        # weight of the router z-loss on the mask logits
 
     c.eval.segment_t = 30            # §2.3.4: noise real images to t = 30, one pass
-    c.eval.record_every = 100        # mask trajectory for the refinement strip (Fig. 2.10)
     c.eval.segmenter_workdir = ""    # a --baseline=supervised workdir: adds gen_seg_* (Table 2.5)
     c.eval.num_gen_seg_samples = 64  # generated images whose masks that segmenter scores
 

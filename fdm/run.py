@@ -8,6 +8,8 @@ Modes (SPEC "Command-line contract"):
             `workdir/samples/`, `workdir/segment/`, `workdir/render/`.
   landscape EMA params + the eval split -> `family.landscape` (NeRF lifting: pose
             landscapes in `workdir/landscape/`, `fdm.models.lifting_landscape`).
+`likelihood(config, workdir, diffusers)` (experiments/ddpm_likelihood.py): the DDPM
+bound alone, of a trained workdir or a local diffusers checkpoint -> likelihood.json.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from fdm.train import mesh as mesh_lib
 
 MODES = ("train", "evaluate", "sample", "segment", "render", "landscape")
 RESULTS_FILE = "results.json"
+LIKELIHOOD_FILE = "likelihood.json"
 
 
 def eval_batches(config: ml_collections.ConfigDict) -> Iterator[dict[str, jax.Array]]:
@@ -64,6 +67,34 @@ def finish_with_evaluation(config: ml_collections.ConfigDict, workdir: str) -> d
     if family.can_sample:
         family.sample(params, workdir, jax.random.fold_in(key, 2))
     logging.info("results: %s", results)
+    return results
+
+
+def likelihood(config: ml_collections.ConfigDict, workdir: str, diffusers: str = "") -> dict:
+    """The DDPM bound alone (experiments/ddpm_likelihood.py): bits/dim of the first
+    eval.bpd_examples eval images (`DDPMFamily.evaluate_likelihood`) with the EMA params of
+    the newest checkpoint in `workdir`, or with a local diffusers UNet2DModel directory
+    `diffusers` (step 0). Writes workdir/likelihood.json (the metrics, "step", "config",
+    "checkpoint") and workdir/rate_distortion.json."""
+    from fdm.models import get_family
+    from fdm.models.ddpm import DDPMFamily
+    if not config.eval.bpd_examples:
+        raise UserError("eval.bpd_examples=0: pass --config.eval.bpd_examples=N, the number "
+                        "of eval images whose bound to compute")
+    family = get_family(config, None if diffusers else workdir)
+    if not isinstance(family, DDPMFamily):
+        raise UserError(f"model.family={config.model.family!r} has no likelihood; use a DDPM "
+                        "or FDM config")
+    if diffusers:
+        params, step = family.params_from_diffusers(diffusers), 0
+    else:
+        params, step = restore_ema_params(workdir)
+        family.set_step(step)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.train.seed), len(MODES))
+    metrics = family.evaluate_likelihood(params, eval_batches(config), workdir, rng)
+    results = {k: _as_number(v) for k, v in metrics.items()}
+    results.update(step=int(step), config=config.name, checkpoint=diffusers or workdir)
+    write_json_atomic(results, os.path.join(workdir, LIKELIHOOD_FILE))
     return results
 
 

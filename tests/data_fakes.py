@@ -150,3 +150,26 @@ def check_missing(cfg, split: str, path_fragment: str, also: str = ""):
     assert "\n" not in message and path_fragment in message, message
     assert also in message and "; " in message, message
     return message
+
+
+def tfds_cifar10(data_dir, num_train: int, num_test: int) -> None:
+    """A prepared TFDS `cifar10` (version and features of the real one) of random images
+    under data_dir, as `tfds build cifar10 --data_dir=DIR` would leave it (no download)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import cifar
+
+    class FakeCifar10(cifar.Cifar10, skip_registration=True):
+        name = "cifar10"
+        __module__ = "fake_tfds"    # one-part module: TFDS looks for no checksums file
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._examples(num_train, 0), "test": self._examples(num_test, 1)}
+
+        def _examples(self, n, seed):
+            rng = np.random.default_rng(seed)
+            for i in range(n):
+                yield f"{seed}_{i}", {"id": f"{seed}_{i}", "label": int(rng.integers(10)),
+                                      "image": rng.integers(0, 256, (32, 32, 3), np.uint8)}
+
+    FakeCifar10(data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -12,9 +12,10 @@ PAPER_CONFIGS = {"flowers": "flowers102", "flowers:128": "flowers102", "cub": "c
 
 
 def test_registry_names():
-    assert set(data.DATASETS) == {"shapes", "folder", "cifar10", "flowers102", "cub", "ffhq",
-                                  "celebamask_hq", "imagenet64", "pixel_imagenet", "voc2012",
-                                  "davis2017", "toy_scene", "nerf_synthetic", "llff"}
+    assert set(data.DATASETS) == {"shapes", "folder", "cifar10", "digits", "flowers102", "cub",
+                                  "ffhq", "celebamask_hq", "imagenet64", "pixel_imagenet",
+                                  "voc2012", "davis2017", "toy_scene", "nerf_synthetic", "llff",
+                                  "binarized_mnist", "rectangles"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))

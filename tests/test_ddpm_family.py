@@ -142,7 +142,8 @@ def test_sample_writes_grid_and_npz(tmp_path, family_and_params, sampler):
     assert np.abs(images).max() <= 1.0                        # clip_x0
     grid = np.asarray(Image.open(tmp_path / "samples" / "grid.png"))
     assert grid.shape == (2 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2, 3)   # 5 images, 3 columns
-    assert sorted(os.listdir(tmp_path / "samples")) == ["grid.png", "samples.npz"]
+    assert sorted(os.listdir(tmp_path / "samples")) == ["grid.png", "progressive.png",
+                                                        "samples.npz"]
 
 
 def test_generate_is_deterministic_and_compiles_once(family_and_params):

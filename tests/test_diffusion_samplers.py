@@ -248,6 +248,8 @@ def test_bad_arguments_raise_user_error():
     fn = gaussian_denoiser(s, 0.0, 0.5)
     x = jnp.zeros((1, 2))
     with pytest.raises(UserError):
+        ancestral_sample(fn, s, x, jax.random.PRNGKey(0), variance="no_such", progress=False)
+    with pytest.raises(UserError, match="2 x 2 channels"):      # learned: pred needs 2C
         ancestral_sample(fn, s, x, jax.random.PRNGKey(0), variance="learned", progress=False)
     with pytest.raises(UserError):
         ddim_sample(fn, s, x, None, num_steps=101, progress=False)

@@ -161,8 +161,10 @@ def test_vlb_weights_equal_kl_between_posterior_means():
         sq = jnp.sum((q_posterior(s, x0, x_t, t)[0] - q_posterior(s, x0_hat, x_t, t)[0]) ** 2,
                      axis=(1, 2, 3))
         out = {}
+        # Both with beta~_1 at t = 0 (the decoder variance of Ho et al.'s code).
+        large = jnp.where(t == 0, s.posterior_variance[1], s.betas[t])
         for variance, sigma2 in (("fixed_small", jnp.exp(s.posterior_log_variance_clipped[t])),
-                                 ("fixed_large", s.betas[t])):
+                                 ("fixed_large", large)):
             out[variance] = (sq / (2 * sigma2), eps_loss(s, eps_hat, eps, t, "weighted", variance),
                              x0_loss(s, x0_hat, x0, t, "weighted", variance))
         return out, vlb_weight(s, jnp.arange(1000))

@@ -127,8 +127,8 @@ def test_sample_writes_images_masks_and_trajectory(tmp_path, family_and_params):
     family, params = family_and_params
     family.sample(params, str(tmp_path), jax.random.PRNGKey(5))
     files = sorted(os.listdir(tmp_path / "samples"))
-    assert files == ["grid.png", "mask_channels.png", "masks.png", "refinement.png",
-                     "samples.npz"]
+    assert files == ["grid.png", "mask_channels.png", "masks.png", "progressive.png",
+                     "refinement.png", "samples.npz"]
     data = np.load(tmp_path / "samples" / "samples.npz")
     assert data["images"].shape == (3, SIZE, SIZE, 3)
     assert data["masks"].shape == (3, SIZE, SIZE, 3)

@@ -13,17 +13,19 @@ from absl import flags
 from ml_collections import config_flags
 
 import experiments.baselines  # noqa: F401  (defines --baseline, --ddpm_workdir)
+import experiments.ddpm_likelihood  # noqa: F401  (defines --diffusers)
 import experiments.main  # noqa: F401  (defines --mode, --input, ...)
 import experiments.seed_study  # noqa: F401  (defines --seeds, --parallel, ...)
 from fdm import models
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
-MODULES = ("experiments.main", "experiments.seed_study", "experiments.baselines")
+MODULES = ("experiments.main", "experiments.seed_study", "experiments.baselines",
+           "experiments.ddpm_likelihood")
 
 
 def readme_commands() -> list[str]:
-    """The `python -m experiments.<main|seed_study|baselines>` lines of README's code
-    blocks, continuation lines joined and trailing comments dropped."""
+    """The `python -m experiments.<main|seed_study|baselines|ddpm_likelihood>` lines of
+    README's code blocks, continuation lines joined and trailing comments dropped."""
     with open(README) as f:
         blocks = re.findall(r"```\n(.*?)```", f.read(), re.S)
     commands = []

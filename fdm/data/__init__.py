@@ -11,6 +11,13 @@ for the splits "train" and "eval", with S = `data.image_size`:
                     are the whole folder (unsupervised setting: masks only evaluate).
   "cifar10":        TFDS `cifar10` already prepared under `data.data_dir` (never
                     downloaded); "train" -> train, "eval" -> test. Has labels.
+  "digits":         scikit-learn's 8x8 grey digits, one channel (`fdm.data.digits`);
+                    no data_dir. Has labels.
+  "binarized_mnist": TFDS `binarized_mnist` (fixed binarisation, 28x28, one channel in
+                    {0, 255}) prepared under `data.data_dir`; "eval" -> test.
+  "rectangles":     every filled rectangle of an S x S binary image, one channel, both
+                    splits the whole support (`fdm.data.rectangles`; S = 8: rectangles8,
+                    entropy 10.3399 bits); no data_dir.
   "flowers102":     Oxford Flowers-102 + masks, IEM splits (`fdm.data.flowers`).
   "cub":            CUB-200-2011 + masks, IEM splits (`fdm.data.cub`).
   "ffhq":           FFHQ image folders (`fdm.data.ffhq`).
@@ -49,8 +56,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fdm.data import (celebamask, cub, davis, ffhq, flowers, folder, imagenet64, pipeline,
-                      pixel_imagenet, scenes, shapes, voc)
+from fdm.data import (celebamask, cub, davis, digits, ffhq, flowers, folder, imagenet64,
+                      pipeline, pixel_imagenet, rectangles, scenes, shapes, voc)
 from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 
@@ -85,19 +92,34 @@ def _folder(root, image_size, split):
     return folder.load_folder(root.path, image_size)
 
 
+def _tfds_split(name, root, split):
+    """The whole "train" (or, for "eval", "test") split of TFDS dataset `name` prepared
+    under root (never downloaded) as numpy arrays; a one-line UserError when it is not."""
+    import tensorflow_datasets as tfds  # slow import (TensorFlow): only when asked for
+    builder = tfds.builder(name, data_dir=root.path or None)
+    if not builder.is_prepared():
+        raise UserError(f"TFDS {name} is not prepared under {root.key}="
+                        f"{root.path or '(TFDS default)'} (no {builder.data_dir}); run `tfds "
+                        f"build {name} --data_dir=DIR` on a machine with network, copy DIR "
+                        f"here and pass --config.{root.key}=DIR")
+    return tfds.as_numpy(builder.as_dataset(split="train" if split == "train" else "test",
+                                            batch_size=-1))
+
+
 def _cifar10(root, image_size, split):
     """TFDS cifar10 prepared under root (never downloaded): image uint8, label int32 [N]."""
-    import tensorflow_datasets as tfds  # slow import (TensorFlow): only when asked for
-    builder = tfds.builder("cifar10", data_dir=root.path or None)
-    if not builder.is_prepared():
-        raise UserError(f"TFDS cifar10 is not prepared under {root.key}="
-                        f"{root.path or '(TFDS default)'} (no {builder.data_dir}); run `tfds "
-                        "build cifar10 --data_dir=DIR` on a machine with network, copy DIR "
-                        f"here and pass --config.{root.key}=DIR")
-    data = tfds.as_numpy(builder.as_dataset(split="train" if split == "train" else "test",
-                                            batch_size=-1))
+    data = _tfds_split("cifar10", root, split)
     return {"image": folder.resize_images(data["image"], image_size),
             "label": data["label"].astype(np.int32)}
+
+
+def _binarized_mnist(root, image_size, split):
+    """TFDS binarized_mnist prepared under root: image uint8 [N, 28, 28, 1] in {0, 255}."""
+    if image_size != 28:
+        raise UserError(f"data.image_size={image_size!r} is invalid for binarized_mnist; "
+                        "the images are 28x28, set --config.data.image_size=28")
+    data = _tfds_split("binarized_mnist", root, split)
+    return {"image": (data["image"] * 255).astype(np.uint8)}
 
 
 _EVAL_SPLIT = {"eval_split": "test"}
@@ -106,6 +128,9 @@ DATASETS: dict[str, Dataset] = {
                                     seed=0, style="object"), uses_data_dir=False),
     "folder": Dataset(_folder),
     "cifar10": Dataset(_cifar10),
+    "digits": Dataset(digits.load, uses_data_dir=False),
+    "binarized_mnist": Dataset(_binarized_mnist),
+    "rectangles": Dataset(rectangles.load, uses_data_dir=False),
     "flowers102": Dataset(flowers.load, _EVAL_SPLIT),
     "cub": Dataset(cub.load, _EVAL_SPLIT),
     "ffhq": Dataset(ffhq.load),

@@ -1,25 +1,37 @@
-"""Pure diffusion math: schedules, forward process, losses and samplers (no flax modules).
+"""Pure diffusion math: schedules, forward process, reverse process, losses, samplers and
+the variational bound in bits/dim (no flax modules).
 
 See `schedules` for the notation (0-indexed timesteps as in diffusers).
 """
+from fdm.diffusion.likelihood import (
+    BoundTerms,
+    bound_metrics,
+    bpd_loop,
+    decoder_nll,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+    prior_bpd,
+    rate_distortion_table,
+    vb_term_bpd,
+)
 from fdm.diffusion.losses import (
     DiffusionLossOutput,
     diffusion_loss,
     eps_loss,
-    mean_flat,
-    reverse_variance,
-    sum_flat,
     vlb_weight,
     x0_loss,
 )
 from fdm.diffusion.process import (
     extract,
+    mean_flat,
     predict_eps_from_x0,
     predict_x0_from_eps,
     q_posterior,
     q_sample,
+    sum_flat,
     to_x0_and_eps,
 )
+from fdm.diffusion.reverse import ReverseStep, p_mean_variance, reverse_variance
 from fdm.diffusion.samplers import (
     InversionOutput,
     SampleOutput,
@@ -32,13 +44,17 @@ from fdm.diffusion.samplers import (
     ddim_step,
     ddim_timesteps,
     interpolate,
+    with_x0_hat,
 )
 from fdm.diffusion.schedules import DiffusionSchedule, make_betas
 
 __all__ = [
-    "DiffusionLossOutput", "DiffusionSchedule", "InversionOutput", "SampleOutput", "Trajectory",
-    "ancestral_sample", "ancestral_step", "ancestral_timesteps", "ddim_invert", "ddim_sample",
-    "ddim_step", "ddim_timesteps", "diffusion_loss", "eps_loss", "extract", "interpolate",
-    "make_betas", "mean_flat", "predict_eps_from_x0", "predict_x0_from_eps", "q_posterior",
-    "q_sample", "reverse_variance", "sum_flat", "to_x0_and_eps", "vlb_weight", "x0_loss",
+    "BoundTerms", "DiffusionLossOutput", "DiffusionSchedule", "InversionOutput", "ReverseStep",
+    "SampleOutput", "Trajectory", "ancestral_sample", "ancestral_step", "ancestral_timesteps",
+    "bound_metrics", "bpd_loop", "ddim_invert", "ddim_sample", "ddim_step", "ddim_timesteps",
+    "decoder_nll", "diffusion_loss", "discretized_gaussian_log_likelihood", "eps_loss",
+    "extract", "interpolate", "make_betas", "mean_flat", "normal_kl", "p_mean_variance",
+    "predict_eps_from_x0", "predict_x0_from_eps", "prior_bpd", "q_posterior", "q_sample",
+    "rate_distortion_table", "reverse_variance", "sum_flat", "to_x0_and_eps", "vb_term_bpd",
+    "vlb_weight", "with_x0_hat", "x0_loss",
 ]

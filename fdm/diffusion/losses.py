@@ -8,14 +8,19 @@ t ~ Uniform{0, ..., T-1} and eps ~ N(0, I). Per-example losses have shape [B].
     "weighted", eps: beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) sum_d (eps - eps_hat)^2
                                                             (Eq. 3.12)
     "weighted", x0:  coef1_t^2 / (2 sigma_t^2) sum_d (x0 - x0_hat)^2
+    "vlb":           the bound's term L_t itself in bits/dim (`fdm.diffusion.likelihood`):
+                     the KL to the forward posterior for t > 0 and the discretized
+                     decoder NLL (Eq. 3.13) at t = 0, unclipped x0_hat; so that
+                     T * E_t[loss] + L_T is the bound (the paper's "L", Table 3.1/3.2)
 
 The weighted forms are the true variational-bound terms L_{t-1} - C in nats
 (sum over dimensions, no mean); at t = 0 the same expression is the Gaussian
 decoder term -log N(x_0; mu_theta(x_1), sigma_1^2) up to a constant. The
-reverse variance sigma_t^2 is beta_t ("fixed_large") or beta~_t with the t = 0
-entry clipped to beta~_1 ("fixed_small", Ho et al.'s `posterior_log_variance_clipped`),
-so every weight is finite. Both weighted forms are the same function of the
-implied mean, so eps- and x0-weighted losses agree for equivalent predictions.
+reverse variance sigma_t^2 is beta_t ("fixed_large") or beta~_t ("fixed_small"),
+both with the t = 0 entry beta~_1 (`fdm.diffusion.reverse`), so every weight is
+finite. Both weighted forms are the same function of the implied mean, so eps- and
+x0-weighted losses agree for equivalent predictions. A learned variance
+(`reverse.LEARNED_VARIANCES`: the denoiser outputs 2C channels) trains only with "vlb".
 """
 from __future__ import annotations
 
@@ -25,13 +30,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from fdm.diffusion.process import q_sample
+from fdm.diffusion.likelihood import vb_term_bpd
+from fdm.diffusion.process import PREDICTIONS, mean_flat, q_sample, sum_flat
+from fdm.diffusion.reverse import LEARNED_VARIANCES, check_variance, reverse_variance
 from fdm.diffusion.schedules import DiffusionSchedule
 from fdm.errors import UserError
 
-PREDICTIONS = ("eps", "x0")
-WEIGHTINGS = ("simple", "weighted")
-VARIANCES = ("fixed_small", "fixed_large")
+WEIGHTINGS = ("simple", "weighted", "vlb")
 
 
 @flax.struct.dataclass
@@ -40,25 +45,6 @@ class DiffusionLossOutput:
     loss: jnp.ndarray
     t: jnp.ndarray
     aux: Any = None
-
-
-def mean_flat(x: jnp.ndarray) -> jnp.ndarray:
-    """Mean over all but the first axis: [B, ...] -> [B]."""
-    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
-
-
-def sum_flat(x: jnp.ndarray) -> jnp.ndarray:
-    """Sum over all but the first axis: [B, ...] -> [B]."""
-    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
-
-
-def reverse_variance(schedule: DiffusionSchedule, t, variance: str = "fixed_small") -> jnp.ndarray:
-    """sigma_t^2 of p(x_{t-1} | x_t) used by the VLB weights: [B] for t [B] (see module doc)."""
-    if variance == "fixed_small":
-        return jnp.exp(schedule.posterior_log_variance_clipped[t])
-    if variance == "fixed_large":
-        return schedule.betas[t]
-    raise UserError(f"variance={variance!r}; use one of {VARIANCES}")
 
 
 def vlb_weight(schedule: DiffusionSchedule, t, prediction: str = "eps",
@@ -91,21 +77,31 @@ def x0_loss(schedule, x0_pred, x0, t, weighting: str = "simple", variance: str =
 
 def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.ndarray,
                    rng: jax.Array, prediction: str = "eps", weighting: str = "simple",
-                   variance: str = "fixed_small") -> DiffusionLossOutput:
+                   variance: str = "fixed_small", cdf: str = "exact") -> DiffusionLossOutput:
     """Sample t ~ U{0..T-1} and eps, noise x0 and score `denoise_fn(x_t, t) -> (pred, aux)`.
 
-    x0: [B, ...]; rng: PRNG key (split into t- and noise-keys). `variance` only
-    matters for weighting="weighted". Returns DiffusionLossOutput(loss [B], t [B], aux).
+    x0: [B, ...]; rng: PRNG key (split into t- and noise-keys). `variance` matters for
+    weighting "weighted" and "vlb" (a learned one: pred has 2C channels, "vlb" only);
+    `cdf` ("exact" | "tanh") is the decoder's CDF in "vlb".
+    Returns DiffusionLossOutput(loss [B], t [B], aux).
     """
     if prediction not in PREDICTIONS:
         raise UserError(f"prediction={prediction!r}; use one of {PREDICTIONS}")
     if weighting not in WEIGHTINGS:
         raise UserError(f"loss weighting={weighting!r}; use one of {WEIGHTINGS}")
+    check_variance(variance)
+    if variance in LEARNED_VARIANCES and weighting != "vlb":
+        raise UserError(f"variance={variance!r} is learned on the bound; use loss weighting "
+                        f"'vlb' (got {weighting!r})")
     key_t, key_eps = jax.random.split(rng)
     t = jax.random.randint(key_t, (x0.shape[0],), 0, schedule.num_timesteps, dtype=jnp.int32)
     eps = jax.random.normal(key_eps, x0.shape, dtype=x0.dtype)
-    pred, aux = denoise_fn(q_sample(schedule, x0, t, eps), t)
-    if prediction == "eps":
+    x_t = q_sample(schedule, x0, t, eps)
+    pred, aux = denoise_fn(x_t, t)
+    if weighting == "vlb":
+        loss, _ = vb_term_bpd(schedule, pred.astype(x0.dtype), x0, x_t, t, prediction=prediction,
+                              variance=variance, clip_x0=False, cdf=cdf)
+    elif prediction == "eps":
         loss = eps_loss(schedule, pred, eps, t, weighting, variance)
     else:
         loss = x0_loss(schedule, pred, x0, t, weighting, variance)

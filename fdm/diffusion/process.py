@@ -8,7 +8,8 @@ scalar int) with 0 <= t < T, eps ~ N(0, I) of x_0's shape,
     q(x_{t-1} | x_t, x_0) = N(coef1_t x_0 + coef2_t x_t, beta~_t I)         (Eq. 3.6-3.7)
 
 Per-example coefficients of shape [B] are broadcast over the trailing
-dimensions of x ([B, H, W, C] images, [B, D] vectors, ...).
+dimensions of x ([B, H, W, C] images, [B, D] vectors, ...); `mean_flat` and
+`sum_flat` reduce per-example values [B, ...] to [B].
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 
 from fdm.diffusion.schedules import DiffusionSchedule
 from fdm.errors import UserError
+
+PREDICTIONS = ("eps", "x0")
 
 
 def extract(coef: jnp.ndarray, t, ndim: int) -> jnp.ndarray:
@@ -27,6 +30,16 @@ def extract(coef: jnp.ndarray, t, ndim: int) -> jnp.ndarray:
     if values.ndim == 0:
         return values
     return values.reshape(values.shape + (1,) * (ndim - values.ndim))
+
+
+def mean_flat(x: jnp.ndarray) -> jnp.ndarray:
+    """Mean over all but the first axis: [B, ...] -> [B]."""
+    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
+
+
+def sum_flat(x: jnp.ndarray) -> jnp.ndarray:
+    """Sum over all but the first axis: [B, ...] -> [B]."""
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
 def q_sample(schedule: DiffusionSchedule, x0: jnp.ndarray, t, noise: jnp.ndarray) -> jnp.ndarray:
@@ -70,4 +83,4 @@ def to_x0_and_eps(schedule: DiffusionSchedule, pred: jnp.ndarray, x_t: jnp.ndarr
         return predict_x0_from_eps(schedule, x_t, t, pred), pred
     if prediction == "x0":
         return pred, predict_eps_from_x0(schedule, x_t, t, pred)
-    raise UserError(f"prediction={prediction!r} is not supported; use 'eps' or 'x0'")
+    raise UserError(f"prediction={prediction!r} is not supported; use one of {PREDICTIONS}")

@@ -40,6 +40,8 @@ Recording (`record_every=k`): at loop steps 0, k, 2k, ... the input x_t, the
 denoiser's aux and t are stored in `SampleOutput.trajectory`
 ([K, B, ...] with K = ceil(num_steps / k)). `SampleOutput.aux` is always the aux
 of the last denoiser call (t = 0 for ancestral sampling, the paper's t = 1).
+`with_x0_hat(fn, ...)` adds the prediction x0_hat(x_t) (Eq. 3.15) to the aux, so a
+recorded trajectory shows progressive generation (seed 004 Fig. 3.6).
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from fdm.diffusion.losses import PREDICTIONS, VARIANCES
-from fdm.diffusion.process import extract, q_posterior, q_sample, to_x0_and_eps
+from fdm.diffusion.process import PREDICTIONS, extract, q_posterior, q_sample, to_x0_and_eps
+from fdm.diffusion.reverse import LEARNED_VARIANCES, VARIANCES, reverse_log_variance, split_output
 from fdm.diffusion.schedules import DiffusionSchedule
 from fdm.errors import UserError
 
@@ -111,11 +113,13 @@ def ancestral_step(schedule: DiffusionSchedule, pred, x_t, t, noise=None, predic
                    variance: str = "fixed_small", clip_x0: bool = True):
     """One DDPM step x_t -> x_{t-1} (Alg. 4; == diffusers DDPMScheduler.step).
 
-    pred, x_t, noise: [B, ...]; t: scalar or [B] int. noise=None returns the mean.
+    pred: [B, ..., C], or [B, ..., 2C] with a learned variance (`fdm.diffusion.reverse`);
+    x_t, noise: [B, ..., C]; t: scalar or [B] int. noise=None returns the mean.
     Returns (x_{t-1} [B, ...], x0_hat [B, ...]); no noise is added where t == 0.
     """
     _check("prediction", prediction, PREDICTIONS)
     _check("variance", variance, VARIANCES)
+    pred, var_out = split_output(pred, variance, x_t.shape[-1])
     x0_hat, _ = to_x0_and_eps(schedule, pred, x_t, t, prediction)
     if clip_x0:
         x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
@@ -124,6 +128,8 @@ def ancestral_step(schedule: DiffusionSchedule, pred, x_t, t, noise=None, predic
         return mean, x0_hat
     if variance == "fixed_large":
         var = extract(schedule.betas, t, x_t.ndim)
+    elif variance in LEARNED_VARIANCES:
+        var = jnp.exp(reverse_log_variance(schedule, t, variance, var_out, x_t.ndim))
     nonzero = extract(jnp.arange(schedule.num_timesteps) > 0, t, x_t.ndim)  # no noise at t = 0
     return mean + jnp.where(nonzero, jnp.sqrt(var), 0.0) * noise, x0_hat
 
@@ -192,6 +198,32 @@ def ddim_timesteps(num_timesteps: int, num_steps: int,
     return ts[::-1].astype(np.int32)
 
 
+# ----------------------------------------------------------------------------- x0_hat aux
+
+
+def _x0_hat_denoiser(denoise_fn, schedule, prediction, variance, clip_x0, x_t, t):
+    pred, aux = denoise_fn(x_t, t)
+    out, _ = split_output(pred, variance, x_t.shape[-1])
+    x0_hat, _ = to_x0_and_eps(schedule, out.astype(x_t.dtype), x_t, t, prediction)
+    if clip_x0:
+        x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+    if aux is None:
+        aux = {}
+    if not isinstance(aux, dict):
+        raise UserError("with_x0_hat needs a denoiser whose aux is a dict or None")
+    return pred, {**aux, "x0_hat": x0_hat}
+
+
+def with_x0_hat(denoise_fn: Callable, schedule: DiffusionSchedule, prediction: str = "eps",
+                variance: str = "fixed_small", clip_x0: bool = True):
+    """The denoiser `denoise_fn(x_t, t) -> (pred, aux)` with aux (a dict or None) extended by
+    'x0_hat' [B, ...]: x0 predicted from x_t (Eq. 3.15), clipped as the samplers clip it."""
+    _check("prediction", prediction, PREDICTIONS)
+    _check("variance", variance, VARIANCES)
+    return jax.tree_util.Partial(_x0_hat_denoiser, denoise_fn, schedule, prediction, variance,
+                                 bool(clip_x0))
+
+
 # ----------------------------------------------------------------------------- jitted loop
 
 
@@ -212,8 +244,9 @@ class _Ref:
         return isinstance(other, _Ref) and self._key == other._key
 
 
-def _partition(fn):
-    """Split a denoiser pytree into (hashable static part, list of array leaves)."""
+def partition_denoiser(fn):
+    """Split a denoiser pytree into (hashable static part, list of array leaves): what a
+    jitted loop (here and `fdm.diffusion.likelihood.bpd_loop`) takes as static / traced."""
     leaves, treedef = jax.tree_util.tree_flatten(fn)
     is_array = tuple(isinstance(v, (jax.Array, np.ndarray)) for v in leaves)
     static = tuple(None if a else _Ref(v) for v, a in zip(leaves, is_array))
@@ -221,7 +254,8 @@ def _partition(fn):
     return (treedef, is_array, static), dynamic
 
 
-def _combine(static, dynamic):
+def combine_denoiser(static, dynamic):
+    """The denoiser back from `partition_denoiser`'s two parts."""
     treedef, is_array, refs = static
     dyn = iter(dynamic)
     leaves = [next(dyn) if a else r.value for a, r in zip(is_array, refs)]
@@ -254,6 +288,7 @@ def _update(cfg: _LoopConfig, schedule, pred, x, t_from, t_to, noise):
         return ancestral_step(schedule, pred, x, t_from, noise, cfg.prediction, cfg.variance,
                               cfg.clip_x0)[0]
     eta = cfg.eta if cfg.kind == "ddim" else 0.0
+    pred, _ = split_output(pred, cfg.variance, x.shape[-1])
     return _ddim_update(pred, x, _levels(schedule, t_from, 0), _levels(schedule, t_to, 0), noise,
                         eta, cfg.prediction, cfg.clip_x0)[0]
 
@@ -280,7 +315,7 @@ def _loop_step(cfg: _LoopConfig, fn, schedule, plan, rng, i, carry):
 
 def _run_chunk_impl(cfg: _LoopConfig, fn_dynamic, schedule, plan, carry, start, rng):
     """Run loop steps [start, min(start + chunk_size, num_steps))."""
-    fn = _combine(cfg.fn_static, fn_dynamic)
+    fn = combine_denoiser(cfg.fn_static, fn_dynamic)
     stop = jnp.minimum(start + cfg.chunk_size, cfg.num_steps)
     body = lambda i, c: _loop_step(cfg, fn, schedule, plan, rng, i, c)  # noqa: E731
     return lax.fori_loop(start, stop, body, carry)
@@ -314,7 +349,7 @@ def _run_loop(kind, denoise_fn, schedule, x, rng, plan: np.ndarray, *, chunk_siz
         raise UserError(f"chunk_size={chunk_size} must be a positive integer")
     record_every = None if record_every is None else int(record_every)
     n = int(plan.shape[0])
-    fn_static, fn_dynamic = _partition(denoise_fn)
+    fn_static, fn_dynamic = partition_denoiser(denoise_fn)
     cfg = _LoopConfig(kind=kind, fn_static=fn_static, num_steps=n,
                       chunk_size=min(int(chunk_size), n), record_every=record_every, **step_kw)
     carry = _initial_carry(denoise_fn, jnp.asarray(x), n, record_every)
@@ -358,15 +393,18 @@ def ancestral_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng
 
 def ddim_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng=None,
                 num_steps: int = 50, eta: float = 0.0, *, prediction: str = "eps",
-                clip_x0: bool = True, t_start: Optional[int] = None,
-                record_every: Optional[int] = None, chunk_size: int = 100,
-                progress: bool = True) -> SampleOutput:
+                variance: str = "fixed_small", clip_x0: bool = True,
+                t_start: Optional[int] = None, record_every: Optional[int] = None,
+                chunk_size: int = 100, progress: bool = True) -> SampleOutput:
     """DDIM sampling with `num_steps` denoiser calls on `ddim_timesteps(T, num_steps, t_start)`.
 
-    x_T: [B, ...] at the grid's first timestep; rng may be None when eta == 0.
+    x_T: [B, ...] at the grid's first timestep; rng may be None when eta == 0. DDIM
+    ignores the reverse variance; a learned one only means the denoiser's output carries
+    its variance channels, which are dropped.
     Returns SampleOutput(x0 [B, ...], aux of the last call, trajectory or None).
     """
     _check("prediction", prediction, PREDICTIONS)
+    _check("variance", variance, VARIANCES)
     if eta < 0:
         raise UserError(f"ddim eta={eta} must be >= 0")
     if eta > 0 and rng is None:
@@ -375,8 +413,8 @@ def ddim_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng=None
     plan = np.stack([ts, ts, np.append(ts[1:], -1)], axis=1)
     x, aux, traj = _run_loop("ddim", denoise_fn, schedule, x_T, rng, plan,
                              chunk_size=chunk_size, progress=progress, record_every=record_every,
-                             desc="ddim", prediction=prediction, clip_x0=bool(clip_x0),
-                             eta=float(eta))
+                             desc="ddim", prediction=prediction, variance=variance,
+                             clip_x0=bool(clip_x0), eta=float(eta))
     return SampleOutput(x0=x, aux=aux, trajectory=traj)
 
 

@@ -16,7 +16,9 @@ in `diffusers`: t in [0, T), t = 0 is the least noisy step (the paper's t = 1).
 Betas are computed in float64 numpy, every derived quantity is computed in
 float64 and only then cast to float32 `jnp` arrays of shape [T].
 `posterior_log_variance_clipped` follows Ho et al.'s code: log(beta~) with the
-t = 0 entry (beta~_0 = 0) replaced by beta~_1.
+t = 0 entry (beta~_0 = 0) replaced by beta~_1; `log_betas_clipped` likewise is
+log(beta) with the t = 0 entry replaced by log(beta~_1), the decoder variance of
+their `fixedlarge` reverse process (seed 004 brief, part B).
 """
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ def _coefficients(betas: np.ndarray) -> dict:
         sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0),
         posterior_variance=post_var,
         posterior_log_variance_clipped=np.log(np.append(post_var[1], post_var[1:])),
+        log_betas_clipped=np.log(np.append(post_var[1], betas[1:])),
         posterior_mean_coef1=betas * np.sqrt(abar_prev) / (1.0 - abar),
         posterior_mean_coef2=(1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar),
     )
@@ -101,7 +104,8 @@ def _coefficients(betas: np.ndarray) -> dict:
 
 @flax.struct.dataclass
 class DiffusionSchedule:
-    """Precomputed float32 coefficient arrays, each of shape [T]; see the module docstring.
+    """Precomputed coefficient arrays (float32 unless built with another dtype), each of
+    shape [T]; see the module docstring.
 
     A pytree (jit/vmap friendly); `num_timesteps` is static. Build with `create`
     or `from_config`, index with integer timesteps t in [0, T).
@@ -116,17 +120,19 @@ class DiffusionSchedule:
     sqrt_recipm1_alphas_cumprod: jnp.ndarray
     posterior_variance: jnp.ndarray
     posterior_log_variance_clipped: jnp.ndarray
+    log_betas_clipped: jnp.ndarray
     posterior_mean_coef1: jnp.ndarray
     posterior_mean_coef2: jnp.ndarray
     num_timesteps: int = flax.struct.field(pytree_node=False, default=1000)
 
     @classmethod
-    def from_betas(cls, betas: np.ndarray) -> "DiffusionSchedule":
-        """Schedule from explicit betas [T] (computed in float64, stored as float32)."""
+    def from_betas(cls, betas: np.ndarray, dtype=jnp.float32) -> "DiffusionSchedule":
+        """Schedule from explicit betas [T] (computed in float64, stored as `dtype`;
+        float64 needs `jax.enable_x64`, as the known-answer tests do)."""
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not np.all((betas > 0) & (betas < 1)):
             raise UserError("betas must be a 1-D array with every value in (0, 1)")
-        arrays = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in _coefficients(betas).items()}
+        arrays = {k: jnp.asarray(v, dtype=dtype) for k, v in _coefficients(betas).items()}
         return cls(num_timesteps=int(betas.shape[0]), **arrays)
 
     @classmethod

@@ -17,6 +17,7 @@ _FAMILIES = {
     "fdm_given_masks": "fdm.models.mask_probe:GivenMaskFDMFamily",
     "nerf_lifting": "fdm.models.lifting:LiftingFamily",
     "segmenter": "fdm.models.segmenter:SegmenterFamily",
+    "lmconv": "fdm.models.lmconv:LMConvFamily",
 }
 
 

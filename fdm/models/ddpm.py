@@ -1,19 +1,29 @@
-"""DDPM model family (Ho et al. 2020; seed 004 ch. 3): a U-Net denoiser trained with L_simple.
+"""DDPM model family (Ho et al. 2020; seed 004 ch. 3): a U-Net denoiser trained with L_simple
+or the variational bound L.
 
-Notation: x0 [B, H, W, C] data in [-1, 1]; t [B] int32 in [0, T) (0-indexed as
-in diffusers); y [B] int32 class labels (only when model.num_classes > 0). The
-U-Net predicts eps or x0 (`diffusion.prediction`), trained with
-`diffusion.loss` in {"simple", "weighted"}.
+Notation: x0 [B, H, W, C] data in [-1, 1] (C = model.out_ch); t [B] int32 in [0, T)
+(0-indexed as in diffusers); y [B] int32 class labels (only when model.num_classes > 0).
+The U-Net predicts eps or x0 (`diffusion.prediction`), plus C variance channels when
+`diffusion.variance` is learned (`fdm.diffusion.reverse`), trained with `diffusion.loss`
+in {"simple", "weighted", "vlb"} (`fdm.diffusion.losses`; "vlb": the bound's terms in
+bits/dim with the discretized decoder, a learned variance trains only with it).
 
 Logged scalars: `loss` (batch mean) and `loss_q0`..`loss_q3`, the mean loss of
 the examples whose t falls in the k-th quarter [kT/4, (k+1)T/4) (0 when the
 batch has none there).
 
-Config keys used: model.* (U-Net, see `fdm.nn.unet`), diffusion.{num_timesteps,
-beta_schedule, beta_start, beta_end, prediction, loss, variance, clip_x0},
-eval.{num_examples, batch_size, sampler (ancestral | ddim), sample_steps (DDIM
-only; ancestral always takes T steps), ddim_eta, sample_stats (default True),
-metric_weights ('' = no FID/KID; else the .npz of docs/METRICS.md), num_fid_samples}.
+Likelihood (`evaluate` when eval.bpd_examples > 0, `evaluate_likelihood`): the whole
+bound of the first eval.bpd_examples eval images (`fdm.diffusion.likelihood.bpd_loop`,
+x0_hat clipped per diffusion.clip_x0) as bpd, bpd_prior, bpd_decoder, bpd_rate,
+distortion_rmse, and DIR/rate_distortion.json (seed 004 Table 6.2). `sample` adds
+DIR/samples/progressive.png, x0_hat along the chain (Fig. 3.6) every eval.record_every steps.
+
+Config keys used: model.* (U-Net, see `fdm.nn.unet`; out_ch = image channels C),
+diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, loss,
+variance, clip_x0, decoder_cdf}, eval.{num_examples, batch_size, sampler (ancestral |
+ddim), sample_steps (DDIM only; ancestral always takes T steps), ddim_eta, sample_stats
+(default True), metric_weights ('' = no FID/KID; else the .npz of docs/METRICS.md),
+num_fid_samples, bpd_examples, record_every}.
 """
 from __future__ import annotations
 
@@ -24,20 +34,37 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdm import config_rules as rules, viz
-from fdm.diffusion import (DiffusionSchedule, SampleOutput, ancestral_sample, ddim_sample,
-                           diffusion_loss)
-from fdm.diffusion.losses import PREDICTIONS, VARIANCES, WEIGHTINGS
+from fdm.diffusion import (BoundTerms, DiffusionSchedule, SampleOutput, ancestral_sample,
+                           bound_metrics, bpd_loop, ddim_sample, diffusion_loss,
+                           rate_distortion_table, with_x0_hat)
+from fdm.diffusion.likelihood import CDFS
+from fdm.diffusion.losses import PREDICTIONS, WEIGHTINGS
+from fdm.diffusion.reverse import LEARNED_VARIANCES, VARIANCES, output_channels
 from fdm.errors import UserError
-from fdm.host import to_host
+from fdm.host import to_host, write_json_atomic
 from fdm.metrics.fid import fid_kid
 from fdm.metrics.weights import load_metric_variables
 from fdm.models.base import LossOutput, ModelFamily
-from fdm.nn.unet import unet_from_config
+from fdm.nn.convert_diffusers import load_diffusers_checkpoint
+from fdm.nn.unet import UNet, unet_from_config
 
 SAMPLERS = ("ancestral", "ddim")
 NUM_T_BINS = 4
 NUM_SUMMARY_SAMPLES = 8
 SUMMARY_DDIM_STEPS = 20
+NUM_PROGRESSIVE_SAMPLES = 8
+RATE_DISTORTION_FILE = "rate_distortion.json"
+
+
+def _variance_rule() -> rules.Rule:
+    """diffusion.variance: one of VARIANCES, a learned one only with diffusion.loss='vlb'."""
+    def ok(value, config):
+        return value in VARIANCES and (value not in LEARNED_VARIANCES
+                                       or config.diffusion.loss == "vlb")
+    return rules.Rule(f"one of {list(VARIANCES)} (learned ones with diffusion.loss='vlb')",
+                      ok, "learned", bad_with={"diffusion.loss": "simple"})
+
+
 # Valid values of the keys configs/fdm_common.py:ddpm_config declares (fdm.config_rules).
 DDPM_RULES = {
     "model.ch": rules.int_at_least(1),
@@ -45,10 +72,12 @@ DDPM_RULES = {
     "model.dropout": rules.fraction(),
     "model.num_classes": rules.int_at_least(0),
     "model.num_groups": rules.int_at_least(1),
+    "model.out_ch": rules.int_at_least(1),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.prediction": rules.one_of(*PREDICTIONS),
     "diffusion.loss": rules.one_of(*WEIGHTINGS),
-    "diffusion.variance": rules.one_of(*VARIANCES),
+    "diffusion.variance": _variance_rule(),
+    "diffusion.decoder_cdf": rules.one_of(*CDFS),
     "train.warmup_steps": rules.int_at_least(0),     # ModelFamily.optimizer
     "eval.num_examples": rules.int_at_least(1),
     "eval.batch_size": rules.int_at_least(1),
@@ -56,6 +85,8 @@ DDPM_RULES = {
     "eval.sample_steps": rules.int_at_least(1),
     "eval.ddim_eta": rules.at_least(0.0),
     "eval.num_fid_samples": rules.int_at_least(0),
+    "eval.bpd_examples": rules.int_at_least(0),
+    "eval.record_every": rules.int_at_least(0),
 }
 
 
@@ -71,11 +102,18 @@ class DDPMFamily(ModelFamily):
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self._eval_losses = jax.jit(
             lambda p, b, k: _loss_and_t(self.per_example_loss(p, b, k, train=False)))
+        self._bound = jax.jit(self._bound_terms)
 
     # ---- the network (subclasses swap it) -------------------------------
     def build_model(self):
-        """The flax module; called once in __init__."""
-        return unet_from_config(self.config.model)
+        """The flax module; called once in __init__ (2C outputs with a learned variance)."""
+        channels = output_channels(self.channels, self.config.diffusion.variance)
+        return unet_from_config(self.config.model, out_ch=channels)
+
+    @property
+    def channels(self) -> int:
+        """C: channels of the images (model.out_ch)."""
+        return int(self.config.model.out_ch)
 
     def apply_model(self, params, x_t, t, y=None, train=False, rngs=None):
         """Denoiser call: (prediction [B,H,W,C], aux pytree or None)."""
@@ -127,7 +165,8 @@ class DDPMFamily(ModelFamily):
 
         d = self.config.diffusion
         return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
-                              prediction=d.prediction, weighting=d.loss, variance=d.variance)
+                              prediction=d.prediction, weighting=d.loss, variance=d.variance,
+                              cdf=d.decoder_cdf)
 
     def loss_fn(self, params, batch, rng, train, step=0):
         """Mean loss over valid examples plus loss per t-quarter (see module doc); with
@@ -160,10 +199,11 @@ class DDPMFamily(ModelFamily):
         images of each split, with the same fixed keys; plus sample statistics
         (`sample_stats`) against the eval images unless eval.sample_stats is False, and
         fid / kid / kid_std of eval.num_fid_samples samples vs all eval images when
-        eval.metric_weights names the Inception weights (docs/METRICS.md)."""
-        return self._evaluate_with_samples(params, batches, rng)[0]
+        eval.metric_weights names the Inception weights (docs/METRICS.md); plus the bound
+        (`evaluate_likelihood`) of the first eval.bpd_examples eval images when > 0."""
+        return self._evaluate_with_samples(params, batches, workdir, rng)[0]
 
-    def _evaluate_with_samples(self, params, batches, rng,
+    def _evaluate_with_samples(self, params, batches, workdir, rng,
                                num_samples: int = 0) -> tuple[dict, SampleOutput | None]:
         """(the metrics of `evaluate`, the SampleOutput they were computed on, with at least
         `num_samples` samples for a subclass's own metrics; None when nothing sampled)."""
@@ -172,6 +212,9 @@ class DDPMFamily(ModelFamily):
                      if e.metric_weights else None)  # a missing file fails before work
         batches = list(batches)
         metrics, eval_images = self._loss_metrics(params, batches, rng)
+        if e.bpd_examples:
+            metrics.update(self.evaluate_likelihood(params, batches, workdir,
+                                                    jax.random.fold_in(rng, 2)))
         num_stats = len(eval_images) if e.sample_stats else 0
         num_fid = int(e.num_fid_samples) if inception else 0
         num = max(num_stats, num_fid, num_samples)
@@ -223,6 +266,58 @@ class DDPMFamily(ModelFamily):
             raise UserError("the evaluation split is empty; check data.num_eval / data.data_dir")
         return losses, np.concatenate(ts)[:num], np.concatenate(images)[:num]
 
+    # ---- likelihood -----------------------------------------------------
+    def _bound_terms(self, params, x0, y, rng) -> BoundTerms:
+        """The bound of x0 [B, H, W, C] (labels y [B] or None) in bits/dim (jitted as _bound)."""
+        d = self.config.diffusion
+        fn = jax.tree_util.Partial(self._denoise, params, y)
+        return bpd_loop(fn, self.schedule, x0, rng, prediction=d.prediction,
+                        variance=d.variance, clip_x0=d.clip_x0, cdf=d.decoder_cdf)
+
+    def bound(self, params, batches, num: int, rng) -> BoundTerms:
+        """BoundTerms (numpy) of the first `num` valid examples of `batches`; batch i uses
+        the key fold_in(rng, i)."""
+        parts = []
+        for i, batch in enumerate(batches):
+            out = self._bound(params, batch["image"], self._labels(batch),
+                              jax.random.fold_in(rng, i))
+            valid = _valid_rows(batch)
+            parts.append(jax.tree_util.tree_map(lambda a: to_host(a)[valid], out))
+            if sum(len(p.total) for p in parts) >= num:
+                break
+        if not parts or not sum(len(p.total) for p in parts):
+            raise UserError("the evaluation split is empty; check data.num_eval / data.data_dir")
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:num], *parts)
+
+    def params_from_diffusers(self, path: str):
+        """U-Net params of a local diffusers UNet2DModel directory (e.g. google/ddpm-cifar10-32,
+        `fdm.nn.convert_diffusers`), for this family's network: a UserError naming the first
+        model.* key (or data.image_size) where the checkpoint differs from the config."""
+        if not isinstance(self.model, UNet):
+            raise UserError(f"diffusers weights fit the DDPM U-Net; model.family="
+                            f"{self.config.model.family!r} builds {type(self.model).__name__}")
+        ckpt = load_diffusers_checkpoint(path)
+        theirs = {**ckpt.unet_kwargs, "image_size": ckpt.image_size}
+        ours = {k: getattr(self.model, k) for k in ckpt.unet_kwargs}
+        ours["image_size"] = self.config.data.image_size
+        for key, value in theirs.items():
+            mine = tuple(ours[key]) if isinstance(ours[key], (list, tuple)) else ours[key]
+            if key != "dropout" and value is not None and mine != value:
+                where = "data" if key == "image_size" else "model"
+                raise UserError(f"the diffusers checkpoint {path} has {key}={value!r}, the "
+                                f"config {where}.{key}={mine!r}; pass --config.{where}.{key}="
+                                f"{value!r} or a config of that network")
+        return ckpt.params
+
+    def evaluate_likelihood(self, params, batches, workdir, rng) -> dict[str, float]:
+        """bpd, bpd_prior, bpd_decoder, bpd_rate, distortion_rmse and bpd_num_examples of
+        the first eval.bpd_examples examples of `batches` (`fdm.diffusion.bound_metrics`);
+        writes DIR/rate_distortion.json (Table 6.2 layout, `rate_distortion_table`)."""
+        bound = self.bound(params, batches, int(self.config.eval.bpd_examples), rng)
+        write_json_atomic(rate_distortion_table(bound),
+                          os.path.join(workdir, RATE_DISTORTION_FILE))
+        return {**bound_metrics(bound), "bpd_num_examples": len(bound.total)}
+
     # ---- sampling -----------------------------------------------------
     def _batch_size(self) -> int:
         return int(self.config.eval.batch_size)
@@ -239,14 +334,15 @@ class DDPMFamily(ModelFamily):
                      progress=True, record_every=None) -> SampleOutput:
         """x_T [B, H, W, C] ~ N(0, I) -> SampleOutput(x0 [B, H, W, C], aux of the last
         denoiser call, trajectory every `record_every` steps or None); clipping per
-        diffusion.clip_x0."""
+        diffusion.clip_x0. A recorded trajectory's aux has 'x0_hat' (`with_x0_hat`)."""
         d, e = self.config.diffusion, self.config.eval
         fn = jax.tree_util.Partial(self._denoise, params, y)
-        common = dict(prediction=d.prediction, clip_x0=d.clip_x0,
+        if record_every:
+            fn = with_x0_hat(fn, self.schedule, d.prediction, d.variance, d.clip_x0)
+        common = dict(prediction=d.prediction, variance=d.variance, clip_x0=d.clip_x0,
                       progress=progress, record_every=record_every)
         if (sampler or e.sampler) == "ancestral":
-            return ancestral_sample(fn, self.schedule, x_T, rng,
-                                    variance=d.variance, **common)
+            return ancestral_sample(fn, self.schedule, x_T, rng, **common)
         return ddim_sample(fn, self.schedule, x_T, rng, num_steps or e.sample_steps,
                            e.ddim_eta, **common)
 
@@ -257,8 +353,7 @@ class DDPMFamily(ModelFamily):
         Runs fixed-size batches of eval.batch_size (the last one padded) so the sampler
         compiles once."""
         b = self._batch_size()
-        shape = (b, self.config.data.image_size, self.config.data.image_size,
-                 self.model.out_ch)
+        shape = (b, self.config.data.image_size, self.config.data.image_size, self.channels)
         labels = self.sample_labels(-(-num // b) * b)
         out = []
         for i, start in enumerate(range(0, num, b)):
@@ -271,7 +366,8 @@ class DDPMFamily(ModelFamily):
 
     def sample(self, params, workdir, rng):
         """Writes DIR/samples/grid.png and samples.npz ('images' float32 [N,S,S,C] in [-1, 1],
-        'labels' int32 [N] when class-conditional), N = eval.num_examples."""
+        'labels' int32 [N] when class-conditional), N = eval.num_examples, and
+        progressive.png (`progressive_strip`) of 8 more samples when eval.record_every > 0."""
         num = self.config.eval.num_examples
         images = self.generate(params, num, rng).x0
         out_dir = os.path.join(workdir, "samples")
@@ -280,6 +376,21 @@ class DDPMFamily(ModelFamily):
             arrays["labels"] = self.sample_labels(num)
         viz.save_npz(os.path.join(out_dir, "samples.npz"), **arrays)
         viz.save_png(os.path.join(out_dir, "grid.png"), viz.make_grid(viz.to_uint8(images)))
+        if self.config.eval.record_every:
+            viz.save_png(os.path.join(out_dir, "progressive.png"),
+                         progressive_strip(self.progressive_generation(params, rng)))
+
+    def progressive_generation(self, params, rng,
+                               num: int = NUM_PROGRESSIVE_SAMPLES) -> SampleOutput:
+        """`num` samples (eval.sampler) as numpy, the trajectory recorded every
+        eval.record_every steps with aux['x0_hat'] (progressive generation, §3.4.3)."""
+        size = self.config.data.image_size
+        key_x, key_s = jax.random.split(jax.random.fold_in(rng, 1))
+        labels = self.sample_labels(num)
+        x_T = jax.random.normal(key_x, (num, size, size, self.channels))
+        return jax.device_get(self.sample_batch(
+            params, x_T, key_s, None if labels is None else jnp.asarray(labels),
+            progress=False, record_every=int(self.config.eval.record_every)))
 
     def summary_images(self, params, batch, rng):
         """{'samples': a few quick DDIM samples [8, H, W, C] in [0, 1]} (EMA params)."""
@@ -291,6 +402,17 @@ class DDPMFamily(ModelFamily):
                               None if labels is None else jnp.asarray(labels), sampler="ddim",
                               num_steps=steps, progress=False).x0
         return {"samples": jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)}
+
+
+def progressive_strip(out: SampleOutput) -> np.ndarray:
+    """Progressive generation (seed 004 Fig. 3.6): per sample a row of x0_hat predicted
+    along the chain (the recorded trajectory's aux['x0_hat'] [K, N, S, S, C]), then the
+    final sample; uint8 grid of min(N, 8) rows and K + 1 columns."""
+    n = NUM_PROGRESSIVE_SAMPLES
+    x0_hat = np.asarray(out.trajectory.aux["x0_hat"])[:, :n]
+    rows = np.concatenate([x0_hat, np.asarray(out.x0)[None, :n]], axis=0).swapaxes(0, 1)
+    return viz.make_grid(viz.to_uint8(rows.reshape((-1,) + rows.shape[2:])),
+                         ncol=rows.shape[1])
 
 
 def _loss_and_t(out) -> tuple[jax.Array, jax.Array]:

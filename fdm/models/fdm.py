@@ -15,7 +15,8 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
     t_seg = eval.segment_t (30), one forward pass with the EMA params, read m.
   * Generation (Alg. 2): a sampler run whose last denoiser call (t = 0 here,
     t = 1 in the paper's 1-indexing) gives the masks; the mask trajectory is
-    recorded every eval.record_every steps for the refinement strip (Fig. 2.10).
+    recorded every eval.record_every steps for the refinement strip (Fig. 2.10),
+    with x0_hat for the progressive-generation strip (seed 004 Fig. 3.6).
   * Evaluation: fg/bg Acc / IoU / DICE with one global K→{fg, bg} mapping and
     mIoU with Hungarian matching, the per-image diagnostics seg_iou_per_image and
     seg_ari (`fdm.metrics.segmentation.segmentation_metrics`), next to the
@@ -24,7 +25,9 @@ Notation: x0 [B, S, S, C] images in [-1, 1]; m [B, S, S, K] soft region masks
     masks: mask_entropy and mask_shift_error (`fdm.metrics.mask_diagnostics`).
     With eval.segmenter_workdir (a `--baseline=supervised` workdir,
     experiments/baselines.py) also gen_seg_* (Table 2.5 bottom): the masks of eval.num_gen_seg_samples generated images
-    scored against the supervised segmenter's prediction on those images.
+    scored against the supervised segmenter's prediction on those images. The DDPM
+    likelihood (bpd, rate_distortion.json) as in `DDPMFamily` when eval.bpd_examples > 0;
+    the reverse variance stays fixed (the masks mix the branches' eps predictions).
 """
 from __future__ import annotations
 
@@ -37,11 +40,12 @@ import numpy as np
 
 from fdm import config_rules as rules, viz
 from fdm.diffusion import q_sample
+from fdm.diffusion.reverse import FIXED_VARIANCES
 from fdm.errors import UserError
 from fdm.metrics import mask_diagnostics
 from fdm.metrics import segmentation as seg_metrics
 from fdm.models import fdm_search
-from fdm.models.ddpm import DDPMFamily
+from fdm.models.ddpm import DDPMFamily, progressive_strip
 from fdm.models.segmenter import generated_mask_agreement, load_segmenter
 from fdm.nn.factorized import DECODINGS, fdm_from_config
 
@@ -55,7 +59,8 @@ FDM_RULES = {
     "model.branch_embed_std": rules.at_least(0.0),
     "model.level2_masks": rules.int_at_least(1),
     "eval.segment_t": rules.timestep(),
-    "eval.record_every": rules.int_at_least(0),
+    # The masks mix the branches' eps, not variances: a fixed reverse variance only.
+    "diffusion.variance": rules.one_of(*FIXED_VARIANCES),
     "eval.num_gen_seg_samples": rules.int_at_least(1),
     "baselines.num_train_images": rules.int_at_least(0),
     "baselines.kmeans_clusters": rules.int_at_least(2),
@@ -199,7 +204,8 @@ class FDMFamily(DDPMFamily):
         gen_seg_* of generated images when eval.segmenter_workdir is set (module doc)."""
         batches = list(batches)
         segmenter, num_gen = self._eval_segmenter()  # a missing file fails before any work
-        metrics, samples = self._evaluate_with_samples(params, iter(batches), rng, num_gen)
+        metrics, samples = self._evaluate_with_samples(params, iter(batches), workdir, rng,
+                                                       num_gen)
         if segmenter is not None:
             metrics.update(generated_mask_agreement(
                 segmenter, viz.to_uint8(samples.x0[:num_gen]),
@@ -252,11 +258,14 @@ class FDMFamily(DDPMFamily):
     # ---- generation -----------------------------------------------------
     def sample(self, params, workdir, rng):
         """Writes DIR/samples/: grid.png, masks.png (overlays), mask_channels.png (Fig. 2.9),
-        refinement.png (Fig. 2.10) and samples.npz (images, masks, labels, trajectory)."""
+        refinement.png (Fig. 2.10), progressive.png (x0_hat along the chain, seed 004
+        Fig. 3.6) and samples.npz (images, masks, labels, trajectory)."""
         every = int(self.config.eval.record_every) or None
         out = self.generate(params, self.config.eval.num_examples, rng, record_every=every)
         out_dir = os.path.join(workdir, "samples")
         write_generation_figures(out_dir, out.x0, out.aux["masks"], out.trajectory)
+        if out.trajectory is not None:
+            viz.save_png(os.path.join(out_dir, "progressive.png"), progressive_strip(out))
         arrays = {"images": out.x0, "masks": out.aux["masks"],
                   "labels": out.aux["masks"].argmax(-1).astype(np.int32)}
         if out.trajectory is not None:
