@@ -267,7 +267,8 @@ def test_bpd_loop_equals_its_terms_and_estimates_the_bound():
     fn, key = gaussian_eps_denoiser(s, std), jax.random.PRNGKey(3)
     b = bpd_loop(fn, s, x0, key, variance="fixed_large", clip_x0=False, num_bins=None)
     assert b.terms.shape == (2, T) and b.mse.shape == (2, T) and b.prior.shape == (2,)
-    np.testing.assert_allclose(b.total, b.terms.sum(1) + b.prior, rtol=1e-5)
+    # float32 sums of T = 1000 positive terms in two orders: |err| <= T * eps32 ~ 6e-5 relative
+    np.testing.assert_allclose(b.total, b.terms.sum(1) + b.prior, rtol=1e-4)
     for t in (0, 1, 500, 999):
         tb = jnp.full((2,), t)
         x_t = q_sample(s, x0, tb, jax.random.normal(jax.random.fold_in(key, t), x0.shape))
