@@ -151,6 +151,7 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.train.image_every = 2500
 
     c.eval = ml_collections.ConfigDict()
+    c.eval.at_end = False                    # after training: evaluate and sample (fdm.run)
     c.eval.num_examples = 20
     c.eval.batch_size = 10
     c.eval.pose_t = 1                        # light noise before predicting a camera

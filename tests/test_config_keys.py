@@ -125,6 +125,18 @@ def test_every_config_satisfies_its_rules_and_declares_its_defaults(name, varian
     assert not missing, missing     # every key a rule names is declared
 
 
+# Keys that fdm/run.py and fdm/train/trainer.py read from every family's config.
+RUNNER_KEYS = ("eval.at_end", "train.seed", "train.num_steps", "train.batch_size",
+               "train.log_every", "train.checkpoint_every", "train.image_every",
+               "train.ema_decay")
+
+
+@pytest.mark.parametrize("name,variant", all_configs())
+def test_every_config_declares_the_keys_the_shared_runner_reads(name, variant):
+    c = load(name, variant)
+    assert [k for k in RUNNER_KEYS if config_rules.lookup(c, k) is None] == []
+
+
 @pytest.mark.parametrize("name,variant", all_configs())
 def test_a_bad_value_of_any_key_is_a_one_line_error_naming_it(name, variant):
     rules = family_class(load(name, variant).model.family).config_rules
