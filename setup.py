@@ -32,6 +32,11 @@ TEST_REQUIRES = [
     "nbformat>=5.11,<6",
     "ipykernel>=7.4,<8",
     "hilbertcurve>=2.0.5,<3",      # reference Hilbert curve (tests/test_lmconv_orders.py)
+    # CLIP references (tests/test_clip_vision.py): transformers' CLIPVisionModelWithProjection
+    # and OpenAI's clip/model.py. Not open-clip-torch: it needs torchvision, whose PyPI
+    # wheels are CUDA builds that cannot be imported next to the CPU torch above.
+    "transformers>=5.23,<5.25",
+    "openai-clip==1.0.1",
 ]
 
 # Segmentation baselines (fdm.baselines): k-means (sklearn) and GrabCut (OpenCV).

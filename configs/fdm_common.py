@@ -1,4 +1,4 @@
-"""Config builders of the DDPM and FDM families: where every key they read is declared.
+"""Config builders of the DDPM, FDM and DFM families: where every key they read is declared.
 
 `ddpm_config(...)` declares every key the DDPM family (`fdm.models.ddpm`), the data
 pipeline and the trainer read, with its default; `fdm_config(...)` is a DDPM config
@@ -7,8 +7,10 @@ and evaluation, and the baselines of the tables; `given_mask_keys` adds the keys
 the given-mask probe (`fdm.models.mask_probe`). Each experiment's config calls one
 builder with what differs; the result has the sections data, model, diffusion,
 train, eval (SPEC's command-line contract). Valid values of the keys: the families'
-`config_rules` (`fdm.config_rules`). Dataset-specific data keys (data.num_train,
-data.eval_split, ...) are declared with their defaults in `fdm.data.DATASETS`.
+`config_rules` (`fdm.config_rules`). `dfm_config(name, data)` declares every key of
+diffusion with forward models (`fdm.models.dfm`) on a data section. Dataset-specific
+data keys (data.num_train, data.eval_split, ...) are declared with their defaults in
+`fdm.data.DATASETS`.
 Paper settings (seed 000 §2.4 "Implementation Details"): U-Net encoder/middle/
 decoder as in Ho et al., mask generator = decoder-shaped, K = 3, C = 128, Adam 1e-4,
 EMA 0.9999, linear β, T = 1000.
@@ -141,6 +143,60 @@ def given_mask_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.given_mask_alpha = 1.0   # 1 = exact masks, 0 = uniform masks
     c.model.given_mask_shift = 0     # pixels the masks are rolled down and right
     return c
+
+
+def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Every key of a diffusion-with-forward-models experiment (`fdm.models.dfm`, seed 003)
+    with its default (the brief's choices: x0, cosine T = 1000, Eq. 8 : Eq. 9 = 1 : 1,
+    DDIM-50), on the data section `data` (a `data_config` with the dataset's own keys)."""
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.data = data
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "dfm"
+    c.model.forward = "linear_gaussian"  # the forward model and its scores (fdm.forward.problems)
+    c.model.network = "mlp"              # the denoiser network: mlp (fdm.nn.mlp.TimeMLP)
+    c.model.deterministic = False        # True: S from the context alone, no diffusion (baseline)
+    c.model.mlp = ml_collections.ConfigDict(dict(width=256, depth=3, time_embed_dim=64))
+
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.beta_schedule = "cosine"
+    c.diffusion.beta_start = 1e-4            # linear / quadratic schedules only
+    c.diffusion.beta_end = 0.02
+    c.diffusion.prediction = "x0"            # the denoiser's output is forward(S, phi^trgt)
+    c.diffusion.clip_x0 = True               # clip O_hat^trgt to [-1, 1] in sampling
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 5000
+    c.train.batch_size = 256
+    c.train.learning_rate = 1e-3
+    c.train.lr_final_factor = 1.0            # exponential decay to this x at num_steps
+    c.train.grad_clip = 1.0
+    c.train.novel_weight = 1.0               # weight of L^novel (Eq. 9); 0: the ablation
+    c.train.ema_decay = 0.999
+    c.train.seed = 0
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 2
+    c.train.image_every = 1000
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.at_end = True                     # after training: evaluate and sample (fdm.run)
+    c.eval.batch_size = 20                   # eval tuples per batch of the loss pass
+    c.eval.num_contexts = 20                 # held-out contexts whose posterior is scored
+    c.eval.samples_per_context = 1000
+    c.eval.sampler = "ddim"
+    c.eval.sample_steps = 50
+    c.eval.ddim_eta = 0.0
+    c.eval.num_examples = 8                  # --mode=sample: contexts in the figure
+    return c
+
+
+def dfm_defaults() -> ml_collections.ConfigDict:
+    """Every DFM key at its default (`DFMFamily.config_defaults`), on the linear-Gaussian data."""
+    return dfm_config("", data_config("linear_gaussian", "", 8))
 
 
 def _placeholders() -> dict:

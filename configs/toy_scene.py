@@ -113,7 +113,11 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.cls_weight = 0.1                 # lambda of Eq. 3.4
     c.model.num_samples = 16
     c.model.num_importance = 0
+    c.model.separate_fine = False            # True: NeRF's separate fine network (needs
+                                             # num_importance > 0)
     c.model.num_loss_pixels = 64             # random pixels per image in the loss (0 = all)
+    c.model.precrop_steps = 0                # NeRF's precrop: the first n updates draw loss
+    c.model.precrop_frac = 0.5               # pixels from the centre crop of this side fraction
     c.model.lindisp = False
     c.model.ndc = False
     # Registration aids (issue 15), all off by default = the paper's settings:
@@ -122,6 +126,16 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.coarse_to_fine = (0, 0)          # BARF (start, end) steps of alpha 0 -> L; (0, 0) off
     c.model.train_t_max = 0                  # t ~ floor(t_max u^power) in training; 0: t_max = T
     c.model.train_t_power = 1.0              # 1: uniform t (paper); > 1 favours small t
+    # DietNeRF (seed 004 ch. 4, `fdm.models.lifting_semantic`; supervised only), off at 0:
+    c.model.semantic_weight = 0.0            # lambda of L_SC = -lambda cos(phi(I), phi(I_hat))
+    c.model.semantic_every = 10              # K: L_SC at every K-th update
+    c.model.semantic_size = 16               # n: L_SC renders an n x n strided jittered grid
+    c.model.semantic_encoder = ""            # local CLIP weights (.npz of fdm.nn.convert_clip,
+                                             # OpenAI .pt or HF .safetensors)
+    c.model.semantic_feature = "projected"   # projected (paper's phi) | final_cls (its code's)
+    c.model.semantic_elevation_deg = (0.0, 90.0)  # unobserved poses: elevation ~ U[lo, hi],
+    c.model.semantic_radius = (3.5, 4.5)     # radius ~ U[lo, hi], azimuth ~ U[-180, 180)
+    c.model.mse_finetune_steps = 0           # the last n updates without L_SC
     c.model.encoder = cpu_encoder()
     # A small NeRF on purpose: with 4 layers + skip, 32 samples and 128 pixels per
     # image, one candidate won every selection within 50 steps and training never

@@ -23,10 +23,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = "fdm"
-MATH = ("diffusion", "nn", "nerf", "metrics", "autoregressive")
+MATH = ("diffusion", "nn", "nerf", "metrics", "autoregressive", "forward")
 ABOVE_MATH = ("models", "train", "baselines", "experiments", "run", "api", "seed_study", "fdm")
 # What every layer may import (fdm/host.py, fdm/checkpoint_io.py, ...): nothing above math.
-NEUTRAL = ("errors", "host", "checkpoint_io", "config_rules", "viz")
+NEUTRAL = ("errors", "host", "checkpoint_io", "config_rules", "viz", "trees")
 FORBIDDEN = {**{pkg: ABOVE_MATH for pkg in MATH + NEUTRAL},
              "models": ("train", "baselines", "experiments", "run", "api", "seed_study", "fdm")}
 

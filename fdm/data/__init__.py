@@ -26,6 +26,9 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "pixel_imagenet": Pixel-ImageNet masks, <= 20 images per class (`fdm.data.pixel_imagenet`).
   "voc2012":        PASCAL VOC 2012, zero-shot per-class examples (`fdm.data.voc`).
   "davis2017":      DAVIS-2017 480p frames + object masks (`fdm.data.davis`).
+  "linear_gaussian": observation tuples of the linear-Gaussian inversion (seed 003 T1,
+                    `fdm.data.inverse_toys`): float observations and int32 forward-model
+                    parameters instead of images (keys in `fdm.forward.base`); no data_dir.
   "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
                     [N, 4, 4]) for NeRF lifting, registered in `fdm.data.scenes.SCENES`
                     (their entries here derive from it); no flips. `load_scene`
@@ -57,7 +60,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from fdm.data import (celebamask, cub, davis, digits, ffhq, flowers, folder, imagenet64,
-                      pipeline, pixel_imagenet, rectangles, scenes, shapes, voc)
+                      inverse_toys, pipeline, pixel_imagenet, rectangles, scenes, shapes, voc)
 from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 
@@ -140,6 +143,8 @@ DATASETS: dict[str, Dataset] = {
                                                         max_per_class=20, seed=0)),
     "voc2012": Dataset(voc.load),
     "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
+    "linear_gaussian": Dataset(inverse_toys.linear_gaussian, dict(
+        num_train=65536, num_eval=20, patch_size=2, seed=0), uses_data_dir=False),
     **{name: Dataset(scenes.registry_loader(name), scene.options, scene.uses_data_dir)
        for name, scene in scenes.SCENES.items()},
 }

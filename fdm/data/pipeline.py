@@ -4,7 +4,9 @@ Notation: N examples in the split, B the global batch size, P processes,
 p this process's index, b = B / P the host batch. Stored arrays:
 'image' uint8 [N, H, W, 3], optional 'mask' int32 [N, H, W], 'label' int32 [N].
 A host batch is a dict of numpy arrays with 'image' float32 [b, H, W, 3] in
-[-1, 1] and the other keys sliced the same way.
+[-1, 1] and the other keys sliced the same way. A split without 'image' (the
+observation tuples of `fdm.data.inverse_toys`) is batched the same way, every
+array sliced as stored; N is the length of any array (all share axis 0).
 
 Train: an infinite stream. The examples are read as consecutive epochs, each
 epoch a permutation of [0, N) drawn from `default_rng([seed, 0, epoch])`;
@@ -47,6 +49,11 @@ def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return perm
 
 
+def split_size(arrays: Arrays) -> int:
+    """N: the number of examples of a split (the length of its arrays' axis 0)."""
+    return len(next(iter(arrays.values())))
+
+
 def train_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Example indices [B] of global train batch `step` (see module doc)."""
     positions = step * batch_size + np.arange(batch_size)
@@ -66,7 +73,8 @@ def flip_flags(batch_size: int, seed: int, step: int) -> np.ndarray:
 def gather(arrays: Arrays, indices: np.ndarray, flip: np.ndarray | None = None) -> Arrays:
     """Rows `indices` [b] as a host batch: float32 [-1, 1] images, optional flips [b]."""
     batch = {k: v[indices] for k, v in arrays.items()}
-    batch["image"] = batch["image"].astype(np.float32) / 127.5 - 1.0
+    if "image" in batch:
+        batch["image"] = batch["image"].astype(np.float32) / 127.5 - 1.0
     if flip is not None:
         for key in ("image", "mask"):
             if key in batch:
@@ -92,7 +100,7 @@ def train_batches(arrays: Arrays, batch_size: int, seed: int, process_index: int
 
 
 def _train_stream(arrays, batch_size, seed, rows, step, random_flip):
-    num_examples = len(arrays["image"])
+    num_examples = split_size(arrays)
     while True:
         indices = train_indices(num_examples, batch_size, seed, step)[rows]
         flip = flip_flags(batch_size, seed, step)[rows] if random_flip else None
@@ -111,7 +119,7 @@ def eval_batches(arrays: Arrays, batch_size: int, process_index: int = 0,
 
 
 def _eval_pass(arrays, batch_size, rows):
-    num_examples = len(arrays["image"])
+    num_examples = split_size(arrays)
     for start in range(0, num_examples, batch_size):
         positions = np.arange(start, start + batch_size)[rows]
         valid = positions < num_examples

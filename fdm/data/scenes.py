@@ -10,6 +10,11 @@ from which `fdm.data.DATASETS` takes its entry):
 Split "eval" reads the scene split `data.eval_split` (default "val"; "test" for
 the LLFF hold-out views). `data.image_size` is an int (square) or (H, W).
 
+Few-shot protocol (every scene; DietNeRF, seed 004 sec. 4.5.1): data.num_train_views
+= k > 0 keeps k views of the training split, drawn without replacement by
+np.random.default_rng(data.train_views_seed) and kept in their original order
+(`select_views`); 0 keeps all. The "eval" split is never subsampled.
+
 Arrays (`fdm.data.load_split_arrays`): 'image' uint8 [N, H, W, 3] (white
 background composited), 'c2w' float32 [N, 4, 4] camera-to-world (OpenGL
 convention), 'index' int32 [N]. Random flips must stay off (a flipped image
@@ -65,11 +70,13 @@ def _llff(data_dir, split, size, llffhold, llff_holdout) -> SceneData:
     return load_llff(data_dir, split, size, llffhold, holdout=llff_holdout)
 
 
+FEW_SHOT = dict(num_train_views=0, train_views_seed=0)   # keys of every scene (module doc)
 SCENES: dict[str, SceneDataset] = {
-    "toy_scene": SceneDataset(_toy, dict(eval_split="val", num_train=100, num_val=20, seed=0),
-                              uses_data_dir=False),
-    "nerf_synthetic": SceneDataset(_nerf_synthetic, dict(eval_split="val")),
-    "llff": SceneDataset(_llff, dict(eval_split="test", llffhold=8, llff_holdout="name")),
+    "toy_scene": SceneDataset(_toy, dict(eval_split="val", num_train=100, num_val=20, seed=0,
+                                         **FEW_SHOT), uses_data_dir=False),
+    "nerf_synthetic": SceneDataset(_nerf_synthetic, dict(eval_split="val", **FEW_SHOT)),
+    "llff": SceneDataset(_llff, dict(eval_split="test", llffhold=8, llff_holdout="name",
+                                     **FEW_SHOT)),
 }
 
 
@@ -86,8 +93,24 @@ def read_scene(name: str, data_dir: str, split: str, size, options: tuple) -> Sc
     options: sorted (key, value) pairs of every key in its `SceneDataset.options`."""
     kwargs = dict(options)
     eval_split = kwargs.pop("eval_split")
-    return SCENES[name].read(data_dir, eval_split if split == "eval" else split,
-                             as_size(size), **kwargs)
+    num_views, views_seed = (kwargs.pop(k) for k in FEW_SHOT)
+    scene = SCENES[name].read(data_dir, eval_split if split == "eval" else split,
+                              as_size(size), **kwargs)
+    return select_views(scene, num_views, views_seed) if split == "train" else scene
+
+
+def select_views(scene: SceneData, num: int, seed: int) -> SceneData:
+    """The few-shot subset (module doc): num views drawn without replacement by
+    np.random.default_rng(seed), in their original order; all views when num = 0."""
+    total = len(scene.images)
+    if num < 0 or num > total:
+        raise UserError(f"data.num_train_views={num} is invalid; use 0 (all) to {total}, "
+                        f"the views of the training split")
+    if num == 0:
+        return scene
+    keep = np.sort(np.random.default_rng(seed).choice(total, num, replace=False))
+    names = tuple(scene.names[i] for i in keep) if scene.names else ()
+    return scene.replace(images=scene.images[keep], c2w=scene.c2w[keep], names=names)
 
 
 def to_arrays(scene: SceneData) -> dict[str, np.ndarray]:

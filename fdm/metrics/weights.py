@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from fdm.errors import UserError
+from fdm.trees import flatten, key_mismatch, unflatten
 from fdm.metrics import inception, lpips
 
 CONVERT_ARGS = {
@@ -47,41 +48,14 @@ def variable_shapes(network: str) -> Mapping:
     return lpips.variable_shapes(network.removeprefix("lpips_"))
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dict -> {"a/b/c": leaf}."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "/"))
-        else:
-            flat[name] = value
-    return flat
-
-
-def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    """{"a/b/c": leaf} -> nested dict."""
-    tree: dict = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
 def check_variables(flat: Mapping[str, np.ndarray], network: str, source: str) -> None:
     """UserError unless `flat` has exactly the network's variables with the right shapes."""
     want = {k: tuple(v.shape) for k, v in flatten(variable_shapes(network)).items()}
-    missing = sorted(set(want) - set(flat))
-    extra = sorted(set(flat) - set(want))
-    if missing or extra:
-        found = [f"{len(names)} {what} (e.g. {names[0]})"
-                 for what, names in (("missing", missing), ("unexpected", extra)) if names]
+    mismatch = key_mismatch(want, flat)
+    if mismatch:
         raise UserError(f"{source} does not hold the {network} network: variables "
-                        f"{' and '.join(found)}; check that the input file is the one "
-                        f"docs/METRICS.md names")
+                        f"{mismatch}; check that the input file is the one docs/METRICS.md "
+                        f"names")
     for key, shape in want.items():
         if tuple(flat[key].shape) != shape:
             raise UserError(f"{source}: {network} variable {key} has shape "

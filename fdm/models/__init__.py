@@ -18,6 +18,7 @@ _FAMILIES = {
     "nerf_lifting": "fdm.models.lifting:LiftingFamily",
     "segmenter": "fdm.models.segmenter:SegmenterFamily",
     "lmconv": "fdm.models.lmconv:LMConvFamily",
+    "dfm": "fdm.models.dfm:DFMFamily",
 }
 
 

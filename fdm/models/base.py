@@ -108,6 +108,15 @@ class ModelFamily(abc.ABC):
                                    dict(tc.frozen_steps), int(tc.warmup_steps)))
         return optax.chain(*chain)
 
+    def frozen_params(self) -> dict:
+        """Fixed inputs of `loss_fn` that training neither updates nor saves (e.g. a
+        pretrained image encoder): {name: pytree}; {} here. The trainer calls it once,
+        places it on every device and passes it to the jitted step as an argument (not as
+        constants baked into the program), merged into the params `loss_fn` sees
+        (`with_frozen`); gradients, optimizer, EMA and checkpoints cover the trained
+        params only."""
+        return {}
+
     # ---- modes other than train (host-side, use EMA params) ------------
     def set_step(self, step: int) -> None:
         """The training step of the parameters the host-side hooks below will get (the
@@ -142,6 +151,12 @@ class ModelFamily(abc.ABC):
                        rng: jax.Array) -> dict[str, jnp.ndarray]:
         """Optional images (name -> [N, H, W, C] in [0, 1]) logged at checkpoint time."""
         return {}
+
+
+def with_frozen(params: Params, frozen: dict) -> Params:
+    """The params `ModelFamily.loss_fn` sees in training: the trained params and the
+    family's `frozen_params()` (params unchanged when there are none)."""
+    return {**params, **frozen} if frozen else params
 
 
 def _subtree_adam(learning_rate: float, multipliers: dict, frozen_steps: dict,

@@ -23,7 +23,17 @@ CE term reaches the score head only.
 Variants (config.model): `autoencoder=True` feeds the clean image (x_t = x0,
 t = 0; the ablation of Fig. 3.10); `supervised=True` is the NeRF baseline of
 Table 3.1: no encoder, cameras from batch['c2w'], optional hierarchical
-sampling (num_importance > 0; coarse and fine losses summed, one field).
+sampling (num_importance > 0; coarse and fine losses summed, one field, or with
+`separate_fine=True` NeRF's separate fine network of the same architecture,
+params['nerf_fine']). `precrop_steps` > 0: the loss pixels of the first updates are
+drawn from NeRF's centre crop (`fdm.nerf.views.crop_pixels`, side fraction
+`precrop_frac`).
+
+DietNeRF (seed 004 ch. 4): `supervised=True` with `semantic_weight` > 0 adds the
+semantic consistency loss on renders from unobserved poses every `semantic_every`
+updates (`fdm.models.lifting_semantic`, keys semantic_* and mse_finetune_steps). Its
+frozen image encoder and target embeddings are `frozen_params()` ({} otherwise), which
+the trainer merges into the params loss_fn sees as params['semantic'].
 
 Registration aids (issue 15; all off by default, which is the paper):
   model.select_stride = s > 0: Eq. 3.4's argmin_i l_i is taken on every pixel
@@ -63,11 +73,14 @@ exponentially to train.lr_final_factor times their initial value.
 
 Config keys: data.{dataset (toy_scene | nerf_synthetic | llff), data_dir,
 image_size, eval_split, seed, num_train, num_val (toy_scene), llffhold and
-llff_holdout (llff; see `fdm.data.nerf.load_llff`)};
+llff_holdout (llff; see `fdm.data.nerf.load_llff`), num_train_views and
+train_views_seed (few-shot, `fdm.data.scenes`)};
 model.{supervised, autoencoder, camera_head, num_candidates, candidate_layout,
-camera_radius, world_up, cls_weight, num_samples, num_importance,
-num_loss_pixels, lindisp, ndc, select_stride, coarse_to_fine, train_t_max,
-train_t_power, encoder.*, nerf.*}; train.{learning_rate,
+camera_radius, world_up, cls_weight, num_samples, num_importance, separate_fine,
+num_loss_pixels, precrop_steps, precrop_frac, lindisp, ndc, select_stride,
+coarse_to_fine, train_t_max, train_t_power, semantic_weight, semantic_every,
+semantic_size, semantic_encoder, semantic_feature, semantic_elevation_deg,
+semantic_radius, mse_finetune_steps, encoder.*, nerf.*}; train.{learning_rate,
 encoder_learning_rate, lr_final_factor, grad_clip}; eval.{num_examples,
 num_train_views, batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg,
 landscape_* (`fdm.models.lifting_landscape`)}.
@@ -91,12 +104,14 @@ from fdm.diffusion import DiffusionSchedule, ancestral_sample, q_sample
 from fdm.errors import UserError
 from fdm.host import to_host
 from fdm.metrics import poses
+from fdm.models import lifting_semantic as semantic
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.models.lifting_scene import SCENE_FILE, SceneMeta, save as save_scene_meta, scene_meta
 from fdm.nerf import cameras, figures, render as render_lib
 from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
-from fdm.nerf.views import (RenderSettings, ViewGeometry, gather_pixels, grid_pixels, pixel_xy,
-                             render_pixels, render_views, sample_pixels)
+from fdm.nerf.views import (RenderSettings, ViewGeometry, crop_pixels, gather_pixels,
+                             grid_pixels, pixel_xy, render_pixels, render_views, sample_pixels)
+from fdm.nn.clip_vision import FEATURES
 from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder, PoseTrunk
 
 LAYOUTS = ("octant", "quadrant")
@@ -110,6 +125,30 @@ LIFTING_RULES = {
     "model.num_samples": rules.int_at_least(1),
     "model.num_importance": rules.int_at_least(0),
     "model.num_loss_pixels": rules.int_at_least(0),         # 0 = all
+    "model.separate_fine": rules.Rule(
+        "False unless model.num_importance > 0 (a fine network needs a fine pass)",
+        lambda v, c: not v or int(c.model.num_importance) > 0, True,
+        {"model.num_importance": 0}),
+    "model.precrop_steps": rules.Rule(
+        "an integer >= 0, and 0 when model.num_loss_pixels = 0 (all pixels)",
+        lambda v, c: rules.int_at_least(0).ok(v, c) and (
+            v == 0 or int(c.model.num_loss_pixels) > 0), -1),
+    "model.precrop_frac": rules.rule(lambda v: rules.above(0.0).ok(v, None) and v <= 1.0,
+                                     "a number in (0, 1]", 0.0),
+    # DietNeRF (fdm.models.lifting_semantic)
+    "model.semantic_weight": rules.Rule(
+        "a number >= 0, and 0 unless model.supervised=True (DietNeRF is a posed NeRF)",
+        lambda v, c: rules.at_least(0.0).ok(v, c) and (v == 0 or bool(c.model.supervised)),
+        -1.0),
+    "model.semantic_every": rules.int_at_least(1),          # K
+    "model.semantic_size": rules.int_at_least(1),           # n of the n x n ray grid
+    "model.semantic_feature": rules.one_of(*FEATURES),
+    "model.semantic_elevation_deg": rules.number_pair(
+        lambda lo, hi: -90.0 <= lo <= hi <= 90.0, "(lo, hi) with -90 <= lo <= hi <= 90",
+        (10.0, 0.0)),
+    "model.semantic_radius": rules.number_pair(
+        lambda lo, hi: 0.0 < lo <= hi, "(lo, hi) with 0 < lo <= hi", (0.0, 1.0)),
+    "model.mse_finetune_steps": rules.int_at_least(0),
     "model.autoencoder": rules.Rule("False when model.supervised=True (they exclude each other)",
                                     lambda v, c: not (v and c.model.supervised), True,
                                     {"model.supervised": True}),
@@ -235,6 +274,11 @@ class LiftingFamily(ModelFamily):
         self.forward_facing = scene.geometry.forward_facing
         self.settings = _render_settings(config, scene.geometry)
         self.nerf = NeRFMLP(**_nerf_kwargs(m.nerf))
+        self.separate_fine = bool(m.separate_fine)
+        self.semantic = semantic.SemanticSettings.from_config(config)
+        if self.semantic is not None:
+            self.semantic.check(scene.geometry)
+        self._prior = None
         self.encoder = None if self.supervised else _build_encoder(m)
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
         self.checkpoint_step = int(config.train.num_steps)
@@ -253,9 +297,13 @@ class LiftingFamily(ModelFamily):
 
     # ---- parameters -----------------------------------------------------
     def init_params(self, rng, batch):
-        """{'nerf': NeRF params, 'encoder': pose-encoder params (unless supervised)}."""
+        """{'nerf': NeRF params, 'nerf_fine': the fine network's (model.separate_fine),
+        'encoder': pose-encoder params (unless supervised)}."""
         points = jnp.zeros((1, 3), jnp.float32)
         params = {"nerf": self.nerf.init(jax.random.fold_in(rng, 0), points, points)["params"]}
+        if self.separate_fine:
+            params["nerf_fine"] = self.nerf.init(jax.random.fold_in(rng, 2), points,
+                                                 points)["params"]
         if self.encoder is not None:
             x = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
             params["encoder"] = self.encoder.init(jax.random.fold_in(rng, 1), x,
@@ -263,14 +311,26 @@ class LiftingFamily(ModelFamily):
         return params
 
     def optimizer(self) -> optax.GradientTransformation:
-        """Separate Adams (b1 0.9, b2 0.999) for 'nerf' and 'encoder' (multi_transform)."""
+        """Separate Adams (b1 0.9, b2 0.999) for the NeRF ('nerf' and 'nerf_fine' share
+        one) and 'encoder' (multi_transform)."""
         tc = self.config.train
         txs = {"nerf": self._adam(tc.learning_rate)}
         if self.encoder is not None:
             txs["encoder"] = self._adam(tc.encoder_learning_rate)
-        labels = lambda params: {k: jax.tree_util.tree_map(lambda _: k, v)
+        labels = lambda params: {k: jax.tree_util.tree_map(lambda _: _adam_group(k), v)
                                  for k, v in params.items()}
         return optax.multi_transform(txs, labels)
+
+    def frozen_params(self) -> dict:
+        """DietNeRF (model.semantic_weight > 0): {'semantic': `lifting_semantic.
+        SemanticPrior`}, the image encoder read from model.semantic_encoder and the target
+        embeddings of the training views, built on the first call (training start);
+        {} otherwise."""
+        if self.semantic is None:
+            return {}
+        if self._prior is None:
+            self._prior = semantic.build_prior(self.semantic, self._train_split()["image"])
+        return {semantic.FROZEN_KEY: self._prior}
 
     def _adam(self, learning_rate: float) -> optax.GradientTransformation:
         tc = self.config.train
@@ -284,6 +344,11 @@ class LiftingFamily(ModelFamily):
         """F(x, d) at parameters nerf_params; alpha []: BARF's coarse-to-fine alpha
         (`alpha`), None: all frequency bands."""
         return lambda x, d: self.nerf.apply({"params": nerf_params}, x, d, alpha)
+
+    def fine_fn(self, params, alpha=None) -> render_lib.FieldFn | None:
+        """The separate fine network of params['nerf_fine'] at alpha (model.separate_fine),
+        None: the fine pass uses field_fn (one network)."""
+        return self.field_fn(params["nerf_fine"], alpha) if self.separate_fine else None
 
     def alpha(self, step) -> jax.Array | None:
         """BARF's alpha [] at `step` for model.coarse_to_fine = (start, end), growing
@@ -331,28 +396,59 @@ class LiftingFamily(ModelFamily):
 
     def render_cameras(self, params, c2w, alpha=None) -> render_lib.RenderOutput:
         """Full renders (fields [..., H, W]) from cameras c2w [..., 4, 4] at alpha."""
-        return render_views(self.field_fn(params["nerf"], alpha), c2w, self.settings)
+        return render_views(self.field_fn(params["nerf"], alpha), c2w, self.settings,
+                            self.fine_fn(params, alpha))
 
     # ---- training -------------------------------------------------------
     def loss_fn(self, params, batch, rng, train, step=0):
-        """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss; see the module docstring.
-        step: sets the field's coarse-to-fine alpha (model.coarse_to_fine)."""
+        """Eq. 3.3 / 3.4 (pose-free) or the supervised NeRF loss (+ DietNeRF's in training);
+        see the module docstring. step: sets the field's coarse-to-fine alpha
+        (model.coarse_to_fine), the precrop and DietNeRF's schedule."""
         x0, rs, g = batch["image"], self.settings, self.scene.geometry
+        with_semantic = train and self.semantic is not None
+        if with_semantic and semantic.FROZEN_KEY not in params:
+            raise ValueError("DietNeRF's loss reads params['semantic']: pass "
+                             "{**params, **family.frozen_params()} (the trainer does)")
         alpha = self.alpha(step)
-        indices = sample_pixels(jax.random.fold_in(rng, 0), x0.shape[0], g.height, g.width,
-                                int(self.config.model.num_loss_pixels))
+        indices = self.loss_pixels(x0.shape[0], rng, step)
         target, xy = gather_pixels(x0, indices), pixel_xy(indices, g.width)
         key_render = jax.random.fold_in(rng, 1)
 
         def renders(p, c2w):
-            return render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, key_render)
+            return render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, key_render,
+                                 self.fine_fn(p, alpha))
 
         if self.supervised:
-            return _supervised_loss(renders(params, batch["c2w"]), target)
+            out = _supervised_loss(renders(params, batch["c2w"]), target)
+            if with_semantic:
+                out = self._with_semantic_loss(out, params, jax.random.fold_in(rng, 5), step,
+                                               alpha)
+            return out
         camera_loss = lambda p, c2w: reconstruction_loss(renders(p, c2w), target)
         stride = int(self.config.model.select_stride)
         select_loss = self.grid_loss(x0, stride, alpha) if stride > 0 else None
         return self._lifting_loss(params, x0, camera_loss, select_loss, rng, train)
+
+    def loss_pixels(self, batch: int, rng, step) -> jax.Array:
+        """Flat loss-pixel indices [B, P] (`sample_pixels`, key fold_in(rng, 0)); in the
+        first model.precrop_steps updates from the centre crop (`crop_pixels`, key
+        fold_in(rng, 6))."""
+        m, g = self.config.model, self.scene.geometry
+        indices = sample_pixels(jax.random.fold_in(rng, 0), batch, g.height, g.width,
+                                int(m.num_loss_pixels))
+        if int(m.precrop_steps) == 0:
+            return indices
+        crop = crop_pixels(jax.random.fold_in(rng, 6), batch, g.height, g.width,
+                           int(m.num_loss_pixels), float(m.precrop_frac))
+        return jnp.where(jnp.asarray(step) < int(m.precrop_steps), crop, indices)
+
+    def _with_semantic_loss(self, out: LossOutput, params, rng, step, alpha) -> LossOutput:
+        """out + DietNeRF's scheduled L_SC (`lifting_semantic.scheduled_semantic_loss`) of
+        the prior params['semantic'] (`frozen_params`, merged in by the trainer)."""
+        loss, scalars = semantic.scheduled_semantic_loss(
+            self.field_fn(params["nerf"], alpha), self.fine_fn(params, alpha),
+            params[semantic.FROZEN_KEY], self.semantic, self.settings, step, rng)
+        return LossOutput(out.loss + loss, {**out.scalars, **scalars})
 
     def grid_loss(self, x0, stride: int, alpha=None) -> Callable:
         """(params, c2w [B,4,4]) -> Eq. 3.3 loss [B] of views x0 [B,H,W,3] on every pixel
@@ -362,7 +458,8 @@ class LiftingFamily(ModelFamily):
         indices = grid_pixels(x0.shape[0], g.height, g.width, stride)
         target, xy = gather_pixels(x0, indices), pixel_xy(indices, g.width)
         return lambda p, c2w: reconstruction_loss(
-            render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, None), target)
+            render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, None,
+                          self.fine_fn(p, alpha)), target)
 
     def _lifting_loss(self, params, x0, camera_loss, select_loss, rng, train) -> LossOutput:
         """Eq. 3.3 (N = 1) or Eq. 3.4 on x_t = q_sample(x0, t), t from `train_timesteps`
@@ -570,6 +667,9 @@ class LiftingFamily(ModelFamily):
         over a grid of cameras around each true camera; DIR/landscape/landscape.png and
         landscape.json. See `fdm.models.lifting_landscape`; returns its summary."""
         from fdm.models.lifting_landscape import run_landscape
+        if self.separate_fine:
+            raise UserError("--mode=landscape renders with one network; it does not support "
+                            "model.separate_fine=True")
         return run_landscape(self, params, batches, workdir, rng)
 
     def render(self, params, workdir, rng):
@@ -703,6 +803,11 @@ def _candidate_scalars(out: CandidateLoss, scores: jax.Array) -> dict:
     return {"recon": recon, "ce": jnp.mean(out.ce), "psnr": psnr_from_loss(recon),
             "cls_acc": jnp.mean(jnp.argmax(scores, -1) == out.selected),
             "selected_max_frac": jnp.max(usage)}
+
+
+def _adam_group(name: str) -> str:
+    """The Adam of a top-level parameter subtree: the fine network shares the NeRF's."""
+    return "nerf" if name == "nerf_fine" else name
 
 
 def _render_settings(config, geometry: ViewGeometry) -> RenderSettings:

@@ -167,13 +167,16 @@ def render_rays(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
 
 def render_rays_hierarchical(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
                              num_importance: int, rng: Optional[jax.Array] = None,
-                             white_background: bool = False,
-                             lindisp: bool = False) -> Tuple[RenderOutput, RenderOutput]:
-    """Coarse pass + importance-sampled fine pass with the same field (NeRF 5.2).
+                             white_background: bool = False, lindisp: bool = False,
+                             fine_fn: Optional[FieldFn] = None
+                             ) -> Tuple[RenderOutput, RenderOutput]:
+    """Coarse pass + importance-sampled fine pass (NeRF 5.2).
 
     The fine pass queries the field at the midpoints of the bins whose edges
     are the coarse edges merged with `num_importance` depths drawn from the
     coarse weights (S + num_importance + 1 edges, all without gradient).
+    fine_fn: the fine pass's field (NeRF's separate fine network); None: field_fn
+    for both passes (one network).
 
     Returns:
       (coarse, fine) RenderOutputs; fine has S + num_importance samples.
@@ -183,19 +186,21 @@ def render_rays_hierarchical(field_fn: FieldFn, rays: Rays, near, far, num_sampl
     extra = sample_pdf(keys[1], coarse.t_edges, coarse.weights, num_importance)
     t_edges = jnp.sort(jnp.concatenate([jax.lax.stop_gradient(coarse.t_edges), extra], -1), -1)
     t_mid = 0.5 * (t_edges[..., 1:] + t_edges[..., :-1])
-    rgb, density = _query(field_fn, rays, t_mid)
+    rgb, density = _query(fine_fn or field_fn, rays, t_mid)
     return coarse, composite(rgb, density, t_edges, t_mid, rays.directions, white_background)
 
 
 def render_image(field_fn: FieldFn, rays: Rays, chunk: int = 4096, *, near, far,
                  num_samples: int, num_importance: int = 0, rng: Optional[jax.Array] = None,
-                 white_background: bool = False, lindisp: bool = False) -> RenderOutput:
+                 white_background: bool = False, lindisp: bool = False,
+                 fine_fn: Optional[FieldFn] = None) -> RenderOutput:
     """Renders rays of any leading shape (e.g. [H, W]) in chunks with `lax.map`.
 
     near and far are scalars here. Rays are flattened, padded to a multiple
     of `chunk` and rendered `chunk` at a time (memory ~ chunk * samples *
     field width); chunk c uses the key fold_in(rng, c). Jit-able and
-    differentiable. With num_importance > 0 the fine rendering is returned.
+    differentiable. With num_importance > 0 the fine rendering is returned
+    (by fine_fn when given, see `render_rays_hierarchical`).
 
     Returns:
       RenderOutput with leading shape rays.origins.shape[:-1].
@@ -213,7 +218,8 @@ def render_image(field_fn: FieldFn, rays: Rays, chunk: int = 4096, *, near, far,
         key = None if rng is None else jax.random.fold_in(rng, index)
         if num_importance > 0:
             return render_rays_hierarchical(field_fn, chunk_rays, near, far, num_samples,
-                                            num_importance, key, white_background, lindisp)[1]
+                                            num_importance, key, white_background, lindisp,
+                                            fine_fn)[1]
         return render_rays(field_fn, chunk_rays, near, far, num_samples, key,
                            white_background, lindisp)
 

@@ -63,6 +63,18 @@ def sample_pixels(rng: jax.Array, batch: int, height: int, width: int, num: int)
     return jax.random.randint(rng, (batch, num), 0, height * width)
 
 
+def crop_pixels(rng: jax.Array, batch: int, height: int, width: int, num: int,
+                frac: float) -> jax.Array:
+    """Flat pixel indices [B, P]: P = num uniform draws from the centre window of NeRF's
+    precrop, rows H//2 - h .. H//2 + h - 1 with h = max(1, int(H//2 * frac)) (columns
+    likewise)."""
+    half_h, half_w = (max(1, int(n // 2 * frac)) for n in (height, width))
+    k_row, k_col = jax.random.split(rng)
+    rows = height // 2 - half_h + jax.random.randint(k_row, (batch, num), 0, 2 * half_h)
+    cols = width // 2 - half_w + jax.random.randint(k_col, (batch, num), 0, 2 * half_w)
+    return rows * width + cols
+
+
 def grid_pixels(batch: int, height: int, width: int, stride: int) -> jax.Array:
     """Flat pixel indices [B, P] of a regular grid: rows and columns i * s + s // 2
     (pixel centres i * s + s // 2 + 0.5), i.e. every pixel of an s-times downsampled
@@ -90,26 +102,31 @@ def make_rays(c2w: jax.Array, xy: jax.Array, rs: RenderSettings):
 
 
 def render_pixels(field_fn: render_lib.FieldFn, c2w: jax.Array, xy: jax.Array,
-                  rs: RenderSettings, rng) -> list[render_lib.RenderOutput]:
+                  rs: RenderSettings, rng,
+                  fine_fn: render_lib.FieldFn | None = None) -> list[render_lib.RenderOutput]:
     """Renders pixels xy [B, P, 2] from cameras c2w [B, 4, 4] (stratified with rng, bin
-    midpoints when None): [coarse] or [coarse, fine], fields [B, P, ...]."""
+    midpoints when None): [coarse] or [coarse, fine], fields [B, P, ...]; fine_fn: a
+    separate fine network (None: field_fn for both passes)."""
     r, near, far = make_rays(c2w, xy, rs)
     white = rs.geometry.white_background
     if rs.num_importance > 0:
         return list(render_lib.render_rays_hierarchical(
-            field_fn, r, near, far, rs.num_samples, rs.num_importance, rng, white, rs.lindisp))
+            field_fn, r, near, far, rs.num_samples, rs.num_importance, rng, white, rs.lindisp,
+            fine_fn))
     return [render_lib.render_rays(field_fn, r, near, far, rs.num_samples, rng, white,
                                    rs.lindisp)]
 
 
-def render_views(field_fn: render_lib.FieldFn, c2w: jax.Array,
-                 rs: RenderSettings) -> render_lib.RenderOutput:
-    """Full images from cameras c2w [..., 4, 4] (chunked, bin midpoints): fields [..., H, W]."""
+def render_views(field_fn: render_lib.FieldFn, c2w: jax.Array, rs: RenderSettings,
+                 fine_fn: render_lib.FieldFn | None = None) -> render_lib.RenderOutput:
+    """Full images from cameras c2w [..., 4, 4] (chunked, bin midpoints): fields [..., H, W];
+    fine_fn: a separate fine network (None: field_fn for both passes)."""
     g = rs.geometry
     xy = rays_lib.pixel_centers(g.height, g.width).reshape(-1, 2)
     r, near, far = make_rays(c2w, xy, rs)
     out = render_lib.render_image(field_fn, r, rs.chunk, near=near, far=far,
                                   num_samples=rs.num_samples, num_importance=rs.num_importance,
-                                  white_background=g.white_background, lindisp=rs.lindisp)
+                                  white_background=g.white_background, lindisp=rs.lindisp,
+                                  fine_fn=fine_fn)
     shape = c2w.shape[:-2] + (g.height, g.width)
     return jax.tree_util.tree_map(lambda a: a.reshape(shape + a.shape[len(c2w.shape) - 1:]), out)

@@ -3,6 +3,10 @@
 `UNet` = `TimeEmbed` -> `UNetEncoder` -> `UNetMiddle` -> `UNetDecoder`, with
 explicit skip exchange so model families (FDM) can recombine the parts.
 `fdm.nn.convert_diffusers` imports diffusers `UNet2DModel` (DDPM) weights.
+`fdm.nn.clip_vision` is CLIP's ViT image tower (DietNeRF's encoder), with its
+preprocessing in `fdm.nn.clip_preprocess` and `fdm.nn.convert_clip` reading local
+OpenAI or Hugging Face weight files; `fdm.nn.lmconv` / `lmconv_net` the locally
+masked PixelCNN; `fdm.nn.mlp` the time-conditioned MLP of the forward-model toys.
 
 Importing this package applies `xla_cpu_conv_workaround()` (see there; opt out
 with FDM_XLA_CPU_WORKAROUND=0).

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from fdm.errors import UserError
+from fdm.trees import flatten
 
 # Defaults of diffusers UNet2DModel.__init__ for keys a config.json may omit.
 _DIFFUSERS_DEFAULTS = dict(
@@ -231,14 +232,6 @@ def unet_params_from_diffusers(state_dict: Mapping[str, Any],
     return jax.tree.map(lambda a: jax.numpy.asarray(a), params)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else k
-        out.update(_flatten(v, name) if isinstance(v, Mapping) else {name: v})
-    return out
-
-
 def _check_against_model(params: Mapping, unet_kwargs: Mapping[str, Any], size: int) -> None:
     """Raises UserError unless `params` has exactly the shapes of UNet(**unet_kwargs)."""
     from fdm.nn.unet import UNet  # local: keeps this module importable on its own
@@ -247,8 +240,8 @@ def _check_against_model(params: Mapping, unet_kwargs: Mapping[str, Any], size: 
     t = jax.ShapeDtypeStruct((1,), np.int32)
     y = jax.ShapeDtypeStruct((1,), np.int32) if unet_kwargs.get("num_classes") else None
     init = lambda x, t, y: model.init(jax.random.PRNGKey(0), x, t, y)  # noqa: E731
-    want = _flatten(jax.eval_shape(init, x, t, y)["params"])
-    got = _flatten(params)
+    want = flatten(jax.eval_shape(init, x, t, y)["params"])
+    got = flatten(params)
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise UserError(f"diffusers weights do not fit the U-Net: missing {missing[:4]} "

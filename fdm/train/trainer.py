@@ -1,7 +1,9 @@
 """The generic train loop: any `ModelFamily` plugs in through init/loss/hooks.
 
 One `jax.jit` step with explicit shardings (batch split over the mesh axis `data`,
-state replicated, state donated) does: loss and grads of `family.loss_fn`, the
+state replicated, state donated; the family's `frozen_params()` replicated, passed as
+an argument and merged into the params `loss_fn` sees) does: loss and grads of
+`family.loss_fn` (with respect to the trained params), the
 optimizer update (`family.optimizer()`), the EMA update with `train.ema_decay`,
 and the metrics loss, the family's scalars, grad_norm, param_norm, update_norm
 (and learning_rate when the optimizer injects one).
@@ -29,7 +31,7 @@ from absl import logging
 from fdm import checkpoint_io
 from fdm.errors import NonFiniteLossError
 from fdm.host import to_host
-from fdm.models.base import ModelFamily
+from fdm.models.base import ModelFamily, with_frozen
 from fdm.train import checkpoint as ckpt_lib
 from fdm.train import logging as log_lib
 from fdm.train import mesh as mesh_lib
@@ -49,12 +51,17 @@ def _hyperparam_scalars(opt_state: Any) -> dict[str, jnp.ndarray]:
 
 
 def make_train_step(family: ModelFamily, tx: optax.GradientTransformation,
-                    ema_decay: float, mesh: jax.sharding.Mesh, state_shardings: Any):
-    """jit(state, batch) -> (state, metrics); batch arrays [B, ...] split over `data`."""
+                    ema_decay: float, mesh: jax.sharding.Mesh, state_shardings: Any,
+                    frozen: dict):
+    """jit(state, batch) -> (state, metrics); batch arrays [B, ...] split over `data`;
+    frozen (the family's `frozen_params()`) is placed on the devices once and passed to
+    every step."""
+    frozen = jax.device_put(frozen, mesh_lib.replicated(mesh))
 
-    def step_fn(state: TrainState, batch: Batch):
+    def step_fn(state: TrainState, batch: Batch, frozen: dict):
         def loss(params):
-            out = family.loss_fn(params, batch, state.step_key(), train=True, step=state.step)
+            out = family.loss_fn(with_frozen(params, frozen), batch, state.step_key(),
+                                 train=True, step=state.step)
             return out.loss, out
 
         (value, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
@@ -69,10 +76,12 @@ def make_train_step(family: ModelFamily, tx: optax.GradientTransformation,
                    "update_norm": optax.global_norm(updates)}
         return new_state, metrics
 
-    return jax.jit(step_fn,
-                   in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+    step = jax.jit(step_fn,
+                   in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh),
+                                 mesh_lib.replicated(mesh)),
                    out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
                    donate_argnums=0)
+    return lambda state, batch: step(state, batch, frozen)
 
 
 def abstract_state(family: ModelFamily, tx: optax.GradientTransformation, seed: int,
@@ -178,19 +187,23 @@ def _write_images(writer, family: ModelFamily, image_fn: Callable, state: TrainS
         writer.write_images(step, {k: to_host(v) for k, v in images.items()})
 
 
-def _make_image_fn(family: ModelFamily, mesh: jax.sharding.Mesh) -> Callable:
+def _make_image_fn(family: ModelFamily, mesh: jax.sharding.Mesh, frozen: dict) -> Callable:
     """jit(params, batch, key) -> LossOutput.images (train=False), replicated."""
-    return jax.jit(lambda p, b, k: family.loss_fn(p, b, k, train=False).images,
-                   out_shardings=mesh_lib.replicated(mesh))
+    frozen = jax.device_put(frozen, mesh_lib.replicated(mesh))
+    images = jax.jit(lambda p, b, k, f: family.loss_fn(with_frozen(p, f), b, k,
+                                                       train=False).images,
+                     out_shardings=mesh_lib.replicated(mesh))
+    return lambda p, b, k: images(p, b, k, frozen)
 
 
 def _loop(state: TrainState, step_fn: Callable, batches: Iterator[Batch],
           ckpt: ckpt_lib.Checkpointer, writer, family: ModelFamily,
-          config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
+          config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+          frozen: dict) -> TrainState:
     """Runs updates from state.step to train.num_steps (or until preempted)."""
     from clu import periodic_actions
     tc = config.train
-    guard, image_fn = FiniteGuard(), _make_image_fn(family, mesh)
+    guard, image_fn = FiniteGuard(), _make_image_fn(family, mesh, frozen)
     image_every = tc.image_every
     report = periodic_actions.ReportProgress(
         num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every,
@@ -242,6 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     start, first, batches = _open_stream(config, workdir, make_iterator, mesh)
     batch = mesh_lib.global_batch(first, mesh)
     tx = family.optimizer()
+    frozen = family.frozen_params()
     init_fn, target = abstract_state(family, tx, config.train.seed, batch, mesh)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -252,9 +266,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     try:
         state = initial_state(init_fn, target, batch, mesh, ckpt)
         step_fn = make_train_step(family, tx, config.train.ema_decay, mesh,
-                                  jax.tree.map(lambda t: t.sharding, target))
+                                  jax.tree.map(lambda t: t.sharding, target), frozen)
         return _loop(state, step_fn, _chain(first, batches), ckpt, writer, family,
-                     config, mesh)
+                     config, mesh, frozen)
     finally:
         ckpt.close()
         writer.close()

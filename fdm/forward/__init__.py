@@ -1,0 +1,22 @@
+"""Forward models for diffusion with forward models (seed 003): forward(S, phi) -> O.
+
+  base.py             the `ForwardModel` protocol, `View` (O, phi) and `ObservationTuple`
+                      (ctxt, trgt, novel); notation of the whole package
+  linear.py           `LinearOperator`: (A w)[phi], phi = observed rows
+  crop.py             `CropOperator`: the h x w window of S at integer offset phi
+  gaussian.py         Gaussian conditioning and the Gaussian W2 distance (numpy float64)
+  linear_gaussian.py  the linear-Gaussian inversion problem: generator A, patches, exact
+                      posterior, scores of samples
+  problems.py         `model.forward` name -> ForwardProblem (operator, scoring, figures)
+
+Pure math: imports nothing from fdm.models, fdm.train or the entry points.
+"""
+from fdm.forward.base import VIEW_KEYS, VIEWS, ForwardModel, ObservationTuple, View, take_rows
+from fdm.forward.crop import CropOperator
+from fdm.forward.gaussian import condition, gaussian_w2, moments, sqrtm_psd
+from fdm.forward.linear import LinearOperator, all_rows
+from fdm.forward.problems import PROBLEMS, ForwardProblem, get as get_problem
+
+__all__ = ["CropOperator", "ForwardModel", "ForwardProblem", "LinearOperator",
+           "ObservationTuple", "PROBLEMS", "VIEWS", "VIEW_KEYS", "View", "all_rows",
+           "condition", "gaussian_w2", "get_problem", "moments", "sqrtm_psd", "take_rows"]

@@ -1,0 +1,301 @@
+"""Diffusion with forward models (Tewari, Yin et al. 2023; seed 003 Sec. 2.2) as a model
+family (model.family = "dfm"): denoise -> S -> forward.
+
+Notation (`fdm.forward.base`): every example is an ObservationTuple of views (O, phi)
+of one signal S that is never observed directly: ctxt, trgt and novel; forward is the
+ForwardModel of the problem named by model.forward (`fdm.forward.problems`); t [B]
+int in [0, T); O^trgt_t = q_sample(O^trgt, t, eps) (Eq. 1), only the target is diffused.
+
+Denoiser (Eq. 3-4; input form of brief D4): the context and the noisy target pasted
+into their canvases with masks, concatenated on the last axis ([B, 4m] for vector
+views, [B, H, W, 2C + 2] for images), and t go through the network (model.network;
+"mlp": `fdm.nn.mlp.TimeMLP` on the flattened input, model.mlp.*) to S [B, *signal_shape]:
+
+    S = denoise_theta(O^ctxt, O^trgt_t; t, phi^ctxt, phi^trgt)                 (Eq. 3)
+    O_hat^trgt = forward(S, phi^trgt)                                         (Eq. 4)
+
+As a sampler denoiser (`fdm.diffusion.samplers`) it returns (O_hat^trgt, aux = S): an
+x0-prediction (diffusion.prediction = "x0") whose side output is the signal.
+
+Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple"):
+    L^trgt  = mean (O^trgt - forward(S, phi^trgt))^2                          (Eq. 8)
+    L^novel = mean (O^novel - forward(S, phi^novel))^2, with the same S        (Eq. 9)
+    L = L^trgt + train.novel_weight L^novel
+train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged).
+
+Sampling (brief D1, D5): O^trgt_T ~ N(0, I), then `ddim_sample` with eval.sample_steps
+(50) steps and eta = eval.ddim_eta, x0_hat clipped to [-1, 1] per diffusion.clip_x0; the
+sample is the S of the last denoiser call (t = 0 on DDIM's grid).
+
+Deterministic baseline (model.deterministic = True): the same network with the noisy
+target zeroed and t = 0, trained on the same loss without noise, so it predicts S from
+the context alone (the posterior mean when forward is linear and the target identifies
+S); each of its "samples" is that one S.
+
+Evaluation (`evaluate`): eval_loss_trgt and eval_loss_novel over the eval tuples, then
+eval.samples_per_context samples for each of the first eval.num_contexts eval contexts,
+scored by the problem (`ForwardProblem.score`: e.g. W2 to the exact posterior) and
+kept in DIR/posterior_samples.npz. `sample`: DIR/samples/samples.npz and grid.png
+(per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
+
+Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (never
+read here) and 'valid' in eval batches.
+
+Left for later (seed 003 brief), and where each goes: the re-noising update of Eq. 6
+(C = sqrt(abar_{t-1}), B = 1 - abar_{t-1}) is a sampler beside DDIM in fdm.diffusion
+taking this same denoiser, chosen by eval.sampler; dynamic thresholding of
+O_hat^trgt wraps `_denoise`'s prediction; classifier-free guidance drops the context
+(zero canvas and mask in `network_input`) with a probability in training and mixes the
+conditional and unconditional O_hat^trgt in a guided denoiser.
+
+Config keys: model.{forward, network, deterministic, mlp.{width, depth,
+time_embed_dim}}, diffusion.{num_timesteps, beta_schedule, beta_start, beta_end,
+prediction, clip_x0}, train.{novel_weight, lr_final_factor}, eval.{batch_size, num_contexts,
+samples_per_context, sampler, sample_steps, ddim_eta, num_examples}; declared in
+configs/fdm_common.py:dfm_config.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fdm import config_rules as rules, viz
+from fdm.diffusion import DiffusionSchedule, ddim_sample, diffusion_loss, mean_flat
+from fdm.diffusion.schedules import SCHEDULE_ALIASES
+from fdm.errors import UserError
+from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem, take_rows
+from fdm.host import to_host, write_npz_atomic
+from fdm.models.base import LossOutput, ModelFamily
+from fdm.nn.mlp import TimeMLP
+
+NETWORKS = ("mlp",)
+SAMPLERS = ("ddim",)
+NUM_FIGURE_SAMPLES = 8
+FIGURE_UPSCALE = 4
+POSTERIOR_SAMPLES_FILE = "posterior_samples.npz"
+
+
+def _sample_steps_rule() -> rules.Rule:
+    """eval.sample_steps: DDIM steps in [1, diffusion.num_timesteps]."""
+    def ok(value, config):
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and 1 <= value <= int(config.diffusion.num_timesteps))
+    return rules.Rule("an integer in [1, diffusion.num_timesteps]", ok, 0)
+
+
+# Valid values of the keys configs/fdm_common.py:dfm_config declares (fdm.config_rules).
+DFM_RULES = {
+    "model.forward": rules.one_of(*sorted(PROBLEMS)),
+    "model.network": rules.one_of(*NETWORKS),
+    "model.mlp.width": rules.int_at_least(1),
+    "model.mlp.depth": rules.int_at_least(1),
+    "model.mlp.time_embed_dim": rules.int_at_least(2),
+    "diffusion.num_timesteps": rules.int_at_least(2),
+    "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
+    "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
+    "train.novel_weight": rules.at_least(0.0),              # weight of Eq. 9
+    "train.lr_final_factor": rules.above(0.0),              # 1: a constant learning rate
+    "eval.batch_size": rules.int_at_least(1),
+    "eval.num_contexts": rules.int_at_least(1),
+    "eval.samples_per_context": rules.int_at_least(2),      # a covariance needs two
+    "eval.sampler": rules.one_of(*SAMPLERS),
+    "eval.sample_steps": _sample_steps_rule(),
+    "eval.ddim_eta": rules.at_least(0.0),
+    "eval.num_examples": rules.int_at_least(1),
+}
+
+
+class DFMFamily(ModelFamily):
+    """denoise -> S -> forward, trained on observations only (module doc)."""
+    config_defaults = "configs.fdm_common:dfm_defaults"
+    config_rules = {**ModelFamily.config_rules, **DFM_RULES}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.problem = get_problem(config.model.forward)
+        self.operator = self.problem.operator
+        self.schedule = DiffusionSchedule.from_config(config.diffusion)
+        self.network = _build_network(config.model, self.problem.signal_shape)
+        self._eval_losses = jax.jit(self.per_example_losses)
+        self._deterministic_signal = jax.jit(self.deterministic_signal)
+
+    # ---- the denoiser ---------------------------------------------------
+    def network_input(self, ctxt: View, x_t: jax.Array, phi_trgt) -> jax.Array:
+        """[ctxt canvas, ctxt mask, x_t canvas, x_t mask] on the last axis (brief D4) of the
+        context and the noisy target x_t [B, *obs_shape] taken with phi_trgt."""
+        ctxt_canvas, ctxt_mask = self.operator.paste(ctxt.obs, ctxt.phi)
+        trgt_canvas, trgt_mask = self.operator.paste(x_t, phi_trgt)
+        return jnp.concatenate([ctxt_canvas, ctxt_mask, trgt_canvas, trgt_mask], axis=-1)
+
+    def predict_signal(self, params, ctxt: View, x_t: jax.Array, phi_trgt,
+                       t: jax.Array) -> jax.Array:
+        """S [B, *signal_shape] = denoise_theta(O^ctxt, x_t; t, phi^ctxt, phi^trgt) (Eq. 3);
+        x_t [B, *obs_shape], t [B] int."""
+        x = self.network_input(ctxt, x_t, phi_trgt)
+        out = self.network.apply({"params": params}, x.reshape(x.shape[0], -1), t)
+        return out.reshape((x.shape[0],) + self.problem.signal_shape)
+
+    def _denoise(self, params, ctxt: View, phi_trgt, x_t, t):
+        """Sampler denoiser: (x_t [B, *obs_shape], t [B]) -> (forward(S, phi^trgt), S)."""
+        signal = self.predict_signal(params, ctxt, x_t, phi_trgt, t)
+        return self.operator.apply(signal, phi_trgt), signal
+
+    def deterministic_signal(self, params, ctxt: View, trgt: View) -> jax.Array:
+        """The deterministic baseline's S [B, ...] from the context alone: the network with
+        the noisy target zeroed and t = 0 (`trgt.obs` gives only the target's shape)."""
+        zeros = jnp.zeros_like(trgt.obs)
+        t = jnp.zeros((zeros.shape[0],), jnp.int32)
+        return self.predict_signal(params, ctxt, zeros, trgt.phi, t)
+
+    # ---- training -----------------------------------------------------
+    def init_params(self, rng, batch):
+        """Network parameters from the first example of `batch`."""
+        views = take_rows(ObservationTuple.from_batch(batch), slice(0, 1))
+        x = self.network_input(views.ctxt, views.trgt.obs, views.trgt.phi)
+        return self.network.init(rng, x.reshape(1, -1), jnp.zeros((1,), jnp.int32))["params"]
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam at train.learning_rate decayed exponentially to train.lr_final_factor times
+        it at train.num_steps, after global-norm clipping at train.grad_clip (0: none)."""
+        tc = self.config.train
+        schedule = optax.exponential_decay(tc.learning_rate, max(int(tc.num_steps), 1),
+                                           tc.lr_final_factor)
+        chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip else []
+        chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
+        return optax.chain(*chain)
+
+    def per_example_losses(self, params, views: ObservationTuple,
+                           rng) -> tuple[jax.Array, jax.Array]:
+        """(L^trgt [B], L^novel [B]) (Eq. 8, 9) of a batch of tuples; t and eps from rng."""
+        trgt = views.trgt
+        if self.config.model.deterministic:
+            signal = self.deterministic_signal(params, views.ctxt, trgt)
+            loss_trgt = mean_flat(jnp.square(self.operator.apply(signal, trgt.phi) - trgt.obs))
+        else:
+            denoise = jax.tree_util.Partial(self._denoise, params, views.ctxt, trgt.phi)
+            out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0")
+            loss_trgt, signal = out.loss, out.aux
+        novel = self.operator.apply(signal, views.novel.phi)
+        return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs))
+
+    def loss_fn(self, params, batch, rng, train, step=0):
+        """L = mean(L^trgt + train.novel_weight L^novel); logs loss_trgt and loss_novel."""
+        loss_trgt, loss_novel = self.per_example_losses(
+            params, ObservationTuple.from_batch(batch), rng)
+        loss = jnp.mean(loss_trgt + self.config.train.novel_weight * loss_novel)
+        return LossOutput(loss=loss, scalars={"loss_trgt": jnp.mean(loss_trgt),
+                                              "loss_novel": jnp.mean(loss_novel)})
+
+    # ---- sampling -----------------------------------------------------
+    def sample_signals(self, params, views: ObservationTuple, rng) -> jax.Array:
+        """One sample S [B, *signal_shape] of p(S | O^ctxt) per example of `views` (only its
+        ctxt and trgt.phi are read; trgt.obs gives the target's shape)."""
+        if self.config.model.deterministic:
+            return self._deterministic_signal(params, views.ctxt, views.trgt)
+        d, e = self.config.diffusion, self.config.eval
+        key_x, key_s = jax.random.split(rng)
+        x_T = jax.random.normal(key_x, views.trgt.obs.shape, jnp.float32)
+        fn = jax.tree_util.Partial(self._denoise, params, views.ctxt, views.trgt.phi)
+        out = ddim_sample(fn, self.schedule, x_T, key_s, e.sample_steps, e.ddim_eta,
+                          prediction="x0", clip_x0=d.clip_x0, progress=False)
+        return out.aux
+
+    def posterior_samples(self, params, views: ObservationTuple, num: int,
+                          rng) -> np.ndarray:
+        """`num` samples of S for each of the N examples of `views`: numpy [N, num, ...];
+        example i uses the key fold_in(rng, i), one batch of `num` per example."""
+        out = []
+        for i in range(views.ctxt.obs.shape[0]):
+            one = take_rows(views, np.full(num, i))
+            out.append(to_host(self.sample_signals(params, one, jax.random.fold_in(rng, i))))
+        return np.stack(out)
+
+    # ---- evaluation -----------------------------------------------------
+    def evaluate(self, params, batches, workdir, rng):
+        """eval_loss_trgt / eval_loss_novel (means over the valid eval rows) and the
+        problem's scores of the posterior samples of the first eval.num_contexts eval
+        contexts (module doc); writes DIR/posterior_samples.npz."""
+        e = self.config.eval
+        losses, views = self._eval_pass(params, batches, jax.random.fold_in(rng, 0))
+        metrics = {"eval_loss_trgt": float(losses[0].mean()),
+                   "eval_loss_novel": float(losses[1].mean())}
+        contexts = _first_rows(views, int(e.num_contexts), "eval.num_contexts")
+        signals = self.posterior_samples(params, contexts, int(e.samples_per_context),
+                                         jax.random.fold_in(rng, 1))
+        metrics.update(self.problem.score(signals, contexts.ctxt))
+        write_npz_atomic(os.path.join(workdir, POSTERIOR_SAMPLES_FILE), signals=signals,
+                         ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
+        return metrics
+
+    def _eval_pass(self, params, batches, rng) -> tuple[np.ndarray, ObservationTuple]:
+        """(losses [2, n]: L^trgt and L^novel of the n valid eval rows, their tuples as
+        numpy); batch i uses the key fold_in(rng, i)."""
+        losses, rows = [], []
+        for i, batch in enumerate(batches):
+            views = ObservationTuple.from_batch({k: batch[k] for k in VIEW_KEYS})
+            valid = _valid_rows(batch)
+            out = self._eval_losses(params, views, jax.random.fold_in(rng, i))
+            losses.append(np.stack([to_host(x) for x in out])[:, valid])
+            rows.append(take_rows(jax.tree_util.tree_map(to_host, views), valid))
+        if not rows or not sum(len(r.ctxt.obs) for r in rows):
+            raise UserError("the evaluation split is empty; check data.num_eval")
+        joined = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *rows)
+        return np.concatenate(losses, axis=1), joined
+
+    def sample(self, params, workdir, rng):
+        """DIR/samples/samples.npz ('signals' [N, K, ...]: K = NUM_FIGURE_SAMPLES samples
+        of each of the first N = eval.num_examples eval contexts, 'signal' [N, ...] the
+        true signals, 'ctxt', 'ctxt_phi') and grid.png (per context a row: its canvas,
+        the true signal, the K samples; `ForwardProblem.render`)."""
+        from fdm.data import load_split_arrays
+        arrays = load_split_arrays(self.config, "eval")
+        num = int(self.config.eval.num_examples)
+        views = _first_rows(ObservationTuple.from_batch(arrays), num, "eval.num_examples")
+        truth = np.asarray(arrays["signal"][:num])
+        signals = self.posterior_samples(params, views, NUM_FIGURE_SAMPLES, rng)
+        out_dir = os.path.join(workdir, "samples")
+        viz.save_npz(os.path.join(out_dir, "samples.npz"), signals=signals, signal=truth,
+                     ctxt=views.ctxt.obs, ctxt_phi=views.ctxt.phi)
+        canvas, _ = self.operator.paste(jnp.asarray(views.ctxt.obs), jnp.asarray(views.ctxt.phi))
+        viz.save_png(os.path.join(out_dir, "grid.png"),
+                     self._figure(to_host(canvas), truth, signals))
+
+    def _figure(self, canvas: np.ndarray, truth: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """uint8 grid, a row per context: its canvas [N, ...], the true signal [N, ...] and
+        its samples [N, K, ...] as images (`ForwardProblem.canvas_image`, `render`)."""
+        num, k = signals.shape[:2]
+        samples = self.problem.render(signals.reshape((num * k,) + signals.shape[2:]))
+        tiles = np.concatenate([self.problem.canvas_image(canvas)[:, None],
+                                self.problem.render(truth)[:, None],
+                                samples.reshape((num, k) + samples.shape[1:])], axis=1)
+        images = viz.to_uint8(np.clip(tiles.reshape((-1,) + tiles.shape[2:]), -1.0, 1.0))
+        return viz.make_grid(viz.upscale_nearest(images, FIGURE_UPSCALE), ncol=k + 2)
+
+
+def _build_network(m, signal_shape: tuple[int, ...]):
+    """The flax module model.network maps (input, t) to S flattened."""
+    if m.network == "mlp":
+        return TimeMLP(out_dim=math.prod(signal_shape), width=m.mlp.width, depth=m.mlp.depth,
+                       time_embed_dim=m.mlp.time_embed_dim)
+    raise UserError(f"model.network={m.network!r} is invalid; use one of {list(NETWORKS)}")
+
+
+def _first_rows(views: ObservationTuple, num: int, key: str) -> ObservationTuple:
+    """The first `num` examples of numpy tuples (UserError naming `key` when fewer)."""
+    have = len(views.ctxt.obs)
+    if have < num:
+        raise UserError(f"{key}={num} exceeds the {have} eval examples; lower it or raise "
+                        "data.num_eval")
+    return take_rows(views, slice(0, num))
+
+
+def _valid_rows(batch) -> np.ndarray:
+    """bool [B]: the rows of an eval batch that are data (not padding)."""
+    if "valid" in batch:
+        return to_host(batch["valid"]).astype(bool)
+    return np.ones(len(to_host(batch["ctxt"])), bool)
