@@ -153,6 +153,17 @@ class ModelFamily(abc.ABC):
         return {}
 
 
+def decayed_adam(learning_rate: float, tc) -> optax.GradientTransformation:
+    """Adam at `learning_rate` decayed exponentially to tc.lr_final_factor times it at
+    tc.num_steps, after global-norm clipping at tc.grad_clip (0: none); tc the train
+    section of a config."""
+    schedule = optax.exponential_decay(learning_rate, max(int(tc.num_steps), 1),
+                                       tc.lr_final_factor)
+    chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip else []
+    chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
+    return optax.chain(*chain)
+
+
 def with_frozen(params: Params, frozen: dict) -> Params:
     """The params `ModelFamily.loss_fn` sees in training: the trained params and the
     family's `frozen_params()` (params unchanged when there are none)."""

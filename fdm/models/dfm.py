@@ -70,7 +70,7 @@ from fdm.diffusion.schedules import SCHEDULE_ALIASES
 from fdm.errors import UserError
 from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem, take_rows
 from fdm.host import to_host, write_npz_atomic
-from fdm.models.base import LossOutput, ModelFamily
+from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.nn.mlp import TimeMLP
 
 NETWORKS = ("mlp",)
@@ -162,12 +162,7 @@ class DFMFamily(ModelFamily):
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at train.learning_rate decayed exponentially to train.lr_final_factor times
         it at train.num_steps, after global-norm clipping at train.grad_clip (0: none)."""
-        tc = self.config.train
-        schedule = optax.exponential_decay(tc.learning_rate, max(int(tc.num_steps), 1),
-                                           tc.lr_final_factor)
-        chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip else []
-        chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
-        return optax.chain(*chain)
+        return decayed_adam(self.config.train.learning_rate, self.config.train)
 
     def per_example_losses(self, params, views: ObservationTuple,
                            rng) -> tuple[jax.Array, jax.Array]:

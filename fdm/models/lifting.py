@@ -105,7 +105,7 @@ from fdm.errors import UserError
 from fdm.host import to_host
 from fdm.metrics import poses
 from fdm.models import lifting_semantic as semantic
-from fdm.models.base import LossOutput, ModelFamily
+from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.models.lifting_scene import SCENE_FILE, SceneMeta, save as save_scene_meta, scene_meta
 from fdm.nerf import cameras, figures, render as render_lib
 from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
@@ -314,9 +314,9 @@ class LiftingFamily(ModelFamily):
         """Separate Adams (b1 0.9, b2 0.999) for the NeRF ('nerf' and 'nerf_fine' share
         one) and 'encoder' (multi_transform)."""
         tc = self.config.train
-        txs = {"nerf": self._adam(tc.learning_rate)}
+        txs = {"nerf": decayed_adam(tc.learning_rate, tc)}
         if self.encoder is not None:
-            txs["encoder"] = self._adam(tc.encoder_learning_rate)
+            txs["encoder"] = decayed_adam(tc.encoder_learning_rate, tc)
         labels = lambda params: {k: jax.tree_util.tree_map(lambda _: _adam_group(k), v)
                                  for k, v in params.items()}
         return optax.multi_transform(txs, labels)
@@ -331,14 +331,6 @@ class LiftingFamily(ModelFamily):
         if self._prior is None:
             self._prior = semantic.build_prior(self.semantic, self._train_split()["image"])
         return {semantic.FROZEN_KEY: self._prior}
-
-    def _adam(self, learning_rate: float) -> optax.GradientTransformation:
-        tc = self.config.train
-        schedule = optax.exponential_decay(learning_rate, tc.num_steps,
-                                           tc.lr_final_factor)
-        chain = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip else []
-        chain.append(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))
-        return optax.chain(*chain)
 
     def field_fn(self, nerf_params, alpha=None) -> render_lib.FieldFn:
         """F(x, d) at parameters nerf_params; alpha []: BARF's coarse-to-fine alpha
