@@ -9,7 +9,9 @@ step: roughly 6-10 minutes on a quiet 2-core CPU, estimated) and then evaluates
 (eval.at_end): results.json with bpd, bpd_prior, bpd_decoder, bpd_rate and
 distortion_rmse on the 360 eval digits, DIR/rate_distortion.json, and samples with
 the progressive-generation strip (DIR/samples/progressive.png).
-Variants: '' L_simple, 'vlb' the bound L (same fixed variance beta~), 'learned' L with a
+Variants: '' L_simple, 'vlb' the bound L (same fixed variance beta~, t uniform), 'vlb_is'
+L with t importance-sampled from each t's loss history (diffusion.t_sampling='loss_aware',
+Improved DDPM §3.3; uniform L trained worse than L_simple here), 'learned' L with a
 learned variance (learned_range), 'smoke' a few steps and a short bound (tests).
 """
 from configs import variants
@@ -18,7 +20,8 @@ from configs.fdm_common import ddpm_config
 
 def get_config(variant: str = ""):
     """L_simple on the digits; variants in the module doc."""
-    return variants.apply(_digits(), variant, {"vlb": _vlb, "learned": _learned,
+    return variants.apply(_digits(), variant, {"vlb": _vlb, "vlb_is": _vlb_is,
+                                               "learned": _learned,
                                                "smoke": _smoke})
 
 
@@ -43,6 +46,13 @@ def _digits():
 def _vlb(c) -> None:
     c.name = "ddpm_digits_vlb"
     c.diffusion.loss = "vlb"
+
+
+def _vlb_is(c) -> None:
+    """L with t importance-sampled from its loss history (Improved DDPM's sampler)."""
+    _vlb(c)
+    c.name = "ddpm_digits_vlb_is"
+    c.diffusion.t_sampling = "loss_aware"
 
 
 def _learned(c) -> None:

@@ -64,6 +64,10 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.diffusion.variance = "fixed_small"
     c.diffusion.clip_x0 = True
     c.diffusion.decoder_cdf = "exact"        # exact (log_ndtr) | tanh (Ho et al.'s code)
+    # Training t: uniform | loss_aware (t ~ sqrt(E[L_t^2]) over the last t_history losses
+    # of each t, importance-weighted; Improved DDPM's sampler for L, fdm.diffusion.timesteps)
+    c.diffusion.t_sampling = "uniform"
+    c.diffusion.t_history = 10
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = num_steps
@@ -167,6 +171,8 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.diffusion.beta_end = 0.02
     c.diffusion.prediction = "x0"            # the denoiser's output is forward(S, phi^trgt)
     c.diffusion.clip_x0 = True               # clip O_hat^trgt to [-1, 1] in sampling
+    c.diffusion.dynamic_threshold = 0.0      # Imagen's dynamic thresholding of O_hat^trgt at
+                                             # this percentile in sampling (0: off; code 0.95)
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 5000
@@ -175,6 +181,8 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.train.lr_final_factor = 1.0            # exponential decay to this x at num_steps
     c.train.grad_clip = 1.0
     c.train.novel_weight = 1.0               # weight of L^novel (Eq. 9); 0: the ablation
+    c.train.context_dropout = 0.0            # P(context -> null context) in training (CFG;
+                                             # the paper's RealEstate10K: 0.1)
     c.train.ema_decay = 0.999
     c.train.seed = 0
     c.train.log_every = 100
@@ -187,9 +195,11 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.eval.batch_size = 20                   # eval tuples per batch of the loss pass
     c.eval.num_contexts = 20                 # held-out contexts whose posterior is scored
     c.eval.samples_per_context = 1000
-    c.eval.sampler = "ddim"
+    c.eval.sampler = "ddim"                  # ddim | renoise (Eq. 6: O_hat re-noised)
     c.eval.sample_steps = 50
     c.eval.ddim_eta = 0.0
+    c.eval.guidance_scale = 1.0              # classifier-free guidance w (1: conditional;
+                                             # needs train.context_dropout > 0; paper: 2)
     c.eval.num_examples = 8                  # --mode=sample: contexts in the figure
     return c
 

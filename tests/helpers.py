@@ -51,7 +51,8 @@ def tiny_config() -> ml_collections.ConfigDict:
     c.name = "tiny_test"
     c.data = ml_collections.ConfigDict(dict(
         image_size=4, seed=0, data_dir="", nan_at_batch=-1, delay_s=0.0))
-    c.model = ml_collections.ConfigDict(dict(family="tiny_test", hidden=16))
+    c.model = ml_collections.ConfigDict(dict(family="tiny_test", hidden=16,
+                                             count_examples=False))
     c.diffusion = ml_collections.ConfigDict(dict(num_timesteps=10))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=6, batch_size=8, learning_rate=1e-2, ema_decay=0.9, seed=0,
@@ -91,6 +92,16 @@ class TinyFamily(ModelFamily):
         loss = jnp.mean((pred - x) ** 2)
         images = {"pred": jnp.clip(pred.reshape(-1, 4, 4, 1)[:2] * 0.5 + 0.5, 0, 1)}
         return LossOutput(loss=loss, scalars={"mse": loss}, images=images)
+
+    def init_stats(self):
+        """With model.count_examples: {'seen': examples trained on so far}; else {}."""
+        return {"seen": jnp.zeros((), jnp.int32)} if self.config.model.count_examples else {}
+
+    def train_loss(self, params, batch, rng, step, stats):
+        out = self.loss_fn(params, batch, rng, train=True, step=step)
+        if stats:
+            stats = {"seen": stats["seen"] + batch["image"].shape[0]}
+        return out, stats
 
     def evaluate(self, params, batches, workdir, rng):
         losses = [self.loss_fn(params, b, rng, train=False).loss for b in batches]

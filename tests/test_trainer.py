@@ -112,3 +112,31 @@ def test_sigterm_saves_a_checkpoint_of_the_current_step(tmp_path):
     assert len(steps) == 1 and 5 <= steps[0] < 100000
     assert f"saving a checkpoint at step {steps[0]}" in helpers.read_log(workdir)
     assert int(helpers.load_checkpoint(workdir)["step"]) == steps[0]
+
+
+def test_family_stats_are_carried_checkpointed_and_resumed(tmp_path):
+    workdir = str(tmp_path / "wd")
+    config = helpers.tiny_config()
+    config.model.count_examples = True
+    state = helpers.train_tiny(workdir, config)
+    assert int(state.stats["seen"]) == 6 * config.train.batch_size
+    assert int(helpers.load_checkpoint(workdir)["stats"]["seen"]) == 48
+    config.train.num_steps = 8
+    assert int(helpers.train_tiny(workdir, config).stats["seen"]) == 64
+
+
+def test_checkpoint_without_stats_resumes_with_zero_stats(tmp_path):
+    """A checkpoint of the layout before TrainState.stats (no 'stats' entry) resumes."""
+    from fdm.train.checkpoint import Checkpointer
+    workdir = str(tmp_path / "wd")
+    state = helpers.train_tiny(workdir)
+    legacy = str(tmp_path / "legacy")
+    ckpt = Checkpointer(legacy)
+    ckpt.save(6, {k: getattr(state, k) for k in ("step", "params", "ema_params",
+                                                  "opt_state", "rng")})
+    ckpt.close()
+    config = helpers.tiny_config()
+    config.model.count_examples, config.train.num_steps = True, 8
+    resumed = helpers.train_tiny(legacy, config)
+    assert int(resumed.step) == 8
+    assert int(resumed.stats["seen"]) == 2 * config.train.batch_size

@@ -34,6 +34,7 @@ from fdm.diffusion.likelihood import vb_term_bpd
 from fdm.diffusion.process import PREDICTIONS, mean_flat, q_sample, sum_flat
 from fdm.diffusion.reverse import LEARNED_VARIANCES, check_variance, reverse_variance
 from fdm.diffusion.schedules import DiffusionSchedule
+from fdm.diffusion.timesteps import sample_timesteps
 from fdm.errors import UserError
 
 WEIGHTINGS = ("simple", "weighted", "vlb")
@@ -77,8 +78,11 @@ def x0_loss(schedule, x0_pred, x0, t, weighting: str = "simple", variance: str =
 
 def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.ndarray,
                    rng: jax.Array, prediction: str = "eps", weighting: str = "simple",
-                   variance: str = "fixed_small", cdf: str = "exact") -> DiffusionLossOutput:
-    """Sample t ~ U{0..T-1} and eps, noise x0 and score `denoise_fn(x_t, t) -> (pred, aux)`.
+                   variance: str = "fixed_small", cdf: str = "exact",
+                   t_probs: jnp.ndarray | None = None) -> DiffusionLossOutput:
+    """Sample t ~ U{0..T-1} (or t ~ t_probs [T], `fdm.diffusion.timesteps`; the caller
+    applies the importance weights) and eps, noise x0 and score `denoise_fn(x_t, t) ->
+    (pred, aux)`.
 
     x0: [B, ...]; rng: PRNG key (split into t- and noise-keys). `variance` matters for
     weighting "weighted" and "vlb" (a learned one: pred has 2C channels, "vlb" only);
@@ -94,7 +98,11 @@ def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.nd
         raise UserError(f"variance={variance!r} is learned on the bound; use loss weighting "
                         f"'vlb' (got {weighting!r})")
     key_t, key_eps = jax.random.split(rng)
-    t = jax.random.randint(key_t, (x0.shape[0],), 0, schedule.num_timesteps, dtype=jnp.int32)
+    if t_probs is None:
+        t = jax.random.randint(key_t, (x0.shape[0],), 0, schedule.num_timesteps,
+                               dtype=jnp.int32)
+    else:
+        t = sample_timesteps(key_t, t_probs, x0.shape[0])
     eps = jax.random.normal(key_eps, x0.shape, dtype=x0.dtype)
     x_t = q_sample(schedule, x0, t, eps)
     pred, aux = denoise_fn(x_t, t)

@@ -1,4 +1,5 @@
-"""Reverse-process samplers: ancestral (DDPM), DDIM, DDIM inversion, interpolation.
+"""Reverse-process samplers: ancestral (DDPM), DDIM, re-noising, DDIM inversion,
+interpolation.
 
 Notation as in `fdm.diffusion.schedules` (0-indexed t in [0, T), t = 0 least
 noisy, abar_{-1} := 1 meaning "clean data"). A *denoiser* is
@@ -15,12 +16,19 @@ One step (these match `diffusers` exactly; see the tests):
       x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - s^2) eps_hat + s z,
       s = eta sqrt((1 - abar_prev)/(1 - abar_t) (1 - abar_t/abar_prev)),
       abar_prev = 1 when t_prev < 0 (the last step returns x0_hat).
+  renoise_step    (seed 003 Eq. 6, diffusion with forward models; no diffusers
+      counterpart, tested by its moments): the clean estimate re-noised to the next
+      level, independently of x_t,
+      x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) z,  z ~ N(0, I),
+      i.e. q(x_prev | x0_hat) (Eq. 3.4) = DDIM with s^2 = 1 - abar_prev, which no single
+      eta expresses (brief D1); the last step (t_prev < 0) returns x0_hat.
 
 Timestep grids:
   ancestral: t_start, t_start - 1, ..., 0 (t_start = T - 1 by default).
-  DDIM: diffusers' "leading" spacing, t_i = i * (T // N), i = N-1, ..., 0; with an
-  explicit t_start instead round(linspace(0, t_start, N)) (so the grid ends
-  exactly at t_start: used by inversion to t_end and by decoding from it).
+  DDIM and re-noising: diffusers' "leading" spacing, t_i = i * (T // N),
+  i = N-1, ..., 0; with an explicit t_start instead round(linspace(0, t_start, N))
+  (so the grid ends exactly at t_start: used by inversion to t_end and by decoding
+  from it).
   DDIM inversion walks the same grid upwards: clean -> t_0 -> ... -> t_{N-1}; the
   step to t_i evaluates the denoiser at (x_{t_{i-1}}, t_i) (the convention of
   diffusers' DDIMInverseScheduler), so the sampler later calls the model at the
@@ -172,6 +180,33 @@ def ddim_step(schedule: DiffusionSchedule, pred, x_t, t, t_prev, noise=None, eta
     return _ddim_update(pred, x_t, level_t, level_prev, noise, eta, prediction, clip_x0)
 
 
+def _renoise_update(pred, x, level_from, level_to, noise, prediction: str, clip_x0: bool):
+    """x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) noise (Eq. 6 of seed 003) between
+    levels given as (sqrt(abar), sqrt(1 - abar)); noise=None gives the mean. Returns
+    (x_to, x0_hat)."""
+    _check("prediction", prediction, PREDICTIONS)
+    (sa_from, s1m_from), (sa_to, s1m_to) = level_from, level_to
+    x0_hat = (x - s1m_from * pred) / sa_from if prediction == "eps" else pred
+    if clip_x0:
+        x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+    x_to = sa_to * x0_hat
+    return (x_to if noise is None else x_to + s1m_to * noise), x0_hat
+
+
+def renoise_step(schedule: DiffusionSchedule, pred, x_t, t, t_prev, noise=None,
+                 prediction: str = "x0", clip_x0: bool = True):
+    """One re-noising step x_t -> x_{t_prev} (seed 003 Eq. 6 with C = sqrt(abar_prev),
+    B = 1 - abar_prev): a draw of q(x_{t_prev} | x0_hat) (module doc).
+
+    pred, x_t, noise: [B, ...]; t, t_prev: scalar or [B] int, t_prev = -1 means "to clean
+    data" (returns x0_hat). x_t is read only to turn an eps-prediction into x0_hat.
+    noise=None returns the mean sqrt(abar_prev) x0_hat.
+    Returns (x_{t_prev} [B, ...], x0_hat [B, ...]).
+    """
+    level_t, level_prev = _levels(schedule, t, x_t.ndim), _levels(schedule, t_prev, x_t.ndim)
+    return _renoise_update(pred, x_t, level_t, level_prev, noise, prediction, clip_x0)
+
+
 # ----------------------------------------------------------------------------- grids
 
 
@@ -264,7 +299,7 @@ def combine_denoiser(static, dynamic):
 
 @dataclasses.dataclass(frozen=True)
 class _LoopConfig:
-    kind: str                  # "ancestral" | "ddim" | "invert"
+    kind: str                  # "ancestral" | "ddim" | "renoise" | "invert"
     fn_static: Any
     num_steps: int
     chunk_size: int
@@ -287,8 +322,11 @@ def _update(cfg: _LoopConfig, schedule, pred, x, t_from, t_to, noise):
     if cfg.kind == "ancestral":
         return ancestral_step(schedule, pred, x, t_from, noise, cfg.prediction, cfg.variance,
                               cfg.clip_x0)[0]
-    eta = cfg.eta if cfg.kind == "ddim" else 0.0
     pred, _ = split_output(pred, cfg.variance, x.shape[-1])
+    if cfg.kind == "renoise":
+        return _renoise_update(pred, x, _levels(schedule, t_from, 0), _levels(schedule, t_to, 0),
+                               noise, cfg.prediction, cfg.clip_x0)[0]
+    eta = cfg.eta if cfg.kind == "ddim" else 0.0
     return _ddim_update(pred, x, _levels(schedule, t_from, 0), _levels(schedule, t_to, 0), noise,
                         eta, cfg.prediction, cfg.clip_x0)[0]
 
@@ -305,7 +343,8 @@ def _loop_step(cfg: _LoopConfig, fn, schedule, plan, rng, i, carry):
     x, _, traj = carry
     t_model, t_from, t_to = plan[i, 0], plan[i, 1], plan[i, 2]
     pred, aux = fn(x, jnp.full((x.shape[0],), t_model, jnp.int32))
-    needs_noise = cfg.kind == "ancestral" or (cfg.kind == "ddim" and cfg.eta != 0)
+    needs_noise = (cfg.kind in ("ancestral", "renoise")
+                   or (cfg.kind == "ddim" and cfg.eta != 0))
     noise = _step_noise(cfg, rng, t_model, x) if needs_noise else None
     x_next = _update(cfg, schedule, pred.astype(x.dtype), x, t_from, t_to, noise).astype(x.dtype)
     if traj is not None:
@@ -415,6 +454,33 @@ def ddim_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng=None
                              chunk_size=chunk_size, progress=progress, record_every=record_every,
                              desc="ddim", prediction=prediction, variance=variance,
                              clip_x0=bool(clip_x0), eta=float(eta))
+    return SampleOutput(x0=x, aux=aux, trajectory=traj)
+
+
+def renoise_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng,
+                   num_steps: int = 50, *, prediction: str = "x0", variance: str = "fixed_small",
+                   clip_x0: bool = True, t_start: Optional[int] = None,
+                   record_every: Optional[int] = None, chunk_size: int = 100,
+                   progress: bool = True) -> SampleOutput:
+    """Re-noising sampler (seed 003 Eq. 4-6): on DDIM's grid `ddim_timesteps(T, num_steps,
+    t_start)`, each step predicts x0_hat from x_t and draws the next x from
+    q(x_{t_prev} | x0_hat) (`renoise_step`); the last step returns x0_hat.
+
+    x_T: [B, ...] at the grid's first timestep; rng: the key of the per-step noise
+    (fold_in(rng, t) at the call at t, as in the other samplers). A learned variance's
+    extra output channels are dropped, as in DDIM.
+    Returns SampleOutput(x0 [B, ...], aux of the last call, trajectory or None).
+    """
+    _check("prediction", prediction, PREDICTIONS)
+    _check("variance", variance, VARIANCES)
+    if rng is None:
+        raise UserError("renoise_sample needs an rng key (every step but the last adds noise)")
+    ts = ddim_timesteps(schedule.num_timesteps, num_steps, t_start)
+    plan = np.stack([ts, ts, np.append(ts[1:], -1)], axis=1)
+    x, aux, traj = _run_loop("renoise", denoise_fn, schedule, x_T, rng, plan,
+                             chunk_size=chunk_size, progress=progress, record_every=record_every,
+                             desc="renoise", prediction=prediction, variance=variance,
+                             clip_x0=bool(clip_x0))
     return SampleOutput(x0=x, aux=aux, trajectory=traj)
 
 

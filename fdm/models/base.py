@@ -108,6 +108,19 @@ class ModelFamily(abc.ABC):
                                    dict(tc.frozen_steps), int(tc.warmup_steps)))
         return optax.chain(*chain)
 
+    def init_stats(self) -> Any:
+        """The initial running statistics the training loss reads and updates without
+        gradients (`TrainState.stats`, checkpointed with it; e.g. a per-timestep loss
+        history for importance sampling): a pytree of arrays; {} here."""
+        return {}
+
+    def train_loss(self, params: Params, batch: Batch, rng: jax.Array, step: jax.Array,
+                   stats: Any) -> tuple[LossOutput, Any]:
+        """(the training loss, the updated `stats`): what the trainer differentiates.
+        Here `loss_fn(..., train=True)` with the stats unchanged; families with running
+        statistics override it. Pure and jit-able."""
+        return self.loss_fn(params, batch, rng, train=True, step=step), stats
+
     def frozen_params(self) -> dict:
         """Fixed inputs of `loss_fn` that training neither updates nor saves (e.g. a
         pretrained image encoder): {name: pytree}; {} here. The trainer calls it once,

@@ -8,6 +8,11 @@ The U-Net predicts eps or x0 (`diffusion.prediction`), plus C variance channels 
 in {"simple", "weighted", "vlb"} (`fdm.diffusion.losses`; "vlb": the bound's terms in
 bits/dim with the discretized decoder, a learned variance trains only with it).
 
+Training timesteps: uniform, or with diffusion.t_sampling='loss_aware' importance-sampled
+from the history of each t's loss (`fdm.diffusion.timesteps`, Improved DDPM §3.3; the
+history is `TrainState.stats`), the loss then weighted by 1 / (T p_t) so that it still
+estimates the uniform mean.
+
 Logged scalars: `loss` (batch mean) and `loss_q0`..`loss_q3`, the mean loss of
 the examples whose t falls in the k-th quarter [kT/4, (k+1)T/4) (0 when the
 batch has none there).
@@ -20,7 +25,7 @@ DIR/samples/progressive.png, x0_hat along the chain (Fig. 3.6) every eval.record
 
 Config keys used: model.* (U-Net, see `fdm.nn.unet`; out_ch = image channels C),
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, loss,
-variance, clip_x0, decoder_cdf}, eval.{num_examples, batch_size, sampler (ancestral |
+variance, clip_x0, decoder_cdf, t_sampling, t_history}, eval.{num_examples, batch_size, sampler (ancestral |
 ddim), sample_steps (DDIM only; ancestral always takes T steps), ddim_eta, sample_stats
 (default True), metric_weights ('' = no FID/KID; else the .npz of docs/METRICS.md),
 num_fid_samples, bpd_examples, record_every}.
@@ -36,7 +41,8 @@ import numpy as np
 from fdm import config_rules as rules, viz
 from fdm.diffusion import (BoundTerms, DiffusionSchedule, SampleOutput, ancestral_sample,
                            bound_metrics, bpd_loop, ddim_sample, diffusion_loss,
-                           rate_distortion_table, with_x0_hat)
+                           importance_probs, importance_weights, init_history,
+                           rate_distortion_table, record_losses, with_x0_hat)
 from fdm.diffusion.likelihood import CDFS
 from fdm.diffusion.losses import PREDICTIONS, WEIGHTINGS
 from fdm.diffusion.reverse import LEARNED_VARIANCES, VARIANCES, output_channels
@@ -49,6 +55,7 @@ from fdm.nn.convert_diffusers import load_diffusers_checkpoint
 from fdm.nn.unet import UNet, unet_from_config
 
 SAMPLERS = ("ancestral", "ddim")
+T_SAMPLINGS = ("uniform", "loss_aware")
 NUM_T_BINS = 4
 NUM_SUMMARY_SAMPLES = 8
 SUMMARY_DDIM_STEPS = 20
@@ -78,6 +85,8 @@ DDPM_RULES = {
     "diffusion.loss": rules.one_of(*WEIGHTINGS),
     "diffusion.variance": _variance_rule(),
     "diffusion.decoder_cdf": rules.one_of(*CDFS),
+    "diffusion.t_sampling": rules.one_of(*T_SAMPLINGS),
+    "diffusion.t_history": rules.int_at_least(1),
     "train.warmup_steps": rules.int_at_least(0),     # ModelFamily.optimizer
     "eval.num_examples": rules.int_at_least(1),
     "eval.batch_size": rules.int_at_least(1),
@@ -153,8 +162,9 @@ class DDPMFamily(ModelFamily):
         """Extra keyword inputs of `apply_model` taken from the batch in the loss; none here."""
         return {}
 
-    def per_example_loss(self, params, batch, rng, train: bool):
-        """DiffusionLossOutput(loss [B], t [B]) of batch['image'] [B, H, W, C]."""
+    def per_example_loss(self, params, batch, rng, train: bool, t_probs=None):
+        """DiffusionLossOutput(loss [B], t [B]) of batch['image'] [B, H, W, C]; t uniform,
+        or drawn from t_probs [T] (unweighted: the caller applies importance weights)."""
         key_loss, key_dropout = jax.random.split(rng)
         y = self._labels(batch)
         extra = self.denoiser_inputs(batch)
@@ -166,15 +176,38 @@ class DDPMFamily(ModelFamily):
         d = self.config.diffusion
         return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
                               prediction=d.prediction, weighting=d.loss, variance=d.variance,
-                              cdf=d.decoder_cdf)
+                              cdf=d.decoder_cdf, t_probs=t_probs)
 
     def loss_fn(self, params, batch, rng, train, step=0):
-        """Mean loss over valid examples plus loss per t-quarter (see module doc); with
-        `extra_losses` (a subclass's), `loss` is their sum and `loss_diffusion` the
-        diffusion loss alone."""
-        out = self.per_example_loss(params, batch, rng, train)
+        """Mean loss over valid examples (t uniform) plus loss per t-quarter (see module
+        doc); with `extra_losses` (a subclass's), `loss` is their sum and `loss_diffusion`
+        the diffusion loss alone."""
+        return self._weighted_loss(params, batch, rng, train, step)[0]
+
+    def init_stats(self):
+        """The per-t loss history (`fdm.diffusion.timesteps.LossHistory`) when
+        diffusion.t_sampling='loss_aware'; {} otherwise."""
+        d = self.config.diffusion
+        if d.t_sampling == "uniform":
+            return {}
+        return init_history(self.schedule.num_timesteps, int(d.t_history))
+
+    def train_loss(self, params, batch, rng, step, stats):
+        """`loss_fn`, or with loss-aware sampling: t ~ p(stats), each example's loss
+        weighted by 1 / (T p_t), and its unweighted loss recorded in the history."""
+        if self.config.diffusion.t_sampling == "uniform":
+            return super().train_loss(params, batch, rng, step, stats)
+        probs = importance_probs(stats)
+        out, per_example = self._weighted_loss(params, batch, rng, True, step, probs)
+        return out, record_losses(stats, per_example.t, per_example.loss, batch.get("valid"))
+
+    def _weighted_loss(self, params, batch, rng, train, step, t_probs=None):
+        """(LossOutput, the DiffusionLossOutput): t uniform, or t ~ t_probs [T] with the
+        importance weights 1 / (T p_t) in the differentiated mean (not in loss_q*)."""
+        out = self.per_example_loss(params, batch, rng, train, t_probs)
         weight = batch.get("valid", jnp.ones_like(out.loss)).astype(jnp.float32)
-        loss = jnp.sum(out.loss * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+        importance = 1.0 if t_probs is None else importance_weights(t_probs, out.t)
+        loss = jnp.sum(out.loss * importance * weight) / jnp.maximum(jnp.sum(weight), 1.0)
         scalars = {"loss": loss, **self._binned_losses(out.loss, out.t, weight),
                    **self.loss_scalars(out, weight)}
         extra = self.extra_losses(out, weight, step)
@@ -182,7 +215,7 @@ class DDPMFamily(ModelFamily):
             scalars.update(extra, loss_diffusion=loss)
             loss = loss + sum(extra.values())
             scalars["loss"] = loss
-        return LossOutput(loss=loss, scalars=scalars)
+        return LossOutput(loss=loss, scalars=scalars), out
 
     def _binned_losses(self, losses, t, weight):
         """loss_q{k}: mean of `losses` [B] over examples with t [B] in quarter k."""

@@ -23,9 +23,35 @@ Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple")
     L = L^trgt + train.novel_weight L^novel
 train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged).
 
-Sampling (brief D1, D5): O^trgt_T ~ N(0, I), then `ddim_sample` with eval.sample_steps
-(50) steps and eta = eval.ddim_eta, x0_hat clipped to [-1, 1] per diffusion.clip_x0; the
-sample is the S of the last denoiser call (t = 0 on DDIM's grid).
+Sampling (brief D1, D5): O^trgt_T ~ N(0, I), then eval.sample_steps (50) steps on DDIM's
+grid of the update eval.sampler, x0_hat clipped to [-1, 1] per diffusion.clip_x0; the
+sample is the S of the last denoiser call (t = 0 on DDIM's grid):
+  "ddim"     `ddim_sample` with eta = eval.ddim_eta (the paper's results, brief D1);
+  "renoise"  `renoise_sample`, the paper's Eq. 6: O_hat^trgt re-noised to the next
+             timestep, O^trgt_{t-1} ~ N(sqrt(abar_{t-1}) O_hat^trgt, (1 - abar_{t-1}) I);
+             with a Bayes-optimal denoiser it under-disperses (Gaussian data: 0.47 of
+             the variance at 50 steps, -> 1/2; tests/test_forward_sampling.py).
+At every step O_hat^trgt = x0_hat is, in this order (`sampler_denoiser`),
+  guided     eval.guidance_scale = w != 1: O_hat = O_hat_u + w (O_hat_c - O_hat_u) from the
+             conditional (c) and null-context (u) predictions; S is mixed the same way,
+             so forward(S) = O_hat for a linear forward model
+             (`fdm.diffusion.guidance.GuidedDenoiser`);
+  thresholded  diffusion.dynamic_threshold = p > 0: Imagen's dynamic thresholding at
+             percentile p (`fdm.diffusion.guidance.dynamic_threshold`; the authors' code
+             uses p = 0.95); S is not changed, so it steers the trajectory, and the
+             output lies in [-1, 1] (diffusion.clip_x0 then changes nothing).
+DDIM's eps_hat is computed from the guided, thresholded O_hat (as lucidrains'
+`model_predictions`, which the authors' code builds on, recomputes it from the clipped
+x0).
+
+Classifier-free guidance (supp. §2.4, the RealEstate10K setting w = 2, 10 % dropout):
+in training each example's context is replaced, with probability train.context_dropout,
+by the null context: a zero canvas and a zero mask (`network_input(keep=False)`; the
+draws from fold_in(rng, CONTEXT_DROPOUT_STREAM), `context_keep`). The
+mask is the flag: a real context always has mask 1 somewhere, so the null context is
+distinguishable without a learned token and the network's input shape is unchanged.
+The unconditional prediction of guidance is the network on the null context. Eval
+losses never drop the context.
 
 Deterministic baseline (model.deterministic = True): the same network with the noisy
 target zeroed and t = 0, trained on the same loss without noise, so it predicts S from
@@ -41,17 +67,11 @@ kept in DIR/posterior_samples.npz. `sample`: DIR/samples/samples.npz and grid.pn
 Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (never
 read here) and 'valid' in eval batches.
 
-Left for later (seed 003 brief), and where each goes: the re-noising update of Eq. 6
-(C = sqrt(abar_{t-1}), B = 1 - abar_{t-1}) is a sampler beside DDIM in fdm.diffusion
-taking this same denoiser, chosen by eval.sampler; dynamic thresholding of
-O_hat^trgt wraps `_denoise`'s prediction; classifier-free guidance drops the context
-(zero canvas and mask in `network_input`) with a probability in training and mixes the
-conditional and unconditional O_hat^trgt in a guided denoiser.
-
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
 time_embed_dim}}, diffusion.{num_timesteps, beta_schedule, beta_start, beta_end,
-prediction, clip_x0}, train.{novel_weight, lr_final_factor}, eval.{batch_size, num_contexts,
-samples_per_context, sampler, sample_steps, ddim_eta, num_examples}; declared in
+prediction, clip_x0, dynamic_threshold}, train.{novel_weight, context_dropout,
+lr_final_factor}, eval.{batch_size, num_contexts, samples_per_context, sampler,
+sample_steps, ddim_eta, guidance_scale, num_examples}; declared in
 configs/fdm_common.py:dfm_config.
 """
 from __future__ import annotations
@@ -65,7 +85,8 @@ import numpy as np
 import optax
 
 from fdm import config_rules as rules, viz
-from fdm.diffusion import DiffusionSchedule, ddim_sample, diffusion_loss, mean_flat
+from fdm.diffusion import (DiffusionSchedule, GuidedDenoiser, ThresholdedDenoiser, ddim_sample,
+                           diffusion_loss, mean_flat, renoise_sample)
 from fdm.diffusion.schedules import SCHEDULE_ALIASES
 from fdm.errors import UserError
 from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem, take_rows
@@ -74,7 +95,8 @@ from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.nn.mlp import TimeMLP
 
 NETWORKS = ("mlp",)
-SAMPLERS = ("ddim",)
+SAMPLERS = ("ddim", "renoise")
+CONTEXT_DROPOUT_STREAM = 1    # fold_in(rng, this): the key of the training context dropout
 NUM_FIGURE_SAMPLES = 8
 FIGURE_UPSCALE = 4
 POSTERIOR_SAMPLES_FILE = "posterior_samples.npz"
@@ -88,6 +110,16 @@ def _sample_steps_rule() -> rules.Rule:
     return rules.Rule("an integer in [1, diffusion.num_timesteps]", ok, 0)
 
 
+def _guidance_scale_rule() -> rules.Rule:
+    """eval.guidance_scale: w >= 0, other than 1 only for a model trained with context
+    dropout (without it the null-context prediction is untrained)."""
+    def ok(value, config):
+        return (rules.at_least(0.0).ok(value, config)
+                and (value == 1.0 or float(config.train.context_dropout) > 0.0))
+    return rules.Rule("a number >= 0, other than 1 only with train.context_dropout > 0", ok,
+                      2.0, bad_with={"train.context_dropout": 0.0})
+
+
 # Valid values of the keys configs/fdm_common.py:dfm_config declares (fdm.config_rules).
 DFM_RULES = {
     "model.forward": rules.one_of(*sorted(PROBLEMS)),
@@ -98,7 +130,11 @@ DFM_RULES = {
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
+    "diffusion.dynamic_threshold": rules.rule(                # percentile p; 0: off
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+        "0 (off) or a percentile in (0, 1]", 1.5),
     "train.novel_weight": rules.at_least(0.0),              # weight of Eq. 9
+    "train.context_dropout": rules.in_range(0.0, 1.0),      # 1: never sees the context
     "train.lr_final_factor": rules.above(0.0),              # 1: a constant learning rate
     "eval.batch_size": rules.int_at_least(1),
     "eval.num_contexts": rules.int_at_least(1),
@@ -106,6 +142,7 @@ DFM_RULES = {
     "eval.sampler": rules.one_of(*SAMPLERS),
     "eval.sample_steps": _sample_steps_rule(),
     "eval.ddim_eta": rules.at_least(0.0),
+    "eval.guidance_scale": _guidance_scale_rule(),
     "eval.num_examples": rules.int_at_least(1),
 }
 
@@ -125,32 +162,61 @@ class DFMFamily(ModelFamily):
         self._deterministic_signal = jax.jit(self.deterministic_signal)
 
     # ---- the denoiser ---------------------------------------------------
-    def network_input(self, ctxt: View, x_t: jax.Array, phi_trgt) -> jax.Array:
+    def network_input(self, ctxt: View, x_t: jax.Array, phi_trgt,
+                      keep: jax.Array | None = None) -> jax.Array:
         """[ctxt canvas, ctxt mask, x_t canvas, x_t mask] on the last axis (brief D4) of the
-        context and the noisy target x_t [B, *obs_shape] taken with phi_trgt."""
+        context and the noisy target x_t [B, *obs_shape] taken with phi_trgt. keep: bool
+        [B] or None (all True); where False the context is the null context (zero canvas
+        and mask; module doc)."""
         ctxt_canvas, ctxt_mask = self.operator.paste(ctxt.obs, ctxt.phi)
+        if keep is not None:
+            keep = keep.reshape((-1,) + (1,) * (ctxt_canvas.ndim - 1))
+            ctxt_canvas = jnp.where(keep, ctxt_canvas, 0.0)
+            ctxt_mask = jnp.where(keep, ctxt_mask, 0.0)
         trgt_canvas, trgt_mask = self.operator.paste(x_t, phi_trgt)
         return jnp.concatenate([ctxt_canvas, ctxt_mask, trgt_canvas, trgt_mask], axis=-1)
 
     def predict_signal(self, params, ctxt: View, x_t: jax.Array, phi_trgt,
-                       t: jax.Array) -> jax.Array:
+                       t: jax.Array, keep: jax.Array | None = None) -> jax.Array:
         """S [B, *signal_shape] = denoise_theta(O^ctxt, x_t; t, phi^ctxt, phi^trgt) (Eq. 3);
-        x_t [B, *obs_shape], t [B] int."""
-        x = self.network_input(ctxt, x_t, phi_trgt)
+        x_t [B, *obs_shape], t [B] int, keep [B] bool or None (`network_input`)."""
+        x = self.network_input(ctxt, x_t, phi_trgt, keep)
         out = self.network.apply({"params": params}, x.reshape(x.shape[0], -1), t)
         return out.reshape((x.shape[0],) + self.problem.signal_shape)
 
-    def _denoise(self, params, ctxt: View, phi_trgt, x_t, t):
-        """Sampler denoiser: (x_t [B, *obs_shape], t [B]) -> (forward(S, phi^trgt), S)."""
-        signal = self.predict_signal(params, ctxt, x_t, phi_trgt, t)
+    def _denoise(self, params, ctxt: View, phi_trgt, x_t, t, keep=None):
+        """Sampler denoiser: (x_t [B, *obs_shape], t [B]) -> (forward(S, phi^trgt), S)
+        (Eq. 3-4); keep as in `network_input`."""
+        signal = self.predict_signal(params, ctxt, x_t, phi_trgt, t, keep)
         return self.operator.apply(signal, phi_trgt), signal
 
-    def deterministic_signal(self, params, ctxt: View, trgt: View) -> jax.Array:
+    def _denoise_null(self, params, ctxt: View, phi_trgt, x_t, t):
+        """`_denoise` on the null context: the unconditional model of guidance."""
+        return self._denoise(params, ctxt, phi_trgt, x_t, t,
+                             jnp.zeros((x_t.shape[0],), bool))
+
+    def sampler_denoiser(self, params, ctxt: View, phi_trgt):
+        """The denoiser the samplers call, (x_t, t) -> (O_hat^trgt, S): `_denoise`, guided
+        when eval.guidance_scale != 1, then thresholded when diffusion.dynamic_threshold
+        > 0 (module doc)."""
+        fn = jax.tree_util.Partial(self._denoise, params, ctxt, phi_trgt)
+        scale = float(self.config.eval.guidance_scale)
+        if scale != 1.0:
+            null = jax.tree_util.Partial(self._denoise_null, params, ctxt, phi_trgt)
+            fn = GuidedDenoiser(cond=fn, uncond=null, scale=scale)
+        percentile = float(self.config.diffusion.dynamic_threshold)
+        if percentile > 0.0:
+            fn = ThresholdedDenoiser(fn=fn, percentile=percentile)
+        return fn
+
+    def deterministic_signal(self, params, ctxt: View, trgt: View,
+                             keep: jax.Array | None = None) -> jax.Array:
         """The deterministic baseline's S [B, ...] from the context alone: the network with
-        the noisy target zeroed and t = 0 (`trgt.obs` gives only the target's shape)."""
+        the noisy target zeroed and t = 0 (`trgt.obs` gives only the target's shape);
+        keep as in `network_input`."""
         zeros = jnp.zeros_like(trgt.obs)
         t = jnp.zeros((zeros.shape[0],), jnp.int32)
-        return self.predict_signal(params, ctxt, zeros, trgt.phi, t)
+        return self.predict_signal(params, ctxt, zeros, trgt.phi, t, keep)
 
     # ---- training -----------------------------------------------------
     def init_params(self, rng, batch):
@@ -164,24 +230,30 @@ class DFMFamily(ModelFamily):
         it at train.num_steps, after global-norm clipping at train.grad_clip (0: none)."""
         return decayed_adam(self.config.train.learning_rate, self.config.train)
 
-    def per_example_losses(self, params, views: ObservationTuple,
-                           rng) -> tuple[jax.Array, jax.Array]:
-        """(L^trgt [B], L^novel [B]) (Eq. 8, 9) of a batch of tuples; t and eps from rng."""
+    def per_example_losses(self, params, views: ObservationTuple, rng,
+                           context_dropout: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        """(L^trgt [B], L^novel [B]) (Eq. 8, 9) of a batch of tuples; t and eps from rng.
+        context_dropout (a Python float): each example's context is the null context
+        with this probability (`context_keep`; module doc)."""
         trgt = views.trgt
+        keep = context_keep(rng, trgt.obs.shape[0], context_dropout)
         if self.config.model.deterministic:
-            signal = self.deterministic_signal(params, views.ctxt, trgt)
+            signal = self.deterministic_signal(params, views.ctxt, trgt, keep)
             loss_trgt = mean_flat(jnp.square(self.operator.apply(signal, trgt.phi) - trgt.obs))
         else:
-            denoise = jax.tree_util.Partial(self._denoise, params, views.ctxt, trgt.phi)
+            denoise = jax.tree_util.Partial(self._denoise, params, views.ctxt, trgt.phi,
+                                            keep=keep)
             out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0")
             loss_trgt, signal = out.loss, out.aux
         novel = self.operator.apply(signal, views.novel.phi)
         return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs))
 
     def loss_fn(self, params, batch, rng, train, step=0):
-        """L = mean(L^trgt + train.novel_weight L^novel); logs loss_trgt and loss_novel."""
+        """L = mean(L^trgt + train.novel_weight L^novel), with train.context_dropout when
+        `train`; logs loss_trgt and loss_novel."""
+        dropout = float(self.config.train.context_dropout) if train else 0.0
         loss_trgt, loss_novel = self.per_example_losses(
-            params, ObservationTuple.from_batch(batch), rng)
+            params, ObservationTuple.from_batch(batch), rng, dropout)
         loss = jnp.mean(loss_trgt + self.config.train.novel_weight * loss_novel)
         return LossOutput(loss=loss, scalars={"loss_trgt": jnp.mean(loss_trgt),
                                               "loss_novel": jnp.mean(loss_novel)})
@@ -195,9 +267,13 @@ class DFMFamily(ModelFamily):
         d, e = self.config.diffusion, self.config.eval
         key_x, key_s = jax.random.split(rng)
         x_T = jax.random.normal(key_x, views.trgt.obs.shape, jnp.float32)
-        fn = jax.tree_util.Partial(self._denoise, params, views.ctxt, views.trgt.phi)
-        out = ddim_sample(fn, self.schedule, x_T, key_s, e.sample_steps, e.ddim_eta,
-                          prediction="x0", clip_x0=d.clip_x0, progress=False)
+        fn = self.sampler_denoiser(params, views.ctxt, views.trgt.phi)
+        if e.sampler == "renoise":
+            out = renoise_sample(fn, self.schedule, x_T, key_s, e.sample_steps,
+                                 prediction="x0", clip_x0=d.clip_x0, progress=False)
+        else:
+            out = ddim_sample(fn, self.schedule, x_T, key_s, e.sample_steps, e.ddim_eta,
+                              prediction="x0", clip_x0=d.clip_x0, progress=False)
         return out.aux
 
     def posterior_samples(self, params, views: ObservationTuple, num: int,
@@ -278,6 +354,16 @@ def _build_network(m, signal_shape: tuple[int, ...]):
         return TimeMLP(out_dim=math.prod(signal_shape), width=m.mlp.width, depth=m.mlp.depth,
                        time_embed_dim=m.mlp.time_embed_dim)
     raise UserError(f"model.network={m.network!r} is invalid; use one of {list(NETWORKS)}")
+
+
+def context_keep(rng, batch: int, dropout: float) -> jax.Array | None:
+    """bool [batch]: False where an example's context is dropped, each with probability
+    `dropout` (a Python float) from the key fold_in(rng, CONTEXT_DROPOUT_STREAM); None
+    (keep all, no key used) when dropout = 0."""
+    if dropout == 0.0:
+        return None
+    key = jax.random.fold_in(rng, CONTEXT_DROPOUT_STREAM)
+    return jax.random.uniform(key, (batch,)) >= dropout
 
 
 def _first_rows(views: ObservationTuple, num: int, key: str) -> ObservationTuple:

@@ -47,6 +47,11 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
 
+    def saved_keys(self, step: int | None = None) -> set[str]:
+        """Top-level names of the tree saved at `step` (default: newest)."""
+        step = self.latest_step() if step is None else step
+        return set(self._mngr.item_metadata(step).keys())
+
     def restore_tree(self, sharding: jax.sharding.Sharding,
                      step: int | None = None) -> Any:
         """Restores `step` as nested dicts of arrays all placed with `sharding`

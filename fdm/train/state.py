@@ -25,12 +25,16 @@ class TrainState:
     ema_params: pytree     exponential moving average of `params` (used for evaluation).
     opt_state:  pytree     optimizer state of `tx`.
     rng:        uint32 [2] base key; per-step keys are `fold_in(rng, step)`.
+    stats:      pytree     the family's running statistics (`ModelFamily.init_stats`),
+                           updated by `ModelFamily.train_loss`, not by gradients; {} for
+                           most families.
     """
     step: jnp.ndarray
     params: Params
     ema_params: Params
     opt_state: optax.OptState
     rng: jnp.ndarray
+    stats: Any
 
     def step_key(self) -> jax.Array:
         """The key for the update at the current step: fold_in(rng, step)."""
@@ -38,8 +42,9 @@ class TrainState:
 
 
 def create_state(init_params: Callable[[jax.Array], Params],
-                 tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """A fresh state from `train.seed`: params from init_params(key), EMA = params."""
+                 tx: optax.GradientTransformation, seed: int, stats: Any = None) -> TrainState:
+    """A fresh state from `train.seed`: params from init_params(key), EMA = params, the
+    family's initial `stats` ({} when None)."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     params = init_params(init_key)
     return TrainState(
@@ -47,7 +52,8 @@ def create_state(init_params: Callable[[jax.Array], Params],
         params=params,
         ema_params=jax.tree.map(jnp.array, params),
         opt_state=tx.init(params),
-        rng=train_key)
+        rng=train_key,
+        stats={} if stats is None else stats)
 
 
 def ema_update(ema: Params, params: Params, decay: float) -> Params:

@@ -3,7 +3,8 @@
 One `jax.jit` step with explicit shardings (batch split over the mesh axis `data`,
 state replicated, state donated; the family's `frozen_params()` replicated, passed as
 an argument and merged into the params `loss_fn` sees) does: loss and grads of
-`family.loss_fn` (with respect to the trained params), the
+`family.train_loss` (with respect to the trained params; it also returns the family's
+updated running statistics `TrainState.stats`), the
 optimizer update (`family.optimizer()`), the EMA update with `train.ema_decay`,
 and the metrics loss, the family's scalars, grad_norm, param_norm, update_norm
 (and learning_rate when the optimizer injects one).
@@ -60,15 +61,15 @@ def make_train_step(family: ModelFamily, tx: optax.GradientTransformation,
 
     def step_fn(state: TrainState, batch: Batch, frozen: dict):
         def loss(params):
-            out = family.loss_fn(with_frozen(params, frozen), batch, state.step_key(),
-                                 train=True, step=state.step)
-            return out.loss, out
+            out, stats = family.train_loss(with_frozen(params, frozen), batch,
+                                           state.step_key(), state.step, state.stats)
+            return out.loss, (out, stats)
 
-        (value, out), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        (value, (out, stats)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state,
+            step=state.step + 1, params=params, opt_state=opt_state, stats=stats,
             ema_params=ema_update(state.ema_params, params, ema_decay))
         metrics = {"loss": value, **out.scalars, **_hyperparam_scalars(opt_state),
                    "grad_norm": optax.global_norm(grads),
@@ -88,7 +89,8 @@ def abstract_state(family: ModelFamily, tx: optax.GradientTransformation, seed: 
                    batch: Batch, mesh: jax.sharding.Mesh) -> tuple[Callable, Any]:
     """(init_fn, target): init_fn(batch) -> TrainState; target: its ShapeDtypeStructs
     carrying the state shardings (the structure `Checkpointer.restore` fills)."""
-    init_fn = lambda b: create_state(lambda k: family.init_params(k, b), tx, seed)
+    init_fn = lambda b: create_state(lambda k: family.init_params(k, b), tx, seed,
+                                     family.init_stats())
     shapes = jax.eval_shape(init_fn, batch)
     shardings = mesh_lib.state_shardings(mesh, shapes)
     target = jax.tree.map(
@@ -102,10 +104,23 @@ def initial_state(init_fn: Callable, target: Any, batch: Batch, mesh: jax.shardi
     created already placed (jit with out_shardings)."""
     if ckpt.latest_step() is not None:
         logging.info("Restoring checkpoint at step %d", ckpt.latest_step())
-        return ckpt.restore(target)
+        return _restore(ckpt, target)
     shardings = jax.tree.map(lambda t: t.sharding, target)
     return jax.jit(init_fn, in_shardings=mesh_lib.batch_sharding(mesh),
                    out_shardings=shardings)(batch)
+
+
+def _restore(ckpt: ckpt_lib.Checkpointer, target: Any) -> TrainState:
+    """The newest checkpoint onto `target`; one written before `TrainState.stats` existed
+    restores everything else and starts the stats at zero (the initial value of every
+    family's stats)."""
+    if "stats" in ckpt.saved_keys():
+        return ckpt.restore(target)
+    logging.info("Checkpoint has no TrainState.stats (older layout); starting them at 0")
+    fields = {name: getattr(target, name) for name in ckpt.saved_keys()}
+    zeros = jax.tree.map(lambda t: jax.device_put(jnp.zeros(t.shape, t.dtype), t.sharding),
+                         target.stats)
+    return TrainState(**ckpt.restore(fields), stats=zeros)
 
 
 class PreemptionWatcher:
