@@ -36,7 +36,11 @@ Variants (`--config=configs/dietnerf.py:VARIANT`):
             fine networks, K = 1, 2 updates, the last MSE only); it has no encoder file,
             the test writes a tiny random CLIP tower and sets model.semantic_encoder.
 The CPU variants read model.semantic_encoder = clip_vit_b32.npz too; any image tower
-converted to that format works (`fdm.nn.convert_clip`).
+converted to that format works (`fdm.nn.convert_clip`). Without CLIP weights, train the
+procedural encoder (`python -m experiments.train_scene_encoder scene_encoder.npz`) and
+pass --config.model.semantic_encoder_kind=procedural
+--config.model.semantic_encoder=scene_encoder.npz (README, DietNeRF: what it can and
+cannot show).
 """
 import ml_collections
 

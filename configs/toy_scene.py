@@ -130,8 +130,10 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.semantic_weight = 0.0            # lambda of L_SC = -lambda cos(phi(I), phi(I_hat))
     c.model.semantic_every = 10              # K: L_SC at every K-th update
     c.model.semantic_size = 16               # n: L_SC renders an n x n strided jittered grid
-    c.model.semantic_encoder = ""            # local CLIP weights (.npz of fdm.nn.convert_clip,
-                                             # OpenAI .pt or HF .safetensors)
+    c.model.semantic_encoder_kind = "clip"   # clip | procedural (fdm.nn.scene_encoder)
+    c.model.semantic_encoder = ""            # local weights: CLIP (.npz of fdm.nn.convert_clip,
+                                             # OpenAI .pt or HF .safetensors), or procedural
+                                             # (.npz of experiments.train_scene_encoder)
     c.model.semantic_feature = "projected"   # projected (paper's phi) | final_cls (its code's)
     c.model.semantic_elevation_deg = (0.0, 90.0)  # unobserved poses: elevation ~ U[lo, hi],
     c.model.semantic_radius = (3.5, 4.5)     # radius ~ U[lo, hi], azimuth ~ U[-180, 180)

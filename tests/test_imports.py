@@ -183,3 +183,13 @@ def test_the_checks_see_lazy_and_relative_imports():
     assert set(imported_names(tree, "fdm.models.x", False, lazy=False)) == {"fdm.models.state"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert package_graph(module_graph())["models"] >= {"nn", "diffusion", "metrics"}
+
+
+@pytest.mark.parametrize("module", ["fdm.diffusion.pdae", "fdm.nn.pdae"])
+def test_pdae_modules_sit_in_the_math_layer(module):
+    """PDAE / DiffSiam's math and networks (seed 002) are math-layer modules: they import
+    only math packages and the neutral modules (the model family builds on them)."""
+    graph = module_graph()
+    assert module in graph and package_of(module) in MATH
+    bad = sorted(t for t in graph[module] if package_of(t) not in MATH + NEUTRAL)
+    assert not bad, f"{module} imports {bad}"

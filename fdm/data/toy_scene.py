@@ -53,23 +53,25 @@ def shade(albedo: jax.Array, normal: jax.Array) -> jax.Array:
     return albedo * (AMBIENT + (1.0 - AMBIENT) * diffuse)
 
 
-def _sphere_hits(o: jax.Array, d: jax.Array):
-    """First hit depth [..., Ns] (inf if none) and normals [..., Ns, 3]."""
-    oc = o[..., None, :] - SPHERE_CENTERS
+def _sphere_hits(o: jax.Array, d: jax.Array, centers: jax.Array, radii: jax.Array):
+    """First hit depth [..., Ns] (inf if none) and normals [..., Ns, 3] of spheres
+    centers [Ns, 3], radii [Ns]."""
+    oc = o[..., None, :] - centers
     dd = jnp.sum(d * d, -1, keepdims=True)
     b = jnp.sum(oc * d[..., None, :], -1)
-    disc = b * b - dd * (jnp.sum(oc * oc, -1) - SPHERE_RADII ** 2)
+    disc = b * b - dd * (jnp.sum(oc * oc, -1) - radii ** 2)
     t = (-b - jnp.sqrt(jnp.maximum(disc, 0.0))) / dd
     t = jnp.where((disc > 0) & (t > 0), t, jnp.inf)
-    normal = (oc + t[..., None] * d[..., None, :]) / SPHERE_RADII[:, None]
+    normal = (oc + t[..., None] * d[..., None, :]) / radii[:, None]
     return t, normal
 
 
-def _box_hits(o: jax.Array, d: jax.Array):
-    """First hit depth [..., Nb] (inf if none) and normals [..., Nb, 3] (slab method)."""
+def _box_hits(o: jax.Array, d: jax.Array, centers: jax.Array, half_sizes: jax.Array):
+    """First hit depth [..., Nb] (inf if none) and normals [..., Nb, 3] (slab method) of
+    axis-aligned boxes centers [Nb, 3], half_sizes [Nb, 3]."""
     d = jnp.where(jnp.abs(d) < 1e-9, 1e-9, d)[..., None, :]
-    t1 = (BOX_CENTERS - BOX_HALF_SIZES - o[..., None, :]) / d
-    t2 = (BOX_CENTERS + BOX_HALF_SIZES - o[..., None, :]) / d
+    t1 = (centers - half_sizes - o[..., None, :]) / d
+    t2 = (centers + half_sizes - o[..., None, :]) / d
     t_in = jnp.minimum(t1, t2)
     t_enter, t_exit = jnp.max(t_in, -1), jnp.min(jnp.maximum(t1, t2), -1)
     t = jnp.where((t_exit >= t_enter) & (t_enter > 0), t_enter, jnp.inf)
@@ -77,20 +79,32 @@ def _box_hits(o: jax.Array, d: jax.Array):
     return t, -axis * jnp.sign(d)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def render_toy_scene(c2w: jax.Array, height: int, width: int, focal: float) -> jax.Array:
-    """Analytic images [..., H, W, 3] in [0, 1] of the scene from cameras c2w [..., 4, 4]."""
+def render_primitives(c2w: jax.Array, height: int, width: int, focal: float,
+                      sphere_centers: jax.Array, sphere_radii: jax.Array,
+                      sphere_colors: jax.Array, box_centers: jax.Array,
+                      box_half_sizes: jax.Array, box_colors: jax.Array) -> jax.Array:
+    """Analytic images [..., H, W, 3] in [0, 1] from cameras c2w [..., 4, 4] of any scene
+    of Lambertian spheres (centers [Ns, 3], radii [Ns], colors [Ns, 3]) and axis-aligned
+    boxes (centers, half sizes, colors [Nb, 3]) under this module's light, white
+    background (the toy scene is `render_toy_scene`; `fdm.data.scene_family` others)."""
     r = rays.generate_rays(c2w, height, width, focal)
-    t_s, n_s = _sphere_hits(r.origins, r.directions)
-    t_b, n_b = _box_hits(r.origins, r.directions)
+    t_s, n_s = _sphere_hits(r.origins, r.directions, sphere_centers, sphere_radii)
+    t_b, n_b = _box_hits(r.origins, r.directions, box_centers, box_half_sizes)
     t = jnp.concatenate([t_s, t_b], -1)
     normals = jnp.concatenate([n_s, n_b], -2)
-    colors = jnp.concatenate([SPHERE_COLORS, BOX_COLORS], 0)
+    colors = jnp.concatenate([sphere_colors, box_colors], 0)
     first = jnp.argmin(t, -1)
     normal = jnp.take_along_axis(normals, first[..., None, None], -2)[..., 0, :]
     color = shade(colors[first], normal)
     hit = jnp.isfinite(jnp.min(t, -1))[..., None]
     return jnp.where(hit, color, 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def render_toy_scene(c2w: jax.Array, height: int, width: int, focal: float) -> jax.Array:
+    """Analytic images [..., H, W, 3] in [0, 1] of the scene from cameras c2w [..., 4, 4]."""
+    return render_primitives(c2w, height, width, focal, SPHERE_CENTERS, SPHERE_RADII,
+                             SPHERE_COLORS, BOX_CENTERS, BOX_HALF_SIZES, BOX_COLORS)
 
 
 def toy_field(points: jax.Array, viewdirs: jax.Array = None):

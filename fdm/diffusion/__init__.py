@@ -1,6 +1,8 @@
 """Pure diffusion math: schedules, forward process, reverse process, losses, samplers,
 x0-prediction transforms (dynamic thresholding, classifier-free guidance) and the
-variational bound in bits/dim (no flax modules).
+variational bound in bits/dim (no flax modules). `fdm.diffusion.pdae` (PDAE's shifted
+loss, DiffSiam's stage map and segment masks, SimSiam's loss) is a submodule, not
+re-exported here.
 
 See `schedules` for the notation (0-indexed timesteps as in diffusers).
 """

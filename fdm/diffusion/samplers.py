@@ -448,12 +448,21 @@ def ddim_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng=None
         raise UserError(f"ddim eta={eta} must be >= 0")
     if eta > 0 and rng is None:
         raise UserError("ddim_sample with eta > 0 needs an rng key")
+    return _sample_down_ddim_grid("ddim", denoise_fn, schedule, x_T, rng, num_steps, t_start,
+                                  chunk_size=chunk_size, progress=progress,
+                                  record_every=record_every, prediction=prediction,
+                                  variance=variance, clip_x0=bool(clip_x0), eta=float(eta))
+
+
+def _sample_down_ddim_grid(kind: str, denoise_fn: Callable, schedule: DiffusionSchedule, x_T,
+                           rng, num_steps: int, t_start: Optional[int],
+                           **loop_kwargs) -> SampleOutput:
+    """The `kind` loop ("ddim" | "renoise") down `ddim_timesteps(T, num_steps, t_start)`,
+    each step from t_i to t_{i-1} (-1: clean data) with the model called at t_i."""
     ts = ddim_timesteps(schedule.num_timesteps, num_steps, t_start)
     plan = np.stack([ts, ts, np.append(ts[1:], -1)], axis=1)
-    x, aux, traj = _run_loop("ddim", denoise_fn, schedule, x_T, rng, plan,
-                             chunk_size=chunk_size, progress=progress, record_every=record_every,
-                             desc="ddim", prediction=prediction, variance=variance,
-                             clip_x0=bool(clip_x0), eta=float(eta))
+    x, aux, traj = _run_loop(kind, denoise_fn, schedule, x_T, rng, plan, desc=kind,
+                             **loop_kwargs)
     return SampleOutput(x0=x, aux=aux, trajectory=traj)
 
 
@@ -475,13 +484,10 @@ def renoise_sample(denoise_fn: Callable, schedule: DiffusionSchedule, x_T, rng,
     _check("variance", variance, VARIANCES)
     if rng is None:
         raise UserError("renoise_sample needs an rng key (every step but the last adds noise)")
-    ts = ddim_timesteps(schedule.num_timesteps, num_steps, t_start)
-    plan = np.stack([ts, ts, np.append(ts[1:], -1)], axis=1)
-    x, aux, traj = _run_loop("renoise", denoise_fn, schedule, x_T, rng, plan,
-                             chunk_size=chunk_size, progress=progress, record_every=record_every,
-                             desc="renoise", prediction=prediction, variance=variance,
-                             clip_x0=bool(clip_x0))
-    return SampleOutput(x0=x, aux=aux, trajectory=traj)
+    return _sample_down_ddim_grid("renoise", denoise_fn, schedule, x_T, rng, num_steps,
+                                  t_start, chunk_size=chunk_size, progress=progress,
+                                  record_every=record_every, prediction=prediction,
+                                  variance=variance, clip_x0=bool(clip_x0))
 
 
 def ddim_invert(denoise_fn: Callable, schedule: DiffusionSchedule, x0, num_steps: int = 50,

@@ -79,9 +79,9 @@ model.{supervised, autoencoder, camera_head, num_candidates, candidate_layout,
 camera_radius, world_up, cls_weight, num_samples, num_importance, separate_fine,
 num_loss_pixels, precrop_steps, precrop_frac, lindisp, ndc, select_stride,
 coarse_to_fine, train_t_max, train_t_power, semantic_weight, semantic_every,
-semantic_size, semantic_encoder, semantic_feature, semantic_elevation_deg,
-semantic_radius, mse_finetune_steps, encoder.*, nerf.*}; train.{learning_rate,
-encoder_learning_rate, lr_final_factor, grad_clip}; eval.{num_examples,
+semantic_size, semantic_encoder, semantic_encoder_kind, semantic_feature,
+semantic_elevation_deg, semantic_radius, mse_finetune_steps, encoder.*, nerf.*};
+train.{learning_rate, encoder_learning_rate, lr_final_factor, grad_clip}; eval.{num_examples,
 num_train_views, batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg,
 landscape_* (`fdm.models.lifting_landscape`)}.
 """
@@ -142,7 +142,13 @@ LIFTING_RULES = {
         -1.0),
     "model.semantic_every": rules.int_at_least(1),          # K
     "model.semantic_size": rules.int_at_least(1),           # n of the n x n ray grid
-    "model.semantic_feature": rules.one_of(*FEATURES),
+    "model.semantic_encoder_kind": rules.one_of(*semantic.ENCODER_KINDS),
+    "model.semantic_feature": rules.Rule(
+        f"one of {list(FEATURES)}, and 'projected' when model.semantic_encoder_kind="
+        f"procedural (its only output)",
+        lambda v, c: v in FEATURES and (v == "projected"
+                                        or c.model.semantic_encoder_kind == "clip"),
+        "final_cls", {"model.semantic_encoder_kind": "procedural"}),
     "model.semantic_elevation_deg": rules.number_pair(
         lambda lo, hi: -90.0 <= lo <= hi <= 90.0, "(lo, hi) with -90 <= lo <= hi <= 90",
         (10.0, 0.0)),

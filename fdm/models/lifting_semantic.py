@@ -8,17 +8,23 @@ encoder phi and pulled towards the embedding phi(I) of one random training view,
 added at updates s with (s + 1) % K == 0 (the code's 1-based `i % K == 0`) while
 s < train.num_steps - model.mse_finetune_steps (the MSE-only fine-tuning at the end,
 Table 4.5). Renders are clamped to [0, 1] and the field is rematerialised
-(`jax.checkpoint`) in their backward pass. phi is CLIP's image tower
-(`fdm.nn.clip_vision.make_image_encoder`: bilinear resize to its input size as the
-authors' configs, CLIP normalisation, unit vectors) with the feature
-model.semantic_feature ("projected", the paper's phi, or "final_cls", the code's).
+(`jax.checkpoint`) in their backward pass. phi is chosen by model.semantic_encoder_kind:
+  "clip"        CLIP's image tower (`fdm.nn.clip_vision.make_image_encoder`: bilinear
+                resize to its input size as the authors' configs, CLIP normalisation,
+                unit vectors) with the feature model.semantic_feature ("projected",
+                the paper's phi, or "final_cls", the code's);
+  "procedural"  the small conv encoder trained here on renders of the procedural scene
+                family (`fdm.nn.scene_encoder`, `python -m experiments.train_scene_encoder
+                OUT.npz`; README, DietNeRF), the same interface (image -> unit vector);
+                model.semantic_feature must be "projected" (its only output).
 
 Config keys (declared in configs/toy_scene.py:lifting_config, checked by
 `fdm.models.lifting.LIFTING_RULES`): model.semantic_weight (lambda; 0 = off, the plain
-NeRF), semantic_every (K), semantic_size (n), semantic_encoder (a local file: an .npz of
-`fdm.nn.convert_clip`, an OpenAI ViT-B-32.pt or a Hugging Face model.safetensors),
-semantic_feature, semantic_elevation_deg and semantic_radius (pi, about model.world_up),
-mse_finetune_steps.
+NeRF), semantic_every (K), semantic_size (n), semantic_encoder_kind ("clip" |
+"procedural"), semantic_encoder (a local file: for "clip" an .npz of
+`fdm.nn.convert_clip`, an OpenAI ViT-B-32.pt or a Hugging Face model.safetensors; for
+"procedural" an .npz of `experiments.train_scene_encoder`), semantic_feature,
+semantic_elevation_deg and semantic_radius (pi, about model.world_up), mse_finetune_steps.
 
 Frozen inputs: the encoder is read when training starts (`build_prior`, called through
 `LiftingFamily.frozen_params` by the trainer, which passes it to the jitted step as an
@@ -42,10 +48,13 @@ from fdm.nerf import dietnerf
 from fdm.nerf.views import RenderSettings, ViewGeometry, render_pixels
 from fdm.nn.clip_vision import ClipVisionConfig, make_image_encoder
 from fdm.nn.convert_clip import load_clip_vision
+from fdm.nn import scene_encoder
+from fdm.nn.scene_encoder import ConvEncoderConfig, make_conv_encoder
 
 FROZEN_KEY = "semantic"   # the key of the prior in the params loss_fn sees
 RESIZE = "bilinear"       # the authors' configs: pixel_interp_mode = bilinear
 TARGET_BATCH = 8          # training views embedded per call
+ENCODER_KINDS = ("clip", "procedural")   # model.semantic_encoder_kind (module doc)
 CLIP_SOURCES = ("OpenAI's ViT-B-32.pt (the file clip.load('ViT-B/32') caches in "
                 "~/.cache/clip, from github.com/openai/CLIP) or model.safetensors of "
                 "huggingface.co/openai/clip-vit-base-patch32")
@@ -59,6 +68,7 @@ class SemanticSettings:
     every: int
     size: int
     encoder: str
+    encoder_kind: str
     feature: str
     elevation_deg: tuple[float, float]
     radius: tuple[float, float]
@@ -72,7 +82,8 @@ class SemanticSettings:
         if not m.semantic_weight:
             return None
         return cls(float(m.semantic_weight), int(m.semantic_every), int(m.semantic_size),
-                   str(m.semantic_encoder), str(m.semantic_feature),
+                   str(m.semantic_encoder), str(m.semantic_encoder_kind),
+                   str(m.semantic_feature),
                    tuple(float(v) for v in m.semantic_elevation_deg),
                    tuple(float(v) for v in m.semantic_radius),
                    int(config.train.num_steps) - int(m.mse_finetune_steps),
@@ -100,26 +111,35 @@ class SemanticSettings:
 @flax.struct.dataclass
 class SemanticPrior:
     """What the loss reads besides the NeRF (frozen): the encoder and the targets."""
-    tower: ClipVisionConfig = flax.struct.field(pytree_node=False)
+    tower: ClipVisionConfig | ConvEncoderConfig = flax.struct.field(pytree_node=False)
     feature: str = flax.struct.field(pytree_node=False)
-    params: Any = None        # ClipVisionTransformer parameters
+    params: Any = None        # the encoder's parameters
     targets: Any = None       # [N, F] phi(I) of the N training views (unit vectors)
 
     def encode(self, images: jax.Array) -> jax.Array:
         """phi: images [B, H, W, 3] in [0, 1] -> unit embeddings [B, F]."""
+        if isinstance(self.tower, ConvEncoderConfig):
+            return make_conv_encoder(self.tower)(self.params, images)
         return make_image_encoder(self.tower, self.feature, RESIZE)(self.params, images)
 
 
-def load_encoder(path: str):
-    """The `fdm.nn.convert_clip.ClipVisionCheckpoint` at a local path; a one-line
-    UserError naming where to get CLIP weights and how to convert them when it is unset
-    or missing (nothing is downloaded)."""
+def load_encoder(path: str, kind: str = "clip"):
+    """The encoder checkpoint (config, params) of model.semantic_encoder_kind `kind` at a
+    local path (nothing is downloaded); a one-line UserError when the file is unset or
+    missing (for "clip": where to get CLIP weights and how to convert them; for
+    "procedural": the command that trains one) or of the other kind."""
+    if kind == "procedural":
+        return scene_encoder.load_encoder(path)
     if not path or not os.path.exists(path):
         raise UserError(
             f"model.semantic_encoder={path!r} is not a file; DietNeRF needs a local image "
             f"encoder: get {CLIP_SOURCES}, convert it with `python -m fdm.nn.convert_clip "
             f"ViT-B-32.pt clip_vit_b32.npz` and pass "
-            f"--config.model.semantic_encoder=clip_vit_b32.npz")
+            f"--config.model.semantic_encoder=clip_vit_b32.npz (or train the procedural "
+            f"encoder, README: DietNeRF)")
+    if scene_encoder.file_kind(path) == scene_encoder.KIND:
+        raise UserError(f"{path} is a procedural encoder; pass "
+                        f"--config.model.semantic_encoder_kind=procedural")
     return load_clip_vision(path)
 
 
@@ -135,7 +155,7 @@ def target_embeddings(prior: SemanticPrior, images: np.ndarray) -> np.ndarray:
 def build_prior(settings: SemanticSettings, images: np.ndarray) -> SemanticPrior:
     """The encoder at settings.encoder and the targets of training views images (uint8
     [N, H, W, 3])."""
-    checkpoint = load_encoder(settings.encoder)
+    checkpoint = load_encoder(settings.encoder, settings.encoder_kind)
     prior = SemanticPrior(checkpoint.config, settings.feature,
                           jax.tree_util.tree_map(jnp.asarray, checkpoint.params))
     return prior.replace(targets=jnp.asarray(target_embeddings(prior, images)))

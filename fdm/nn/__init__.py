@@ -6,7 +6,8 @@ explicit skip exchange so model families (FDM) can recombine the parts.
 `fdm.nn.clip_vision` is CLIP's ViT image tower (DietNeRF's encoder), with its
 preprocessing in `fdm.nn.clip_preprocess` and `fdm.nn.convert_clip` reading local
 OpenAI or Hugging Face weight files; `fdm.nn.lmconv` / `lmconv_net` the locally
-masked PixelCNN; `fdm.nn.mlp` the time-conditioned MLP of the forward-model toys.
+masked PixelCNN; `fdm.nn.mlp` the time-conditioned MLP of the forward-model toys;
+`fdm.nn.pdae` PDAE / DiffSiam's encoder f(x0) -> z and z-modulated decoder g.
 
 Importing this package applies `xla_cpu_conv_workaround()` (see there; opt out
 with FDM_XLA_CPU_WORKAROUND=0).

@@ -12,7 +12,7 @@ are converted with `fdm.nn.convert_diffusers`. Parameters are float32;
 and the attention softmax are always computed in float32).
 """
 import math
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -97,11 +97,18 @@ def conv3x3(features: int, name: str, dtype: Dtype, zero: bool = False, stride: 
 
 
 class ResBlock(nn.Module):
-    """DDPM residual block with additive timestep embedding.
+    """DDPM residual block with additive timestep embedding, optionally z-modulated.
 
     h = conv1(swish(norm1(x))) + temb_proj(swish(temb))
-    h = conv2(dropout(swish(norm2(h))))       (conv2 zero-initialised)
+    h = norm2(h)
+    h = (1 + s_z) * h + b_z                   (only when zemb is given, see below)
+    h = conv2(dropout(swish(h)))              (conv2 zero-initialised)
     out = shortcut(x) + h                     (shortcut: 1x1 conv iff C_in != out_ch)
+
+    z-modulation (PDAE's ResBlockShift, seed 002 brief S1): [s_z, b_z] =
+    z_proj(swish(zemb)), z_proj a Dense(2 * out_ch) layer, applied to the normalised
+    activations after norm2. Without zemb the block and its parameters are exactly
+    DDPM's (no z_proj); with z_proj's kernel and bias at zero it computes the same.
     """
     out_ch: int
     dropout: float = 0.0
@@ -110,14 +117,21 @@ class ResBlock(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, temb: jax.Array, train: bool = False) -> jax.Array:
-        """x: [B, H, W, C_in], temb: [B, E] -> [B, H, W, out_ch]."""
+    def __call__(self, x: jax.Array, temb: jax.Array, train: bool = False,
+                 zemb: Optional[jax.Array] = None) -> jax.Array:
+        """x: [B, H, W, C_in], temb: [B, E], zemb: [B, E_z] or None -> [B, H, W, out_ch]."""
         h = nn.swish(GroupNorm(self.num_groups, self.eps, name="norm1")(x))
         h = conv3x3(self.out_ch, "conv1", self.dtype)(h)
         t = nn.Dense(self.out_ch, kernel_init=default_init, dtype=self.dtype,
                      name="temb_proj")(nn.swish(temb))
         h = h + t[:, None, None, :]
-        h = nn.swish(GroupNorm(self.num_groups, self.eps, name="norm2")(h))
+        h = GroupNorm(self.num_groups, self.eps, name="norm2")(h)
+        if zemb is not None:
+            scale, shift = jnp.split(nn.Dense(2 * self.out_ch, kernel_init=default_init,
+                                              dtype=self.dtype, name="z_proj")(nn.swish(zemb)),
+                                     2, axis=-1)
+            h = h * (1.0 + scale[:, None, None, :]) + shift[:, None, None, :]
+        h = nn.swish(h)
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(self.out_ch, "conv2", self.dtype, zero=True)(h)
         if x.shape[-1] != self.out_ch:

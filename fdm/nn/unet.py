@@ -13,6 +13,9 @@ Parts (FDM, seed 000 sec. 2.3, needs them separately):
   UNetMiddle(h, temb, train)      -> h            Res, Attn, Res at the lowest level
   UNetDecoder(h, skips, temb, train) -> out       consumes skips in reverse order
 `UNet` composes them: out = dec(mid(enc(x))) with the same skips.
+UNetMiddle and UNetDecoder take an optional `zemb` [B, E_z] that modulates every
+ResBlock (`fdm.nn.layers.ResBlock`, PDAE's z-modulation; `fdm.nn.pdae` builds PDAE's
+decoder g from them); without it they are DDPM's parts, parameters included.
 
 Attention is applied wherever the feature map's height H is in
 `attn_resolutions` (plus always in the middle block).
@@ -102,12 +105,14 @@ class UNetMiddle(_UNetPart):
     """Middle block at the lowest resolution: ResBlock, Attention, ResBlock."""
 
     @nn.compact
-    def __call__(self, h: jax.Array, temb: jax.Array, train: bool = False) -> jax.Array:
-        """h: [B, s, s, C_{L-1}], temb: [B, E] -> [B, s, s, C_{L-1}]."""
+    def __call__(self, h: jax.Array, temb: jax.Array, train: bool = False,
+                 zemb: Optional[jax.Array] = None) -> jax.Array:
+        """h: [B, s, s, C_{L-1}], temb: [B, E], zemb: [B, E_z] or None
+        -> [B, s, s, C_{L-1}]."""
         c = self.ch * self.ch_mult[-1]
-        h = self.res_block(c, "res_0")(h, temb, train)
+        h = self.res_block(c, "res_0")(h, temb, train, zemb)
         h = Attention(self.num_groups, dtype=self.dtype, name="attn")(h)
-        return self.res_block(c, "res_1")(h, temb, train)
+        return self.res_block(c, "res_1")(h, temb, train, zemb)
 
 
 class UNetDecoder(_UNetPart):
@@ -126,9 +131,9 @@ class UNetDecoder(_UNetPart):
 
     @nn.compact
     def __call__(self, h: jax.Array, skips: Sequence[jax.Array], temb: jax.Array,
-                 train: bool = False) -> jax.Array:
+                 train: bool = False, zemb: Optional[jax.Array] = None) -> jax.Array:
         """h: [B, s, s, C_{L-1}], skips as from UNetEncoder (each [B, ...]),
-        temb: [B, E] -> [B, S, S, out_ch]."""
+        temb: [B, E], zemb: [B, E_z] or None -> [B, S, S, out_ch]."""
         expected = len(self.ch_mult) * (self.num_res_blocks + 1)
         if len(skips) != expected:
             raise ValueError(f"UNetDecoder: got {len(skips)} skips, expected {expected}")
@@ -137,7 +142,7 @@ class UNetDecoder(_UNetPart):
             for i in range(self.num_res_blocks + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
                 h = self.res_block(self.ch * self.ch_mult[level], f"up_{level}_res_{i}")(
-                    h, temb, train)
+                    h, temb, train, zemb)
                 h = self.maybe_attn(h, f"up_{level}_attn_{i}")
             self.sow("intermediates", f"up_{level}", h)
             if level != 0:
