@@ -32,6 +32,20 @@ def data_config(dataset: str, data_dir: str, image_size, eval_dataset: str = "",
         seed=0))
 
 
+
+def loop_keys(train: ml_collections.ConfigDict, *, ema_decay: float, log_every: int,
+              checkpoint_every: int, keep_checkpoints: int, image_every: int,
+              seed: int = 0) -> None:
+    """Declares the keys every family's train section shares with the generic loop
+    (`fdm.train.trainer`): train.{ema_decay, seed, log_every, checkpoint_every (and at
+    the end), keep_checkpoints (newest kept), image_every (image summaries)}."""
+    train.ema_decay = ema_decay
+    train.seed = seed
+    train.log_every = log_every
+    train.checkpoint_every = checkpoint_every
+    train.keep_checkpoints = keep_checkpoints
+    train.image_every = image_every
+
 def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
                 num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
                 num_classes: int = 0, dropout: float = 0.0, attn_resolutions=(16,),
@@ -78,12 +92,8 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.train.lr_multipliers = ml_collections.ConfigDict()
     c.train.frozen_steps = ml_collections.ConfigDict()
     c.train.warmup_steps = 0         # linear learning-rate warm-up of every subtree
-    c.train.ema_decay = 0.9999
-    c.train.seed = 0
-    c.train.log_every = 100
-    c.train.checkpoint_every = 5000
-    c.train.keep_checkpoints = 3
-    c.train.image_every = 5000
+    loop_keys(c.train, ema_decay=0.9999, log_every=100, checkpoint_every=5000,
+              keep_checkpoints=3, image_every=5000)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_examples = 64
@@ -183,12 +193,8 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.train.novel_weight = 1.0               # weight of L^novel (Eq. 9); 0: the ablation
     c.train.context_dropout = 0.0            # P(context -> null context) in training (CFG;
                                              # the paper's RealEstate10K: 0.1)
-    c.train.ema_decay = 0.999
-    c.train.seed = 0
-    c.train.log_every = 100
-    c.train.checkpoint_every = 1000
-    c.train.keep_checkpoints = 2
-    c.train.image_every = 1000
+    loop_keys(c.train, ema_decay=0.999, log_every=100, checkpoint_every=1000,
+              keep_checkpoints=2, image_every=1000)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.at_end = True                     # after training: evaluate and sample (fdm.run)

@@ -27,7 +27,7 @@ Builders: `lmconv_config(...)` declares every key the family reads with its defa
 import ml_collections
 
 from configs import variants
-from configs.fdm_common import data_config
+from configs.fdm_common import data_config, loop_keys
 
 
 def get_config(variant: str = ""):
@@ -66,12 +66,8 @@ def lmconv_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch
     c.train.learning_rate = 2e-4
     c.train.lr_decay = 5e-6              # learning rate x (1 - lr_decay) per step
     c.train.grad_clip = 2e6 / batch_size  # the paper's 2e6 on a batch sum, on the batch mean
-    c.train.ema_decay = 0.9999
-    c.train.seed = 0
-    c.train.log_every = 100
-    c.train.checkpoint_every = 10_000
-    c.train.keep_checkpoints = 3
-    c.train.image_every = 50_000         # this family writes no image summaries
+    loop_keys(c.train, ema_decay=0.9999, log_every=100, checkpoint_every=10_000,
+              keep_checkpoints=3, image_every=50_000)  # this family writes no images
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_examples = 10_000         # eval images whose NLLs are averaged

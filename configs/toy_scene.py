@@ -24,7 +24,7 @@ counts data.num_train / data.num_val).
 import ml_collections
 
 from configs import variants
-from configs.fdm_common import data_config
+from configs.fdm_common import data_config, loop_keys
 
 
 def get_config(variant: str = ""):
@@ -159,12 +159,8 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.train.encoder_learning_rate = 1e-4     # pose encoder
     c.train.lr_final_factor = 0.1            # exponential decay to 0.1x at num_steps
     c.train.grad_clip = 0.0
-    c.train.ema_decay = 0.99
-    c.train.seed = 0
-    c.train.log_every = 250
-    c.train.checkpoint_every = 2500
-    c.train.keep_checkpoints = 2
-    c.train.image_every = 2500
+    loop_keys(c.train, ema_decay=0.99, log_every=250, checkpoint_every=2500,
+              keep_checkpoints=2, image_every=2500)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.at_end = False                    # after training: evaluate and sample (fdm.run)

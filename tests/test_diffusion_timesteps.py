@@ -88,7 +88,7 @@ def test_ddpm_train_loss_records_history_and_weights_the_mean(ddpm_family):
                                           ts.importance_probs(warm))
     w = ts.importance_weights(ts.importance_probs(warm), per_example.t)
     expected = jnp.sum((per_example.loss * w)[:3]) / 3
-    np.testing.assert_allclose(out.loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(out.loss, expected, rtol=1e-4)  # jitted vs eager U-Net: float32 fusion order
     assert int(jnp.sum(new.count - warm.count)) == 3  # the padded row is not recorded
     _, fresh = step(params, batch, jax.random.PRNGKey(3), 0, stats)
     assert int(jnp.sum(fresh.count)) == 3
