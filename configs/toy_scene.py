@@ -126,6 +126,9 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.coarse_to_fine = (0, 0)          # BARF (start, end) steps of alpha 0 -> L; (0, 0) off
     c.model.train_t_max = 0                  # t ~ floor(t_max u^power) in training; 0: t_max = T
     c.model.train_t_power = 1.0              # 1: uniform t (paper); > 1 favours small t
+    c.model.view_warmup_steps = 0            # n > 0: the first n updates fit the NeRF from a
+                                             # per-view camera table that the encoder
+                                             # regresses (axis_angle head; 0 off)
     # DietNeRF (seed 004 ch. 4, `fdm.models.lifting_semantic`; supervised only), off at 0:
     c.model.semantic_weight = 0.0            # lambda of L_SC = -lambda cos(phi(I), phi(I_hat))
     c.model.semantic_every = 10              # K: L_SC at every K-th update
@@ -157,6 +160,7 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.train.batch_size = 8
     c.train.learning_rate = 5e-4             # NeRF
     c.train.encoder_learning_rate = 1e-4     # pose encoder
+    c.train.view_learning_rate = 1e-3        # per-view camera table (model.view_warmup_steps)
     c.train.lr_final_factor = 0.1            # exponential decay to 0.1x at num_steps
     c.train.grad_clip = 0.0
     loop_keys(c.train, ema_decay=0.99, log_every=250, checkpoint_every=2500,

@@ -48,6 +48,11 @@ Registration aids (issue 15; all off by default, which is the paper):
     (`set_step`, called by `fdm.run` and the trainer). (0, 0): all bands.
   model.train_t_max, model.train_t_power: t = floor(t_max u^p), u ~ U[0, 1) in
     training (`train_timesteps`); (0 = T, 1.0) is the paper's t ~ U[0, T).
+  model.view_warmup_steps = n > 0 (axis-angle head): for the first n updates the NeRF
+    is fitted from a learnable per-view camera table params['views'] (BARF's joint
+    registration, Adam at train.view_learning_rate) while the encoder regresses the
+    table's cameras; then the paper's loss (`view_warmup_loss`). Evaluation adds the
+    table's registration of the training views (pose_views_*).
 
 Evaluation (`evaluate`): image metrics of the held-out views; pose-free, the pose
 metrics of `fdm.metrics.poses` (aligned and unaligned rotation errors, the best
@@ -164,6 +169,13 @@ LIFTING_RULES = {
         "(start, end) steps with 0 <= start < end, or (0, 0) for off", (5, 1)),
     "model.train_t_max": rules.timestep(inclusive=True),    # 0 = T
     "model.train_t_power": rules.above(0.0),                # 1 = uniform t
+    "model.view_warmup_steps": rules.Rule(
+        "an integer >= 0, and 0 unless model.camera_head='axis_angle' and "
+        "model.supervised=False (the table warms up the single-camera encoder)",
+        lambda v, c: rules.int_at_least(0).ok(v, c) and (
+            v == 0 or (c.model.camera_head == "axis_angle" and not c.model.supervised)),
+        -1, {"model.camera_head": "candidates"}),
+    "train.view_learning_rate": rules.above(0.0),
     "diffusion.prediction": rules.one_of("x0"),             # NeRF lifting predicts x0
     "train.encoder_learning_rate": rules.above(0.0),
     "train.lr_final_factor": rules.above(0.0),
@@ -187,6 +199,7 @@ LIFTING_RULES = {
     "eval.landscape_size": rules.int_at_least(1),
 }
 NUM_SUMMARY_VIEWS = 4
+VIEWS_KEY = "views"   # params of the per-view camera table (model.view_warmup_steps > 0)
 
 
 # ========================================================================== losses
@@ -242,6 +255,33 @@ def candidate_loss(camera_loss: Callable, params, c2w: jax.Array, scores: jax.Ar
     ce = -jnp.take_along_axis(log_p, selected[:, None], axis=1)[:, 0]
     loss = jnp.mean(recon) + cls_weight * jnp.mean(ce)
     return CandidateLoss(loss, recon, ce, selected, losses)
+
+
+def table_cameras(table: jax.Array) -> jax.Array:
+    """Per-view cameras c2w [..., 4, 4] of table rows [..., 6] (axis-angle, translation;
+    zeros = the identity, the average pose of a recentred scene), parameterised as the
+    axis-angle head of Alg. 3 (`fdm.nerf.cameras.pose_from_axis_angle`)."""
+    return cameras.pose_from_axis_angle(table[..., :3], table[..., 3:])
+
+
+def view_warmup_loss(camera_loss: Callable, params, c2w_encoder: jax.Array,
+                     rows: jax.Array, step, warmup_steps: int) -> LossOutput:
+    """The per-view camera warm-up (model.view_warmup_steps = n, a registration aid).
+
+    For updates step < n the reconstruction renders from the learnable per-view cameras
+    C_v = `table_cameras`(rows) [B, 4, 4] (BARF's joint pose and NeRF optimisation), and
+    the encoder regresses them: L = l(C_v) + mean_{3x4 entries}(E(x_t, t) - sg(C_v))^2
+    ('distill'). From step n on, L = l(E(x_t, t)) (Eq. 3.3) and the table gets no
+    gradient. One render either way (the camera is selected by jnp.where, which passes
+    the reconstruction gradient only to the selected camera). c2w_encoder [B, 4, 4]."""
+    warm = jnp.asarray(step) < warmup_steps
+    c2w_views = table_cameras(rows)
+    recon = jnp.mean(camera_loss(params, jnp.where(warm, c2w_views, c2w_encoder)))
+    gap = c2w_encoder[:, :3] - jax.lax.stop_gradient(c2w_views[:, :3])
+    distill = jnp.mean(gap ** 2)
+    return LossOutput(recon + jnp.where(warm, distill, 0.0),
+                      {"recon": recon, "psnr": psnr_from_loss(recon), "distill": distill,
+                       "warm": warm.astype(jnp.float32)})
 
 
 def psnr_from_loss(loss: jax.Array) -> jax.Array:
@@ -304,7 +344,9 @@ class LiftingFamily(ModelFamily):
     # ---- parameters -----------------------------------------------------
     def init_params(self, rng, batch):
         """{'nerf': NeRF params, 'nerf_fine': the fine network's (model.separate_fine),
-        'encoder': pose-encoder params (unless supervised)}."""
+        'encoder': pose-encoder params (unless supervised), 'views': the per-view camera
+        table [N_train, 6] of model.view_warmup_steps > 0 (zeros: every view at the
+        identity)}."""
         points = jnp.zeros((1, 3), jnp.float32)
         params = {"nerf": self.nerf.init(jax.random.fold_in(rng, 0), points, points)["params"]}
         if self.separate_fine:
@@ -314,15 +356,19 @@ class LiftingFamily(ModelFamily):
             x = jnp.zeros((1,) + tuple(batch["image"].shape[1:]), jnp.float32)
             params["encoder"] = self.encoder.init(jax.random.fold_in(rng, 1), x,
                                                   jnp.zeros((1,), jnp.int32))["params"]
+        if int(self.config.model.view_warmup_steps) > 0:
+            params[VIEWS_KEY] = jnp.zeros((len(self.scene.train_c2w), 6), jnp.float32)
         return params
 
     def optimizer(self) -> optax.GradientTransformation:
         """Separate Adams (b1 0.9, b2 0.999) for the NeRF ('nerf' and 'nerf_fine' share
-        one) and 'encoder' (multi_transform)."""
+        one), 'encoder' and 'views' (train.view_learning_rate) (multi_transform)."""
         tc = self.config.train
         txs = {"nerf": decayed_adam(tc.learning_rate, tc)}
         if self.encoder is not None:
             txs["encoder"] = decayed_adam(tc.encoder_learning_rate, tc)
+        if int(self.config.model.view_warmup_steps) > 0:
+            txs[VIEWS_KEY] = decayed_adam(tc.view_learning_rate, tc)
         labels = lambda params: {k: jax.tree_util.tree_map(lambda _: _adam_group(k), v)
                                  for k, v in params.items()}
         return optax.multi_transform(txs, labels)
@@ -425,7 +471,8 @@ class LiftingFamily(ModelFamily):
         camera_loss = lambda p, c2w: reconstruction_loss(renders(p, c2w), target)
         stride = int(self.config.model.select_stride)
         select_loss = self.grid_loss(x0, stride, alpha) if stride > 0 else None
-        return self._lifting_loss(params, x0, camera_loss, select_loss, rng, train)
+        return self._lifting_loss(params, x0, camera_loss, select_loss, rng, train,
+                                  batch.get("index"), step)
 
     def loss_pixels(self, batch: int, rng, step) -> jax.Array:
         """Flat loss-pixel indices [B, P] (`sample_pixels`, key fold_in(rng, 0)); in the
@@ -459,16 +506,21 @@ class LiftingFamily(ModelFamily):
             render_pixels(self.field_fn(p["nerf"], alpha), c2w, xy, rs, None,
                           self.fine_fn(p, alpha)), target)
 
-    def _lifting_loss(self, params, x0, camera_loss, select_loss, rng, train) -> LossOutput:
+    def _lifting_loss(self, params, x0, camera_loss, select_loss, rng, train, index,
+                      step) -> LossOutput:
         """Eq. 3.3 (N = 1) or Eq. 3.4 on x_t = q_sample(x0, t), t from `train_timesteps`
         (model.train_t_max, model.train_t_power); select_loss: the l_i of Eq. 3.4's
-        arg-min (None: camera_loss, the paper)."""
+        arg-min (None: camera_loss, the paper). index [B]: the views' training indices,
+        step []: the update, both read by the per-view warm-up (`view_warmup_loss`)."""
         m = self.config.model
         t = train_timesteps(jax.random.fold_in(rng, 2), x0.shape[0],
                             int(m.train_t_max) or self.schedule.num_timesteps,
                             float(m.train_t_power))
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 3))
         pred = self.predict_cameras(params, x_t, t, train, jax.random.fold_in(rng, 4))
+        if VIEWS_KEY in params:
+            return view_warmup_loss(camera_loss, params, pred.c2w[:, 0],
+                                    params[VIEWS_KEY][index], step, int(m.view_warmup_steps))
         if pred.c2w.shape[1] == 1:
             loss = jnp.mean(camera_loss(params, pred.c2w[:, 0]))
             return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(loss)})
@@ -517,8 +569,11 @@ class LiftingFamily(ModelFamily):
         candidates, cam_cls_acc (arg-max score == lowest-loss candidate on the pixel
         grid, the paper's classifier accuracy) and cam_region_acc (aligned predicted
         centre in the true camera's octant / quadrant).
+        With the per-view warm-up (params['views']), pose_views_*: the camera table
+        against the true training cameras.
         Writes DIR/eval/renders.png (truth, render, depth), cameras.png (eval views) and,
-        pose-free, cameras_train.png (training views), titled with the key numbers."""
+        pose-free, cameras_train.png (training views; cameras_views.png: the warm-up
+        table), titled with the key numbers."""
         eval_key, train_key = jax.random.split(rng)
         views = self._eval_views(params, batches, eval_key)
         if not len(views.get("image", ())):
@@ -587,7 +642,13 @@ class LiftingFamily(ModelFamily):
         train_pose, train_ev = self._pose_metrics(train_views, "pose_train_")
         panels = {"cameras": (views["c2w_true"], ev, "eval views"),
                   "cameras_train": (train_views["c2w_true"], train_ev, "training views")}
-        return {**pose, **self._candidate_metrics(views, ev), **train_pose}, panels
+        metrics = {**pose, **self._candidate_metrics(views, ev), **train_pose}
+        if VIEWS_KEY in params and len(self.scene.train_c2w) >= 3:
+            table_ev = poses.evaluate_poses(np.asarray(table_cameras(params[VIEWS_KEY])),
+                                            self.scene.train_c2w)
+            metrics.update(pose_scalars(table_ev, "pose_views_"))
+            panels["cameras_views"] = (self.scene.train_c2w, table_ev, "warm-up camera table")
+        return metrics, panels
 
     @staticmethod
     def _pose_metrics(views, prefix: str):
