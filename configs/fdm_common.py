@@ -46,6 +46,17 @@ def loop_keys(train: ml_collections.ConfigDict, *, ema_decay: float, log_every: 
     train.keep_checkpoints = keep_checkpoints
     train.image_every = image_every
 
+def precision_keys(model: ml_collections.ConfigDict) -> None:
+    """Declares the precision and memory keys of a model section (BENCHMARKS.md "Memory and
+    FLOPs"): model.dtype, the compute dtype ("float32" | "bfloat16": bfloat16 activations,
+    convolutions and matmuls; parameters, optimizer state, normalisation statistics,
+    softmaxes and the loss stay float32; `fdm.nn.layers.compute_dtype`) and model.remat,
+    what the backward pass recomputes instead of storing ("none"; the families' rules
+    list the others, e.g. "resblock" and FDM's "branch", `fdm.nn.factorized`)."""
+    model.dtype = "float32"
+    model.remat = "none"
+
+
 def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_mult,
                 num_res_blocks: int, num_steps: int, batch_size: int = 128, ch: int = 128,
                 num_classes: int = 0, dropout: float = 0.0, attn_resolutions=(16,),
@@ -66,6 +77,7 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.model.num_classes = num_classes  # > 0: class-conditional on the batches' 'label'
     c.model.num_groups = 32
     c.model.out_ch = 3                 # image channels C (the U-Net outputs 2C: learned variance)
+    precision_keys(c.model)
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000
@@ -170,9 +182,12 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.model = ml_collections.ConfigDict()
     c.model.family = "dfm"
     c.model.forward = "linear_gaussian"  # the forward model and its scores (fdm.forward.problems)
-    c.model.network = "mlp"              # the denoiser network: mlp (fdm.nn.mlp.TimeMLP)
+    c.model.network = "mlp"              # the denoiser network: mlp (fdm.nn.mlp.TimeMLP) on the
+                                         # flattened input | unet (fdm.nn.unet.UNet, image S)
     c.model.deterministic = False        # True: S from the context alone, no diffusion (baseline)
     c.model.mlp = ml_collections.ConfigDict(dict(width=256, depth=3, time_embed_dim=64))
+    c.model.unet = ml_collections.ConfigDict(dict(   # the brief's T2 U-Net (middle block attends)
+        ch=32, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), num_groups=8))
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000
@@ -208,6 +223,17 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
                                              # needs train.context_dropout > 0; paper: 2)
     c.eval.num_examples = 8                  # --mode=sample: contexts in the figure
     return c
+
+
+def dfm_smoke(c: ml_collections.ConfigDict, num_eval: int) -> None:
+    """The tests' 'smoke' sizes of a `dfm_config`: two steps of a tiny MLP on 64 training
+    tuples and num_eval evaluation tuples, a 20-step diffusion, 5 sampling steps."""
+    c.data.num_train, c.data.num_eval = 64, num_eval
+    c.model.mlp.width, c.model.mlp.depth, c.model.mlp.time_embed_dim = 16, 2, 8
+    c.diffusion.num_timesteps = 20
+    c.train.num_steps, c.train.batch_size, c.train.lr_final_factor = 2, 8, 1.0
+    c.train.log_every, c.train.checkpoint_every, c.train.image_every = 1, 2, 1000
+    c.eval.samples_per_context, c.eval.sample_steps, c.eval.num_examples = 16, 5, 2
 
 
 def dfm_defaults() -> ml_collections.ConfigDict:

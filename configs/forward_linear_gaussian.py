@@ -22,7 +22,7 @@ Variants: 'deterministic' the same network from the context alone (the posterior
 W2 -> sqrt(tr Sigma) = 2); 'smoke' a few steps of a tiny model (tests).
 """
 from configs import variants
-from configs.fdm_common import data_config, dfm_config
+from configs.fdm_common import data_config, dfm_config, dfm_smoke
 
 
 def get_config(variant: str = ""):
@@ -49,11 +49,6 @@ def _deterministic(c) -> None:
 
 def _smoke(c) -> None:
     c.name = "forward_linear_gaussian_smoke"
-    c.data.num_train, c.data.num_eval = 64, 4
-    c.model.mlp.width, c.model.mlp.depth, c.model.mlp.time_embed_dim = 16, 2, 8
-    c.diffusion.num_timesteps = 20
-    c.train.num_steps, c.train.batch_size, c.train.lr_final_factor = 2, 8, 1.0
+    dfm_smoke(c, num_eval=4)
     c.train.novel_weight = 1.0
-    c.train.log_every, c.train.checkpoint_every, c.train.image_every = 1, 2, 1000
-    c.eval.batch_size, c.eval.num_contexts, c.eval.samples_per_context = 4, 2, 16
-    c.eval.sample_steps, c.eval.num_examples = 5, 2
+    c.eval.batch_size, c.eval.num_contexts = 4, 2

@@ -15,7 +15,8 @@ def test_registry_names():
     assert set(data.DATASETS) == {"shapes", "folder", "cifar10", "digits", "flowers102", "cub",
                                   "ffhq", "celebamask_hq", "imagenet64", "pixel_imagenet",
                                   "voc2012", "davis2017", "toy_scene", "nerf_synthetic", "llff",
-                                  "binarized_mnist", "rectangles", "linear_gaussian"}
+                                  "binarized_mnist", "rectangles", "linear_gaussian",
+                                  "glyph_mosaic", "factors"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))

@@ -7,6 +7,9 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "shapes":         procedural shapes (`fdm.data.shapes`); keys data.num_regions,
                     data.num_train, data.num_eval, data.seed, data.style ("object":
                     object-centric, the default; "textured": the harder style). Has masks.
+  "factors":        procedural images with five labelled factors (seed 002, `fdm.data.factors`);
+                    keys data.num_train, data.num_val, data.num_test, data.seed,
+                    data.eval_split ("test" or "val"). Has masks and factor labels.
   "folder":         `data.data_dir`/images (+ masks/), see `fdm.data.folder`. Both splits
                     are the whole folder (unsupervised setting: masks only evaluate).
   "cifar10":        TFDS `cifar10` already prepared under `data.data_dir` (never
@@ -29,6 +32,8 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "linear_gaussian": observation tuples of the linear-Gaussian inversion (seed 003 T1,
                     `fdm.data.inverse_toys`): float observations and int32 forward-model
                     parameters instead of images (keys in `fdm.forward.base`); no data_dir.
+  "glyph_mosaic":   observation tuples (8x8 crops) of the 16x16 glyph mosaics (seed 003
+                    T2, `fdm.data.inverse_toys`), the same layout; no data_dir.
   "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
                     [N, 4, 4]) for NeRF lifting, registered in `fdm.data.scenes.SCENES`
                     (their entries here derive from it); no flips. `load_scene`
@@ -59,8 +64,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fdm.data import (celebamask, cub, davis, digits, ffhq, flowers, folder, imagenet64,
-                      inverse_toys, pipeline, pixel_imagenet, rectangles, scenes, shapes, voc)
+from fdm.data import (celebamask, cub, davis, digits, factors, ffhq, flowers, folder,
+                      imagenet64, inverse_toys, pipeline, pixel_imagenet, rectangles, scenes,
+                      shapes, voc)
 from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 
@@ -129,6 +135,8 @@ _EVAL_SPLIT = {"eval_split": "test"}
 DATASETS: dict[str, Dataset] = {
     "shapes": Dataset(_shapes, dict(num_train=REQUIRED, num_eval=REQUIRED, num_regions=3,
                                     seed=0, style="object"), uses_data_dir=False),
+    "factors": Dataset(factors.load, dict(num_train=8000, num_val=2000, num_test=2000, seed=0,
+                                          eval_split="test"), uses_data_dir=False),
     "folder": Dataset(_folder),
     "cifar10": Dataset(_cifar10),
     "digits": Dataset(digits.load, uses_data_dir=False),
@@ -145,6 +153,8 @@ DATASETS: dict[str, Dataset] = {
     "davis2017": Dataset(davis.load, dict(sequences="", davis_label=-1)),
     "linear_gaussian": Dataset(inverse_toys.linear_gaussian, dict(
         num_train=65536, num_eval=20, patch_size=2, seed=0), uses_data_dir=False),
+    "glyph_mosaic": Dataset(inverse_toys.glyph_mosaic, dict(
+        num_train=65536, num_eval=256, aligned_fraction=0.0, seed=0), uses_data_dir=False),
     **{name: Dataset(scenes.registry_loader(name), scene.options, scene.uses_data_dir)
        for name, scene in scenes.SCENES.items()},
 }

@@ -13,12 +13,23 @@ forward-model parameters):
 8 x 8 image (data.image_size must be 8); context and novel view are
 data.patch_size^2-pixel patches at independent uniform offsets, the target is the full
 image (phi = all 64 rows). Options: num_train, num_eval, patch_size, seed.
+
+"glyph_mosaic" (`fdm.forward.glyph_mosaic`, T2): S one of the 16 equally likely 16 x 16 x 1
+glyph mosaics (a, b ~ U{0..3}), every view an 8 x 8 crop (data.image_size must be 16).
+Train: three windows of one S (the brief's T2): with probability data.aligned_fraction
+an example's context, target and novel view are independent uniform cells (offsets in
+{0, 8}^2), else independent uniform offsets in {0..8}^2 (aligned_fraction = 0: the
+brief's "all phi uniform"). Eval: the test protocol, context the TL cell, target the TR
+cell, novel view the BL cell (the cell the coupling BL = TR concerns), a = i mod 4 for
+example i (so the first 4 contexts show every a), b uniform. Options: num_train,
+num_eval, aligned_fraction, seed.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fdm.errors import UserError
+from fdm.forward import glyph_mosaic as gm
 from fdm.forward import linear_gaussian as lg
 
 SPLIT_STREAMS = {"train": 0, "eval": 1}
@@ -31,13 +42,18 @@ def _num_examples(split: str, num_train: int, num_eval: int) -> int:
     return int(num)
 
 
+def _check_image_size(dataset: str, image_size, side: int) -> None:
+    """UserError unless data.image_size is the side of the dataset's images."""
+    if image_size != side:
+        raise UserError(f"data.image_size={image_size!r} is invalid for {dataset}; its "
+                        f"images are {side}x{side}, set --config.data.image_size={side}")
+
+
 def linear_gaussian(root, image_size, split: str, num_train: int, num_eval: int,
                     patch_size: int, seed: int) -> dict[str, np.ndarray]:
     """The split's linear-Gaussian tuples (module doc): signal [N, 8], ctxt / novel [N, p^2]
     with rows [N, p^2], trgt [N, 64] with rows [N, 64]."""
-    if image_size != lg.SIDE:
-        raise UserError(f"data.image_size={image_size!r} is invalid for linear_gaussian; its "
-                        f"images are {lg.SIDE}x{lg.SIDE}, set --config.data.image_size={lg.SIDE}")
+    _check_image_size("linear_gaussian", image_size, lg.SIDE)
     if not 1 <= patch_size <= lg.SIDE:
         raise UserError(f"data.patch_size={patch_size!r} is invalid; use an integer in "
                         f"[1, {lg.SIDE}]")
@@ -52,3 +68,28 @@ def linear_gaussian(root, image_size, split: str, num_train: int, num_eval: int,
             "ctxt": np.take_along_axis(full, ctxt_rows, axis=1), "ctxt_phi": ctxt_rows,
             "trgt": full, "trgt_phi": trgt_rows,
             "novel": np.take_along_axis(full, novel_rows, axis=1), "novel_phi": novel_rows}
+
+
+def glyph_mosaic(root, image_size, split: str, num_train: int, num_eval: int,
+                 aligned_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """The split's glyph-mosaic tuples (module doc): signal [N, 16, 16, 1], every view
+    [N, 8, 8, 1] with its offset phi [N, 2]."""
+    _check_image_size("glyph_mosaic", image_size, gm.SIDE)
+    if not 0.0 <= aligned_fraction <= 1.0:
+        raise UserError(f"data.aligned_fraction={aligned_fraction!r} is invalid; use a "
+                        "number in [0, 1]")
+    num = _num_examples(split, num_train, num_eval)
+    rng = np.random.default_rng([seed, SPLIT_STREAMS[split]])
+    if split == "train":
+        a = rng.integers(0, gm.NUM_GLYPHS, num)
+        aligned = rng.random(num) < aligned_fraction
+        phis = [gm.random_offsets(rng, aligned) for _ in range(3)]
+    else:
+        a = np.arange(num) % gm.NUM_GLYPHS
+        phis = [np.tile(np.asarray(phi, np.int32), (num, 1))
+                for phi in (gm.TEST_CTXT_PHI, gm.TEST_TRGT_PHI, gm.TEST_NOVEL_PHI)]
+    signal = gm.mosaic(gm.signal_glyphs(a, rng.integers(0, gm.NUM_GLYPHS, num)))
+    out = {"signal": signal}
+    for view, phi in zip(("ctxt", "trgt", "novel"), phis):
+        out[view], out[f"{view}_phi"] = gm.crop(signal, phi), phi
+    return out

@@ -171,10 +171,12 @@ def negative_cosine(p: jnp.ndarray, z: jnp.ndarray, eps: float = 1e-8) -> jnp.nd
 
     p: [B, D] the predictor's output; z: [B, D] the other view's projection, the
     target: it passes through a stop-gradient (SimSiam; Eq. 3.9 omits it, brief D3).
-    Norms are clamped below at `eps` (torch `F.cosine_similarity`). Returns [B]."""
+    Norms are clamped below at `eps` (torch `F.cosine_similarity`), as sqrt(max(|p|^2,
+    eps^2)): the same value, and a finite gradient where p = 0 (a predictor whose
+    ReLU layer is all zero for an example outputs its bias, 0 at init). Returns [B]."""
     z = jax.lax.stop_gradient(z)
-    p_unit = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), eps)
-    z_unit = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), eps)
+    p_unit = p / _clamped_norm(p, eps)
+    z_unit = z / _clamped_norm(z, eps)
     return -jnp.sum(p_unit * z_unit, axis=-1)
 
 
@@ -185,6 +187,12 @@ def simsiam_loss(p1: jnp.ndarray, p2: jnp.ndarray, z1: jnp.ndarray,
     p_i = predictor(z_i), z_i = projection of view i; all [B, D]. Returns [B]; its
     batch mean is L_SimSiam, and Eq. 3.12's total is L_diffusion + L_SimSiam."""
     return 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
+
+
+def _clamped_norm(x: jnp.ndarray, eps: float) -> jnp.ndarray:
+    """max(||x||, eps) over the last axis, [..., 1], written sqrt(max(sum x^2, eps^2)) so
+    that its gradient at x = 0 is 0, not NaN."""
+    return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
 
 
 def _broadcast(values: jnp.ndarray, ndim: int) -> jnp.ndarray:

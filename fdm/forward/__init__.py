@@ -7,6 +7,8 @@
   gaussian.py         Gaussian conditioning and the Gaussian W2 distance (numpy float64)
   linear_gaussian.py  the linear-Gaussian inversion problem: generator A, patches, exact
                       posterior, scores of samples
+  glyph_mosaic.py     the glyph mosaic seen through crops: glyphs, the 16 signals, the
+                      enumerated posterior, scores of samples
   problems.py         `model.forward` name -> ForwardProblem (operator, scoring, figures)
 
 Pure math: imports nothing from fdm.models, fdm.train or the entry points.

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fdm.errors import UserError
-from fdm.forward import linear_gaussian
+from fdm.forward import glyph_mosaic, linear_gaussian
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,15 @@ def _linear_gaussian() -> ForwardProblem:
         canvas_image=linear_gaussian.image)
 
 
-PROBLEMS: dict[str, Callable[[], ForwardProblem]] = {"linear_gaussian": _linear_gaussian}
+def _glyph_mosaic() -> ForwardProblem:
+    return ForwardProblem(
+        operator=glyph_mosaic.operator(),
+        signal_shape=(glyph_mosaic.SIDE, glyph_mosaic.SIDE, 1), score=glyph_mosaic.score,
+        render=glyph_mosaic.image, canvas_image=glyph_mosaic.image)
+
+
+PROBLEMS: dict[str, Callable[[], ForwardProblem]] = {"linear_gaussian": _linear_gaussian,
+                                                     "glyph_mosaic": _glyph_mosaic}
 
 
 def get(name: str) -> ForwardProblem:

@@ -1,1 +1,7 @@
-"""Evaluation metrics (numpy, host-side)."""
+"""Evaluation metrics (numpy, host-side).
+
+Probes of frozen features (seed 002, `fdm.metrics.probes`): `linear_probe` (L-BFGS
+logistic regression, C chosen on val), `factor_probes` (one per labelled factor),
+`segment_probes` (per segment of z), `pixel_probes` (the raw-pixel baseline) and
+`few_shot_eval` (Table 4.2's 5-way episodes, sampled by `sample_episodes`).
+"""

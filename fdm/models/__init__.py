@@ -19,6 +19,7 @@ _FAMILIES = {
     "segmenter": "fdm.models.segmenter:SegmenterFamily",
     "lmconv": "fdm.models.lmconv:LMConvFamily",
     "dfm": "fdm.models.dfm:DFMFamily",
+    "pdae": "fdm.models.pdae:PDAEFamily",
 }
 
 

@@ -99,6 +99,8 @@ class ModelFamily(abc.ABC):
         every rate linearly from 0 to its value over the first w steps of its
         subtree's training (after its frozen steps). Subtrees not named train at
         the base rate; with none of these keys set this is one plain Adam.
+        A subtree frozen for good (e.g. a pretrained network) is not a parameter at all:
+        `frozen_params` keeps it out of the optimizer, EMA and checkpoints.
         """
         tc = self.config.train
         chain = []
@@ -122,12 +124,17 @@ class ModelFamily(abc.ABC):
         return self.loss_fn(params, batch, rng, train=True, step=step), stats
 
     def frozen_params(self) -> dict:
-        """Fixed inputs of `loss_fn` that training neither updates nor saves (e.g. a
-        pretrained image encoder): {name: pytree}; {} here. The trainer calls it once,
-        places it on every device and passes it to the jitted step as an argument (not as
-        constants baked into the program), merged into the params `loss_fn` sees
-        (`with_frozen`); gradients, optimizer, EMA and checkpoints cover the trained
-        params only."""
+        """Permanently frozen parameter subtrees: fixed inputs of `loss_fn` that training
+        neither updates nor saves (e.g. a pretrained image encoder, PDAE's frozen DM):
+        {name: pytree}, names disjoint from `init_params`'s; {} here. The trainer calls it
+        once, places it on every device and passes it to the jitted step as an argument
+        (not as constants baked into the program), merged into the params `loss_fn` sees
+        (`with_frozen`); gradients, optimizer state, EMA and checkpoints cover the trained
+        params only, so a frozen subtree gets no gradient, no optimizer state and no
+        update, and is stored once by whatever it is loaded from (a family records
+        where in `save_inputs`). The host-side modes (evaluate, sample, ...) receive the
+        trained params only and merge the frozen ones themselves when they need them.
+        `train.frozen_steps` (optimizer) is the temporary kind."""
         return {}
 
     # ---- modes other than train (host-side, use EMA params) ------------

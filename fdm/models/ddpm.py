@@ -23,7 +23,8 @@ x0_hat clipped per diffusion.clip_x0) as bpd, bpd_prior, bpd_decoder, bpd_rate,
 distortion_rmse, and DIR/rate_distortion.json (seed 004 Table 6.2). `sample` adds
 DIR/samples/progressive.png, x0_hat along the chain (Fig. 3.6) every eval.record_every steps.
 
-Config keys used: model.* (U-Net, see `fdm.nn.unet`; out_ch = image channels C),
+Config keys used: model.* (U-Net, see `fdm.nn.unet`; out_ch = image channels C; dtype
+and remat, the compute dtype and rematerialisation),
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, loss,
 variance, clip_x0, decoder_cdf, t_sampling, t_history}, eval.{num_examples, batch_size, sampler (ancestral |
 ddim), sample_steps (DDIM only; ancestral always takes T steps), ddim_eta, sample_stats
@@ -52,7 +53,8 @@ from fdm.metrics.fid import fid_kid
 from fdm.metrics.weights import load_metric_variables
 from fdm.models.base import LossOutput, ModelFamily
 from fdm.nn.convert_diffusers import load_diffusers_checkpoint
-from fdm.nn.unet import UNet, unet_from_config
+from fdm.nn.layers import DTYPES
+from fdm.nn.unet import REMATS, UNet, unet_from_config
 
 SAMPLERS = ("ancestral", "ddim")
 T_SAMPLINGS = ("uniform", "loss_aware")
@@ -80,6 +82,8 @@ DDPM_RULES = {
     "model.num_classes": rules.int_at_least(0),
     "model.num_groups": rules.int_at_least(1),
     "model.out_ch": rules.int_at_least(1),
+    "model.dtype": rules.one_of(*DTYPES),
+    "model.remat": rules.one_of(*REMATS),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.prediction": rules.one_of(*PREDICTIONS),
     "diffusion.loss": rules.one_of(*WEIGHTINGS),

@@ -8,8 +8,11 @@ int in [0, T); O^trgt_t = q_sample(O^trgt, t, eps) (Eq. 1), only the target is d
 
 Denoiser (Eq. 3-4; input form of brief D4): the context and the noisy target pasted
 into their canvases with masks, concatenated on the last axis ([B, 4m] for vector
-views, [B, H, W, 2C + 2] for images), and t go through the network (model.network;
-"mlp": `fdm.nn.mlp.TimeMLP` on the flattened input, model.mlp.*) to S [B, *signal_shape]:
+views, [B, H, W, 2C + 2] for images), and t go through the network (model.network)
+to S [B, *signal_shape]:
+  "mlp"   `fdm.nn.mlp.TimeMLP` on the flattened input (model.mlp.*);
+  "unet"  `fdm.nn.unet.UNet` on the image input (model.unet.*), for an image signal
+          [H, W, C] whose canvases are H x W (a crop: the glyph mosaic): out_ch = C.
 
     S = denoise_theta(O^ctxt, O^trgt_t; t, phi^ctxt, phi^trgt)                 (Eq. 3)
     O_hat^trgt = forward(S, phi^trgt)                                         (Eq. 4)
@@ -68,8 +71,9 @@ Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (n
 read here) and 'valid' in eval batches.
 
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
-time_embed_dim}}, diffusion.{num_timesteps, beta_schedule, beta_start, beta_end,
-prediction, clip_x0, dynamic_threshold}, train.{novel_weight, context_dropout,
+time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups}},
+diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
+dynamic_threshold}, train.{novel_weight, context_dropout,
 lr_final_factor}, eval.{batch_size, num_contexts, samples_per_context, sampler,
 sample_steps, ddim_eta, guidance_scale, num_examples}; declared in
 configs/fdm_common.py:dfm_config.
@@ -93,12 +97,14 @@ from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem
 from fdm.host import to_host, write_npz_atomic
 from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.nn.mlp import TimeMLP
+from fdm.nn.unet import UNet
 
-NETWORKS = ("mlp",)
+NETWORKS = ("mlp", "unet")
 SAMPLERS = ("ddim", "renoise")
 CONTEXT_DROPOUT_STREAM = 1    # fold_in(rng, this): the key of the training context dropout
 NUM_FIGURE_SAMPLES = 8
 FIGURE_UPSCALE = 4
+FIGURE_PAD_VALUE = 128       # mid grey between tiles: signals with a -1 (black) background
 POSTERIOR_SAMPLES_FILE = "posterior_samples.npz"
 
 
@@ -120,6 +126,15 @@ def _guidance_scale_rule() -> rules.Rule:
                       2.0, bad_with={"train.context_dropout": 0.0})
 
 
+def _num_groups_rule() -> rules.Rule:
+    """model.unet.num_groups: GroupNorm groups, dividing model.unet.ch (every level's width
+    is a multiple of it)."""
+    def ok(value, config):
+        return (isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                and int(config.model.unet.ch) % value == 0)
+    return rules.Rule("an integer >= 1 dividing model.unet.ch", ok, 0)
+
+
 # Valid values of the keys configs/fdm_common.py:dfm_config declares (fdm.config_rules).
 DFM_RULES = {
     "model.forward": rules.one_of(*sorted(PROBLEMS)),
@@ -127,6 +142,9 @@ DFM_RULES = {
     "model.mlp.width": rules.int_at_least(1),
     "model.mlp.depth": rules.int_at_least(1),
     "model.mlp.time_embed_dim": rules.int_at_least(2),
+    "model.unet.ch": rules.int_at_least(1),
+    "model.unet.num_res_blocks": rules.int_at_least(1),
+    "model.unet.num_groups": _num_groups_rule(),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
@@ -181,8 +199,13 @@ class DFMFamily(ModelFamily):
         """S [B, *signal_shape] = denoise_theta(O^ctxt, x_t; t, phi^ctxt, phi^trgt) (Eq. 3);
         x_t [B, *obs_shape], t [B] int, keep [B] bool or None (`network_input`)."""
         x = self.network_input(ctxt, x_t, phi_trgt, keep)
-        out = self.network.apply({"params": params}, x.reshape(x.shape[0], -1), t)
+        out = self.network.apply({"params": params}, self._network_form(x), t)
         return out.reshape((x.shape[0],) + self.problem.signal_shape)
+
+    def _network_form(self, x: jax.Array) -> jax.Array:
+        """The network input [B, ...] (`network_input`) as model.network reads it: flattened
+        [B, D] for the MLP, the image [B, H, W, C_in] for the U-Net."""
+        return x if self.config.model.network == "unet" else x.reshape(x.shape[0], -1)
 
     def _denoise(self, params, ctxt: View, phi_trgt, x_t, t, keep=None):
         """Sampler denoiser: (x_t [B, *obs_shape], t [B]) -> (forward(S, phi^trgt), S)
@@ -223,7 +246,8 @@ class DFMFamily(ModelFamily):
         """Network parameters from the first example of `batch`."""
         views = take_rows(ObservationTuple.from_batch(batch), slice(0, 1))
         x = self.network_input(views.ctxt, views.trgt.obs, views.trgt.phi)
-        return self.network.init(rng, x.reshape(1, -1), jnp.zeros((1,), jnp.int32))["params"]
+        return self.network.init(rng, self._network_form(x),
+                                 jnp.zeros((1,), jnp.int32))["params"]
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at train.learning_rate decayed exponentially to train.lr_final_factor times
@@ -345,14 +369,24 @@ class DFMFamily(ModelFamily):
                                 self.problem.render(truth)[:, None],
                                 samples.reshape((num, k) + samples.shape[1:])], axis=1)
         images = viz.to_uint8(np.clip(tiles.reshape((-1,) + tiles.shape[2:]), -1.0, 1.0))
-        return viz.make_grid(viz.upscale_nearest(images, FIGURE_UPSCALE), ncol=k + 2)
+        return viz.make_grid(viz.upscale_nearest(images, FIGURE_UPSCALE), ncol=k + 2,
+                             pad_value=FIGURE_PAD_VALUE)
 
 
 def _build_network(m, signal_shape: tuple[int, ...]):
-    """The flax module model.network maps (input, t) to S flattened."""
+    """The flax module model.network maps (input, t) to S (flattened for the MLP)."""
     if m.network == "mlp":
         return TimeMLP(out_dim=math.prod(signal_shape), width=m.mlp.width, depth=m.mlp.depth,
                        time_embed_dim=m.mlp.time_embed_dim)
+    if m.network == "unet":
+        if len(signal_shape) != 3:
+            raise UserError(f"model.network='unet' needs an image signal [H, W, C]; "
+                            f"model.forward={m.forward!r} has signals of shape "
+                            f"{signal_shape}, use model.network='mlp'")
+        u = m.unet
+        return UNet(ch=u.ch, ch_mult=tuple(u.ch_mult), num_res_blocks=u.num_res_blocks,
+                    attn_resolutions=tuple(u.attn_resolutions), out_ch=signal_shape[-1],
+                    num_groups=u.num_groups)
     raise UserError(f"model.network={m.network!r} is invalid; use one of {list(NETWORKS)}")
 
 

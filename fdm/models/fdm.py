@@ -47,13 +47,14 @@ from fdm.metrics import segmentation as seg_metrics
 from fdm.models import fdm_search
 from fdm.models.ddpm import DDPMFamily, progressive_strip
 from fdm.models.segmenter import generated_mask_agreement, load_segmenter
-from fdm.nn.factorized import DECODINGS, fdm_from_config
+from fdm.nn.factorized import DECODINGS, REMATS, fdm_from_config
 
 NUM_FIGURE_EXAMPLES = 16
 # Valid values of the keys configs/fdm_common.py:fdm_config adds (fdm.config_rules).
 FDM_RULES = {
     "model.num_masks": rules.int_at_least(1),
     "model.decoding": rules.one_of(*DECODINGS),
+    "model.remat": rules.one_of(*REMATS),
     "model.mask_init_scale": rules.at_least(0.0),
     "model.mask_skip_max_res": rules.int_at_least(0),
     "model.branch_embed_std": rules.at_least(0.0),

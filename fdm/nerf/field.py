@@ -19,8 +19,14 @@ so bands above alpha are off, bands below are on, and the identity term is
 kept; alpha grows linearly with the training step (`coarse_to_fine_alpha`),
 which lets camera registration see a smooth field first. alpha None = all
 bands (the plain encoding).
+
+Precision (`NeRFMLP.dtype`, model.dtype): the Dense layers compute in `dtype`
+(bfloat16 or float32) with float32 parameters; the positional encoding is computed
+in float32 (sin(2^k x) of a bfloat16 x would lose the position) and cast where it
+enters a layer, and rgb and density are float32, so the renderer's transmittance
+and weights stay float32.
 """
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -76,6 +82,7 @@ class NeRFMLP(nn.Module):
         (paper default); otherwise rgb depends on x only.
       density_activation: 'softplus' (default) or 'relu'.
       density_bias: added to the raw density before softplus (multinerf: -1).
+      dtype: compute dtype of the Dense layers (module docstring).
     """
     depth: int = 8
     width: int = 256
@@ -85,6 +92,7 @@ class NeRFMLP(nn.Module):
     use_viewdirs: bool = True
     density_activation: str = "softplus"
     density_bias: float = -1.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, viewdirs: Optional[jax.Array] = None,
@@ -94,22 +102,23 @@ class NeRFMLP(nn.Module):
         gamma(d) at alpha * view_max_deg / pos_max_deg (the same training progress,
         as in BARF); None: all bands.
 
-        Returns: rgb [..., 3] in [0, 1], density [...] >= 0.
+        Returns: rgb [..., 3] in [0, 1], density [...] >= 0, both float32.
         """
-        x_enc = positional_encoding(x, 0, self.pos_max_deg, alpha=alpha)
+        dense = lambda features, name: nn.Dense(features, dtype=self.dtype, name=name)  # noqa: E731
+        x_enc = positional_encoding(x, 0, self.pos_max_deg, alpha=alpha).astype(self.dtype)
         h = x_enc
         for i in range(self.depth):
             if i in self.skips:
                 h = jnp.concatenate([h, x_enc], axis=-1)
-            h = nn.relu(nn.Dense(self.width, name=f"trunk_{i}")(h))
-        density = self._density(nn.Dense(1, name="density")(h)[..., 0])
+            h = nn.relu(dense(self.width, f"trunk_{i}")(h))
+        density = self._density(dense(1, "density")(h)[..., 0].astype(jnp.float32))
         if self.use_viewdirs:
-            h = nn.Dense(self.width, name="bottleneck")(h)
+            h = dense(self.width, "bottleneck")(h)
             view_alpha = None if alpha is None else alpha * self.view_max_deg / self.pos_max_deg
             d_enc = positional_encoding(viewdirs, 0, self.view_max_deg, alpha=view_alpha)
-            h = jnp.concatenate([h, d_enc], axis=-1)
-            h = nn.relu(nn.Dense(self.width // 2, name="view")(h))
-        rgb = nn.sigmoid(nn.Dense(3, name="rgb")(h))
+            h = jnp.concatenate([h, d_enc.astype(self.dtype)], axis=-1)
+            h = nn.relu(dense(self.width // 2, "view")(h))
+        rgb = nn.sigmoid(dense(3, "rgb")(h).astype(jnp.float32))
         return rgb, density
 
     def _density(self, raw: jax.Array) -> jax.Array:

@@ -35,6 +35,18 @@ Decoding variants (Table 2.6 ablations), `decoding=`:
 
 `HierarchicalFDM` (appendix 2.5.1) nests a second FDM level inside each
 first-level region.
+
+Precision (`dtype`, `fdm.nn.unet`): encoder, middle, mask generator and decoders compute
+in `dtype` with float32 parameters; the mask logits, the softmax m, the decoder
+outputs ε̂_k and their combination ε̂ are float32; the pooled masks are cast to
+`dtype` where they multiply features. Rematerialisation, `remat` (model.remat):
+  "none"      store every activation for the backward pass
+  "resblock"  recompute inside each ResBlock (`fdm.nn.unet`)
+  "branch"    recompute each decoder-shaped pass: the mask generator, and the K
+              decoder branches one at a time (the shared decoder then runs per
+              branch, K calls on [B, ...] instead of one on [K·B, ...]), so the
+              backward pass holds the activations of one branch at a time
+Values and gradients are the same under every remat (up to float32 rounding).
 """
 from __future__ import annotations
 
@@ -46,9 +58,14 @@ import jax
 import jax.numpy as jnp
 
 from fdm.errors import UserError
+from fdm.nn.layers import compute_dtype
 from fdm.nn.unet import TimeEmbed, UNetDecoder, UNetEncoder, UNetMiddle
 
 DECODINGS = ("shared", "unshared", "mask_hmid", "concat")
+REMATS = ("none", "resblock", "branch")
+# UNetDecoder with its activations recomputed in the backward pass; argument 4 of
+# __call__(self, h, skips, temb, train, zemb) is the Python bool `train`.
+RematDecoder = nn.remat(UNetDecoder, static_argnums=(4,))
 
 
 @flax.struct.dataclass
@@ -89,8 +106,9 @@ def unfold_branches(a: jax.Array, num_branches: int) -> jax.Array:
 
 
 def mask_features(h: jax.Array, m: jax.Array) -> jax.Array:
-    """One masked copy of h per region.  h: [B, s, s, C], m: [B, S, S, K] -> [K, B, s, s, C]."""
-    m_small = pool_masks(m, h.shape[1])
+    """One masked copy of h per region, in h's dtype.
+    h: [B, s, s, C], m: [B, S, S, K] -> [K, B, s, s, C]."""
+    m_small = pool_masks(m, h.shape[1]).astype(h.dtype)
     return h[None] * jnp.moveaxis(m_small, -1, 0)[..., None]
 
 
@@ -130,11 +148,19 @@ class FactorizedUNet(nn.Module):
     mask_skip_max_res: int = 0
     branch_embed_std: float = 0.0
     dtype: Any = jnp.float32
+    remat: str = "none"
 
     def part_kwargs(self) -> dict:
         return dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
                     attn_resolutions=tuple(self.attn_resolutions), dropout=self.dropout,
-                    num_groups=self.num_groups, dtype=self.dtype)
+                    num_groups=self.num_groups, dtype=self.dtype,
+                    remat=self.remat == "resblock")
+
+    def decoder(self, out_ch: int, name: str, **kw) -> UNetDecoder:
+        """A decoder-shaped part (RematDecoder under remat="branch"; call it with
+        `train` positional)."""
+        cls = RematDecoder if self.remat == "branch" else UNetDecoder
+        return cls(**self.part_kwargs(), out_ch=out_ch, name=name, **kw)
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: Optional[jax.Array] = None,
@@ -148,6 +174,8 @@ class FactorizedUNet(nn.Module):
         """
         if self.decoding not in DECODINGS:
             raise UserError(f"model.decoding={self.decoding!r} is unknown; use one of {DECODINGS}")
+        if self.remat not in REMATS:
+            raise UserError(f"model.remat={self.remat!r} is unknown; use one of {list(REMATS)}")
         kw = self.part_kwargs()
         temb = TimeEmbed(self.ch, self.num_classes, self.dtype, name="time_embed")(t, y)
         h, skips = UNetEncoder(**kw, name="encoder")(x, temb, train)
@@ -165,10 +193,9 @@ class FactorizedUNet(nn.Module):
 
     def _mask_logits(self, h_mid, skips, temb, train) -> jax.Array:
         """mask_generator(h_mid, h_enc, t) [B, S, S, K] float32; m = softmax of it (Eq. 2.4)."""
-        logits = UNetDecoder(**self.part_kwargs(), out_ch=self.num_masks,
-                             out_init_scale=self.mask_init_scale, name="mask_generator")(
+        return self.decoder(self.num_masks, "mask_generator",
+                            out_init_scale=self.mask_init_scale)(
             h_mid, coarse_skips(skips, self.mask_skip_max_res), temb, train)
-        return logits.astype(jnp.float32)
 
     def _branch_inputs(self, h_mid, skips, temb, m):
         """Per-branch decoder inputs, each [K, B, ...]."""
@@ -183,14 +210,16 @@ class FactorizedUNet(nn.Module):
         return tile_branches(h_mid, k), [mask_features(s, m) for s in skips], temb_k
 
     def _branch_decode(self, h_mid, skips, temb, m, train) -> jax.Array:
-        """ε̂_k for all branches in one batched computation -> [K, B, S, S, C]."""
+        """ε̂_k for all branches -> [K, B, S, S, C] float32: one batched computation of
+        the shared decoder, or (unshared decoders, remat="branch") one call per branch."""
         hs, ss, ts = self._branch_inputs(h_mid, skips, temb, m)
+        branch = lambda dec, k: dec(hs[k], [s[k] for s in ss], ts[k], train)
         if self.decoding == "unshared":
-            return jnp.stack([
-                UNetDecoder(**self.part_kwargs(), out_ch=self.out_ch, name=f"decoder_{k}")(
-                    hs[k], [s[k] for s in ss], ts[k], train)
-                for k in range(self.num_masks)])
-        dec = UNetDecoder(**self.part_kwargs(), out_ch=self.out_ch, name="decoder")
+            return jnp.stack([branch(self.decoder(self.out_ch, f"decoder_{k}"), k)
+                              for k in range(self.num_masks)])
+        dec = self.decoder(self.out_ch, "decoder")
+        if self.remat == "branch":
+            return jnp.stack([branch(dec, k) for k in range(self.num_masks)])
         out = dec(fold_branches(hs), [fold_branches(s) for s in ss], fold_branches(ts), train)
         return unfold_branches(out, self.num_masks)
 
@@ -203,8 +232,8 @@ class FactorizedUNet(nn.Module):
         pad = (-self.num_masks) % self.num_groups
         m_padded = jnp.pad(m, ((0, 0), (0, 0), (0, 0), (0, pad)))
         cat = lambda a: jnp.concatenate([a, pool_masks(m_padded, a.shape[1]).astype(a.dtype)], -1)
-        dec = UNetDecoder(**self.part_kwargs(), out_ch=self.out_ch, name="decoder")
-        return dec(cat(h_mid), [cat(s) for s in skips], temb, train)
+        return self.decoder(self.out_ch, "decoder")(cat(h_mid), [cat(s) for s in skips], temb,
+                                                      train)
 
 
 class HierarchicalFDM(nn.Module):
@@ -236,20 +265,21 @@ class HierarchicalFDM(nn.Module):
 
 
 _UNET_KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout",
-              "num_classes", "num_groups", "out_ch")
+              "num_classes", "num_groups", "out_ch", "remat")
 
 
 def fdm_from_config(model_cfg) -> nn.Module:
     """FactorizedUNet or HierarchicalFDM from `config.model`.
 
     Keys (declared in configs/fdm_common.py:fdm_config, their values checked by
-    `FDMFamily.config_rules`): the U-Net keys, num_masks (K), decoding,
+    `FDMFamily.config_rules`): the U-Net keys, dtype, remat, num_masks (K), decoding,
     mask_init_scale, mask_skip_max_res, branch_embed_std, hierarchical (bool),
     level2_masks (K2, hierarchical only).
     """
     kw = {k: model_cfg[k] for k in _UNET_KEYS if k in model_cfg}
     kw["ch_mult"] = tuple(kw["ch_mult"])
     kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
+    kw["dtype"] = compute_dtype(model_cfg)
     kw["num_masks"] = model_cfg.num_masks
     kw["decoding"] = model_cfg.decoding
     kw["mask_init_scale"] = model_cfg.mask_init_scale

@@ -7,9 +7,13 @@ Notation:
 
 All blocks match `diffusers` (UNet2DModel configured as DDPM: norm_eps 1e-6,
 single-head attention, `downsample_padding=0`) output for output once weights
-are converted with `fdm.nn.convert_diffusers`. Parameters are float32;
-`dtype` is the compute dtype of convolutions and matmuls (GroupNorm statistics
-and the attention softmax are always computed in float32).
+are converted with `fdm.nn.convert_diffusers`.
+
+Mixed precision (`model.dtype`, `compute_dtype`): parameters are always float32;
+`dtype` is the compute dtype of convolutions and matmuls, and of the activations
+between them (bfloat16 halves activation memory and runs on the accelerators'
+bf16 units). GroupNorm statistics and the attention softmax are always computed
+in float32; each block returns its input's dtype.
 """
 import math
 from typing import Any, Optional
@@ -20,10 +24,20 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+# Values of model.dtype (`compute_dtype`): float32, or bfloat16 compute with float32
+# parameters. float16 is not offered: its 5-bit exponent needs loss scaling.
+DTYPES = ("float32", "bfloat16")
+
 # DDPM's initialiser (variance scaling 1.0, fan_avg, uniform) and the
 # zero initialiser used for the last layer of each residual branch.
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 zeros_init = nn.initializers.zeros
+
+
+def compute_dtype(model_cfg) -> jnp.dtype:
+    """The compute dtype named by `model_cfg.dtype` (one of DTYPES; checked by the
+    families' config rules)."""
+    return jnp.dtype(model_cfg.dtype)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -57,11 +71,24 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
     multiply-add, so the [B, H, W, C] tensor is read three times and written
     once (as fast as the one-pass form on CPU; see BENCHMARKS.md).
 
+    For x narrower than float32 (bfloat16) the float32 internals are recomputed in
+    the backward pass (`jax.checkpoint`) instead of stored: autodiff would otherwise
+    keep two float32 copies of x, four times its bfloat16 size, and undo the memory
+    saving of bfloat16 activations. float32 x is differentiated as written.
+
     Args:
       x: [B, H, W, C]; scale, bias: [C]; C divisible by num_groups.
     Returns:
       [B, H, W, C] in x.dtype.
     """
+    if x.dtype == jnp.float32:
+        return _group_norm(x, scale, bias, num_groups, eps)
+    return jax.checkpoint(_group_norm, static_argnums=(3, 4))(x, scale, bias, num_groups, eps)
+
+
+def _group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
+                eps: float) -> jax.Array:
+    """`group_norm`'s computation."""
     b, c = x.shape[0], x.shape[-1]
     per = c // num_groups
     xf = x.astype(jnp.float32)

@@ -29,6 +29,10 @@ is, and the PDAE loss starts as the frozen DM's (`fdm.diffusion.pdae`). The para
 tree {z_embed, middle, decoder} holds UNet's {middle, decoder} trees plus each
 ResBlock's z_proj, so the frozen DM's weights can initialise g. Build it from a UNet
 `unet` as `ShiftDecoder(**unet.part_kwargs(), out_ch=image channels)`.
+
+Precision (`dtype`, as `fdm.nn.unet`): convolutions and dense layers compute in `dtype`
+with float32 parameters, GroupNorm statistics in float32; z and g are returned in
+float32. ShiftDecoder's `remat` rematerialises its ResBlocks (`fdm.nn.unet`).
 """
 from typing import Any, Optional, Sequence
 
@@ -73,7 +77,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """f_omega: images [B, S, S, C] -> z [B, z_dim or widths[-1]] (module docstring).
+    """f_omega: images [B, S, S, C] -> z [B, z_dim or widths[-1]] float32 (module docstring).
 
     widths: one per stage (the first stage keeps the resolution, each later one
     halves it); blocks: BasicBlocks per stage ((1, 1, 1, 1) = ResNet-10); num_groups:
@@ -103,7 +107,7 @@ class ResNetEncoder(nn.Module):
         if self.z_dim is not None:
             z = nn.Dense(self.z_dim, kernel_init=default_init, dtype=self.dtype,
                          name="proj")(z)
-        return z
+        return z.astype(jnp.float32)
 
 
 class ShiftDecoder(nn.Module):
@@ -119,11 +123,12 @@ class ShiftDecoder(nn.Module):
     num_groups: int = 32
     out_ch: int = 3
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     def setup(self):
         kw = dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
                   attn_resolutions=tuple(self.attn_resolutions), dropout=self.dropout,
-                  num_groups=self.num_groups, dtype=self.dtype)
+                  num_groups=self.num_groups, dtype=self.dtype, remat=self.remat)
         self.z_embed = nn.Dense(4 * self.ch, kernel_init=default_init, dtype=self.dtype)
         self.middle = UNetMiddle(**kw)
         self.decoder = UNetDecoder(**kw, out_ch=self.out_ch)
@@ -132,7 +137,7 @@ class ShiftDecoder(nn.Module):
                  z: jax.Array, train: bool = False) -> jax.Array:
         """h, skips: `UNetEncoder(x_t, temb)`'s outputs; temb: [B, 4C] the frozen
         `TimeEmbed(t)`; z: [B, d] (masked by `fdm.diffusion.pdae.masked_z` in DiffSiam)
-        -> g [B, S, S, out_ch]."""
+        -> g [B, S, S, out_ch] float32."""
         zemb = self.z_embed(z)
         h = self.middle(h, temb, train, zemb)
         return self.decoder(h, skips, temb, train, zemb)

@@ -24,7 +24,7 @@ Heads:
     would start identical, so the cameras start "spread over the sphere,
     pointing to the origin" (Fig. 3.3).
 """
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -35,6 +35,8 @@ import numpy as np
 from fdm.nerf import cameras
 from fdm.nn.layers import GroupNorm
 from fdm.nn.unet import TimeEmbed, UNetEncoder
+
+Dtype = Any
 
 CAMERA_HEADS = ("axis_angle", "candidates")
 INIT_ELEVATION_DEG = 30.0  # elevation (above the octant's base plane) of initial candidates
@@ -72,21 +74,25 @@ def candidate_init_logits(num_candidates: int, layout: str) -> np.ndarray:
 
 
 class PoseTrunk(nn.Module):
-    """U-Net encoder trunk: (x_t [B,S,S,3], t [B]) -> features f [B, ch * ch_mult[-1]]."""
+    """U-Net encoder trunk: (x_t [B,S,S,3], t [B]) -> features f [B, ch * ch_mult[-1]]
+    float32. dtype: compute dtype of the trunk (float32 parameters, `fdm.nn.unet`);
+    remat: rematerialise its ResBlocks. The camera heads always run in float32."""
     ch: int = 64
     ch_mult: Sequence[int] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
     attn_resolutions: Sequence[int] = ()
     dropout: float = 0.0
     num_groups: int = 32
+    dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
-        temb = TimeEmbed(self.ch, name="time_embed")(t)
+        temb = TimeEmbed(self.ch, dtype=self.dtype, name="time_embed")(t)
         h, _ = UNetEncoder(self.ch, tuple(self.ch_mult), self.num_res_blocks,
                            tuple(self.attn_resolutions), self.dropout, self.num_groups,
-                           name="encoder")(x, temb, train)
-        h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
+                           dtype=self.dtype, remat=self.remat, name="encoder")(x, temb, train)
+        h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h).astype(jnp.float32))
         return jnp.mean(h, axis=(1, 2))
 
 

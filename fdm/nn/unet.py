@@ -21,6 +21,14 @@ Attention is applied wherever the feature map's height H is in
 `attn_resolutions` (plus always in the middle block).
 The decoder needs the batch of `h`, every skip and `temb` to be equal; the FDM
 folds its K branches into that batch axis.
+
+Precision and memory (`model.dtype`, `model.remat`; BENCHMARKS.md "Memory and FLOPs"):
+`dtype` is the compute dtype (float32 or bfloat16, `fdm.nn.layers`); parameters are
+float32, activations between layers are in `dtype`, GroupNorm statistics and softmaxes
+in float32, and the network outputs (UNetDecoder, UNet) are cast to float32 so that
+every loss is computed in float32. `remat` (the parts' bool; UNet's "resblock")
+rematerialises each ResBlock (`nn.remat`): only its inputs are stored for the
+backward pass, which recomputes the rest; values and gradients are unchanged.
 """
 from typing import Any, Optional, Sequence
 
@@ -34,11 +42,18 @@ from fdm.nn.layers import (Attention, Downsample, GroupNorm, ResBlock, Upsample,
 
 Dtype = Any
 
+# Values of model.remat for the DDPM U-Net: "none", or "resblock" (nn.remat per ResBlock).
+REMATS = ("none", "resblock")
+# ResBlock with its activations recomputed in the backward pass; argument 3 of
+# __call__(self, x, temb, train, zemb) is the Python bool `train`.
+RematResBlock = nn.remat(ResBlock, static_argnums=(3,))
+
 
 class TimeEmbed(nn.Module):
     """Timestep (and optional class) embedding.
 
-    temb = Dense(E)(swish(Dense(E)(sinusoid(t, C)))) [+ Embed(num_classes, E)(y)].
+    temb = Dense(E)(swish(Dense(E)(sinusoid(t, C)))) [+ Embed(num_classes, E)(y)],
+    in `dtype` (the sinusoid is computed in float32).
     """
     ch: int
     num_classes: int = 0
@@ -53,12 +68,14 @@ class TimeEmbed(nn.Module):
         emb = nn.Dense(dim, kernel_init=default_init, dtype=self.dtype,
                        name="dense_1")(nn.swish(emb))
         if self.num_classes > 0 and y is not None:
-            emb = emb + nn.Embed(self.num_classes, dim, name="class_embed")(y).astype(emb.dtype)
+            emb = emb + nn.Embed(self.num_classes, dim, dtype=self.dtype,
+                                 name="class_embed")(y)
         return emb
 
 
 class _UNetPart(nn.Module):
-    """Shared hyper-parameters of the U-Net parts (see module docstring)."""
+    """Shared hyper-parameters of the U-Net parts (see module docstring); `remat`:
+    rematerialise every ResBlock."""
     ch: int = 128
     ch_mult: Sequence[int] = (1, 2, 2, 2)
     num_res_blocks: int = 2
@@ -66,9 +83,12 @@ class _UNetPart(nn.Module):
     dropout: float = 0.0
     num_groups: int = 32
     dtype: Dtype = jnp.float32
+    remat: bool = False
 
     def res_block(self, out_ch: int, name: str) -> ResBlock:
-        return ResBlock(out_ch, self.dropout, self.num_groups, dtype=self.dtype, name=name)
+        """A ResBlock (RematResBlock when `remat`; call it with `train` positional)."""
+        block = RematResBlock if self.remat else ResBlock
+        return block(out_ch, self.dropout, self.num_groups, dtype=self.dtype, name=name)
 
     def maybe_attn(self, h: jax.Array, name: str) -> jax.Array:
         """Applies self-attention iff the feature-map height is an attention resolution."""
@@ -125,7 +145,8 @@ class UNetDecoder(_UNetPart):
 
     conv_out is zero-initialised when `out_init_scale` is 0 (DDPM), else
     variance-scaling initialised with that scale (the FDM mask generator: exactly
-    uniform masks are a fixed point, saturated ones have no gradient)."""
+    uniform masks are a fixed point, saturated ones have no gradient). The output is
+    float32 whatever `dtype` (conv_out runs in `dtype`)."""
     out_ch: int = 3
     out_init_scale: float = 0.0
 
@@ -133,7 +154,7 @@ class UNetDecoder(_UNetPart):
     def __call__(self, h: jax.Array, skips: Sequence[jax.Array], temb: jax.Array,
                  train: bool = False, zemb: Optional[jax.Array] = None) -> jax.Array:
         """h: [B, s, s, C_{L-1}], skips as from UNetEncoder (each [B, ...]),
-        temb: [B, E], zemb: [B, E_z] or None -> [B, S, S, out_ch]."""
+        temb: [B, E], zemb: [B, E_z] or None -> [B, S, S, out_ch] float32."""
         expected = len(self.ch_mult) * (self.num_res_blocks + 1)
         if len(skips) != expected:
             raise ValueError(f"UNetDecoder: got {len(skips)} skips, expected {expected}")
@@ -150,14 +171,16 @@ class UNetDecoder(_UNetPart):
         h = nn.swish(GroupNorm(self.num_groups, name="norm_out")(h))
         init = (nn.initializers.zeros if self.out_init_scale == 0.0 else
                 nn.initializers.variance_scaling(self.out_init_scale, "fan_avg", "uniform"))
-        return nn.Conv(self.out_ch, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
-                       dtype=self.dtype, name="conv_out")(h)
+        out = nn.Conv(self.out_ch, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init,
+                      dtype=self.dtype, name="conv_out")(h)
+        return out.astype(jnp.float32)
 
 
 class UNet(nn.Module):
     """DDPM U-Net: TimeEmbed -> UNetEncoder -> UNetMiddle -> UNetDecoder.
 
-    Parameter tree: {time_embed, encoder, middle, decoder}.
+    Parameter tree: {time_embed, encoder, middle, decoder} (float32; the same with
+    any dtype and remat). dtype: compute dtype; remat: one of REMATS (module doc).
     """
     ch: int = 128
     ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -168,12 +191,17 @@ class UNet(nn.Module):
     out_ch: int = 3
     num_groups: int = 32
     dtype: Dtype = jnp.float32
+    remat: str = "none"
 
     def part_kwargs(self) -> dict:
         """Hyper-parameters shared by encoder, middle and decoder(-shaped) parts."""
+        if self.remat not in REMATS:
+            raise UserError(f"model.remat={self.remat!r} is unknown for the U-Net; use one "
+                            f"of {list(REMATS)}")
         return dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks,
                     attn_resolutions=tuple(self.attn_resolutions), dropout=self.dropout,
-                    num_groups=self.num_groups, dtype=self.dtype)
+                    num_groups=self.num_groups, dtype=self.dtype,
+                    remat=self.remat == "resblock")
 
     def setup(self):
         kw = self.part_kwargs()
@@ -184,7 +212,7 @@ class UNet(nn.Module):
 
     def __call__(self, x: jax.Array, t: jax.Array, y: Optional[jax.Array] = None,
                  train: bool = False) -> jax.Array:
-        """x: [B, S, S, C_in], t: [B], y: [B] int or None -> [B, S, S, out_ch]."""
+        """x: [B, S, S, C_in], t: [B], y: [B] int or None -> [B, S, S, out_ch] float32."""
         temb = self.time_embed(t, y)
         h, skips = self.encoder(x, temb, train)
         h = self.middle(h, temb, train)
@@ -194,19 +222,20 @@ class UNet(nn.Module):
     def from_config(cls, cfg, **overrides) -> "UNet":
         """Builds a UNet from a config section with keys ch, ch_mult,
         num_res_blocks, attn_resolutions, dropout and optionally num_classes,
-        num_groups, out_ch. `overrides` win over the config."""
+        num_groups, out_ch, dtype, remat. `overrides` win over the config."""
         return cls(**{**unet_kwargs_from_config(cfg), **overrides})
 
 
 _KEYS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout",
-         "num_classes", "num_groups", "out_ch")
+         "num_classes", "num_groups", "out_ch", "remat")
 
 
 def unet_kwargs_from_config(cfg) -> dict:
     """UNet keyword arguments from a mapping / ConfigDict (e.g. `config.model`).
 
     Required keys: ch, ch_mult, num_res_blocks, attn_resolutions, dropout.
-    Optional: num_classes (0), num_groups (32), out_ch (3). Other keys are ignored.
+    Optional: num_classes (0), num_groups (32), out_ch (3), dtype ("float32", the
+    name of the compute dtype), remat ("none"). Other keys are ignored.
     """
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
     missing = [k for k in _KEYS[:5] if get(k, None) is None]
@@ -215,6 +244,8 @@ def unet_kwargs_from_config(cfg) -> dict:
     kw = {k: get(k, None) for k in _KEYS if get(k, None) is not None}
     kw["ch_mult"] = tuple(kw["ch_mult"])
     kw["attn_resolutions"] = tuple(kw["attn_resolutions"])
+    if get("dtype", None) is not None:
+        kw["dtype"] = jnp.dtype(get("dtype", None))
     return kw
 
 

@@ -1,0 +1,182 @@
+"""PDAE / DiffSiam (seed 002, `fdm.models.pdae`): an encoder trained on a frozen DDPM.
+
+The CPU experiment of the brief (shared/design/seed002.md sec. 4) on the procedural
+factors data (16x16, five labelled factors, `fdm.data.factors`), first the frozen DM,
+then the encoders at the same budget (2000 steps, batch 64):
+
+  python -m experiments.main --config=configs/ddpm.py:factors --workdir=workdirs/factors_dm
+  python -m experiments.main --config=configs/pdae.py --workdir=workdirs/factors_diffsiam
+  python -m experiments.main --config=configs/pdae.py:simsiam_only \
+      --workdir=workdirs/factors_simsiam
+  python -m experiments.main --config=configs/pdae.py:pdae --workdir=workdirs/factors_pdae
+  python -m experiments.main --config=configs/pdae.py:random_encoder \
+      --workdir=workdirs/factors_random
+
+(each reads the DM from model.frozen_dm_workdir = workdirs/factors_dm; evaluation at the
+end writes results.json with the z / z = 0 losses per quarter of t and a linear probe
+per factor, DIR/z.npz with the features and labels, and DIR/samples/recon.png).
+
+Variants:
+  ''              DiffSiam, hierarchical (Hier.), the bins stage map (brief D1): ResNet-10-lite
+                  encoder (widths 16/32/64/64, GroupNorm 8), d = 64, n = 8 segments, heads
+                  64 -> 64 (predictor bottleneck 16), L = L_diffusion + L_SimSiam.
+  'sequential'    DiffSiam Seq. (g sees only z_k).
+  'pdae'          PDAE: n = 1, no SimSiam (train.ssl_weight = 0).
+  'simsiam_only'  SimSiam alone (train.diffusion_weight = 0).
+  'random_encoder' the random-init encoder baseline: one step, EMA decay 1 (the evaluated
+                  EMA params are the initial ones).
+  'smoke'         a seconds-long run for tests (8x8 factors, tiny networks, T = 10).
+  'cifar10'       the thesis's setting: CIFAR-10 (TFDS under data.data_dir), the DDPM
+                  CIFAR-10 U-Net (google/ddpm-cifar10-32 as a local diffusers directory,
+                  model.frozen_dm_diffusers) as the frozen DM, ResNet-10 (d = 512), n = 64,
+                  SimSiam heads 2048 / 512, 400K iterations at batch 128, SGD 0.05 cosine
+                  with weight decay 5e-4 for the encoder and heads, Adam 1e-4 for g (D7).
+
+`pdae_config(name, data)` declares every key of the family with its default.
+"""
+import ml_collections
+
+from configs import variants
+from configs.fdm_common import data_config, loop_keys
+
+
+def get_config(variant: str = ""):
+    """The CPU DiffSiam run; variants in the module docstring."""
+    return variants.apply(_factors(), variant, {
+        "sequential": _sequential, "pdae": _pdae, "simsiam_only": _simsiam_only,
+        "random_encoder": _random_encoder, "smoke": _smoke, "cifar10": _cifar10})
+
+
+def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Every key of a PDAE / DiffSiam experiment (`fdm.models.pdae`) with its default, on
+    the data section `data`. Defaults: the thesis's CIFAR-10 networks and losses."""
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.data = data
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "pdae"
+    # The frozen DM, exactly one of: a DDPM workdir (EMA params of its newest checkpoint)
+    # or a local diffusers UNet2DModel directory.
+    c.model.frozen_dm_workdir = ""
+    c.model.frozen_dm_diffusers = ""
+    c.model.encoder_widths = (64, 128, 256, 512)    # ResNet-10 (CIFAR stem), one per stage
+    c.model.encoder_blocks = (1, 1, 1, 1)
+    c.model.encoder_groups = 32        # GroupNorm groups (brief D5: no BatchNorm state)
+    c.model.z_dim = 0                  # 0: z is the pooled features (widths[-1] dims)
+    c.model.num_segments = 64          # n; 1 = PDAE
+    c.model.segment_mode = "hierarchical"   # hierarchical | sequential
+    c.model.stage_map = "bins"         # bins (the authors' code) | alg1_literal (brief D1)
+    c.model.detach_prev = False        # stop-gradient on z_1..z_{k-1} (brief D2)
+    c.model.loss_gamma = 0.1           # lambda_t = snr^gamma / (1 + snr) (PDAE)
+    c.model.g_init = "random"          # random (PDAE) | copy_dm (brief D9)
+    c.model.proj_dim = 2048            # SimSiam projector width
+    c.model.pred_hidden = 512          # SimSiam predictor bottleneck
+    c.model.head_norm = "batch"        # batch (batch statistics only) | group
+    c.model.head_groups = 32           # groups of head_norm = "group"
+    c.model.aug_crop_scale = (0.2, 1.0)            # SimSiam's views (brief D8)
+    c.model.aug_jitter = (0.4, 0.4, 0.4, 0.1)      # brightness, contrast, saturation, hue
+    c.model.aug_jitter_prob = 0.8
+    c.model.aug_gray_prob = 0.2
+
+    c.diffusion = ml_collections.ConfigDict()      # must be the frozen DM's schedule
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.beta_schedule = "linear"
+    c.diffusion.beta_start = 1e-4
+    c.diffusion.beta_end = 0.02
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 400_000
+    c.train.batch_size = 128
+    c.train.learning_rate = 1e-4               # g (Adam)
+    c.train.encoder_optimizer = "sgd"          # sgd (SimSiam's, cosine) | adam (AdamW)
+    c.train.encoder_learning_rate = 0.05       # f and the heads
+    c.train.encoder_weight_decay = 5e-4
+    c.train.grad_clip = 0.0
+    c.train.diffusion_weight = 1.0             # Eq. 3.12 (brief D6)
+    c.train.ssl_weight = 1.0
+    loop_keys(c.train, ema_decay=0.9999, log_every=100, checkpoint_every=10_000,
+              keep_checkpoints=2, image_every=10_000)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.at_end = True               # after training: evaluate and sample (fdm.run)
+    c.eval.num_examples = 10_000       # eval images of the z / z = 0 loss comparison
+    c.eval.batch_size = 250
+    c.eval.feature_examples = 0        # train images whose z is written and probed (0: all)
+    c.eval.probe_val_examples = 10_000  # the last ones: the probes' validation split
+    c.eval.probe_segments = 0          # > 0: also probe groups of this many parts of z
+    c.eval.probe_segment_groups = ((0,),)
+    c.eval.num_samples = 64            # reconstructions (metrics and the recon figure)
+    c.eval.sample_steps = 100          # DDIM steps of the reconstructions
+    return c
+
+
+def pdae_defaults() -> ml_collections.ConfigDict:
+    """Every PDAE key at its default (`PDAEFamily.config_defaults`)."""
+    return pdae_config("", data_config("", "", 0))
+
+
+def _factors():
+    """The CPU DiffSiam run on the factors data (module docstring)."""
+    c = pdae_config("diffsiam_factors", data_config("factors", "", 16, random_flip=True))
+    m = c.model
+    m.frozen_dm_workdir = "workdirs/factors_dm"
+    m.encoder_widths, m.encoder_groups = (16, 32, 64, 64), 8
+    m.num_segments = 8
+    m.proj_dim, m.pred_hidden, m.head_groups = 64, 16, 8
+    t = c.train
+    t.num_steps, t.batch_size = 2000, 64
+    t.learning_rate = 2e-4
+    t.encoder_optimizer, t.encoder_learning_rate, t.encoder_weight_decay = "adam", 1e-3, 0.0
+    t.ema_decay, t.checkpoint_every, t.image_every = 0.995, 500, 2000
+    e = c.eval
+    e.num_examples, e.batch_size = 2000, 200
+    e.probe_val_examples = 2000
+    e.probe_segments, e.probe_segment_groups = 8, ((0, 1, 2), (3, 4), (5, 6, 7))
+    e.num_samples, e.sample_steps = 16, 50
+    return c
+
+
+def _sequential(c) -> None:
+    c.name = "diffsiam_seq_factors"
+    c.model.segment_mode = "sequential"
+
+
+def _pdae(c) -> None:
+    c.name = "pdae_factors"
+    c.model.num_segments = 1
+    c.train.ssl_weight = 0.0
+
+
+def _simsiam_only(c) -> None:
+    c.name = "simsiam_factors"
+    c.train.diffusion_weight = 0.0
+
+
+def _random_encoder(c) -> None:
+    c.name = "random_encoder_factors"
+    c.train.num_steps, c.train.ema_decay = 1, 1.0
+
+
+def _smoke(c) -> None:
+    c.name = "pdae_smoke"
+    c.data.image_size, c.data.num_train, c.data.num_val, c.data.num_test = 8, 32, 8, 16
+    c.model.encoder_widths, c.model.encoder_blocks, c.model.encoder_groups = (8, 8), (1, 1), 4
+    c.model.num_segments, c.model.proj_dim, c.model.pred_hidden = 4, 8, 4
+    c.model.head_groups = 2
+    c.diffusion.num_timesteps = 10
+    c.train.num_steps, c.train.batch_size = 2, 8
+    c.train.log_every, c.train.checkpoint_every, c.train.image_every = 1, 2, 2
+    c.eval.num_examples, c.eval.batch_size = 16, 8
+    c.eval.probe_val_examples, c.eval.probe_segments = 8, 2
+    c.eval.probe_segment_groups = ((0,), (1,))
+    c.eval.num_samples, c.eval.sample_steps = 4, 2
+
+
+def _cifar10(c) -> None:
+    c.name = "diffsiam_cifar10"
+    c.data = data_config("cifar10", "", 32, random_flip=True)
+    c.model = pdae_config("", c.data).model
+    c.model.frozen_dm_diffusers = "checkpoints/ddpm-cifar10-32"
+    c.train = pdae_config("", c.data).train
+    c.eval = pdae_config("", c.data).eval
