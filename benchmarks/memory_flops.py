@@ -12,8 +12,8 @@ optimizer state is allocated), compiled for one device of the default backend, a
               are not counted again); backend-independent, what model.dtype and
               model.remat change
   recomp. GiB the activations of the largest rematerialised segment (`jax.checkpoint`:
-              a ResBlock, a decoder branch, bfloat16 GroupNorm internals), held while the
-              backward pass recomputes it
+              a ResBlock, a decoder branch, a NeRF field chunk, bfloat16 GroupNorm
+              internals), held while the backward pass recomputes it
   est. GiB    state + gradients (float32, one parameter-sized tree) + act. + recomp.:
               what an accelerator needs at the peak, less XLA's transient workspace
   fits        the smallest accelerator memory (HBM_GB) holding 1.1 x est. GiB
@@ -21,7 +21,8 @@ optimizer state is allocated), compiled for one device of the default backend, a
               - aliased (the donated state is updated in place) + temporaries
 
 for model.dtype in --dtypes x model.remat in --remats (the values the family accepts:
-"branch" is FDM's only). A configuration whose step is the same program as an earlier
+"branch" is FDM's only, "chunk" NeRF lifting's, its field rematerialised per model.remat_chunk
+rays). A configuration whose step is the same program as an earlier
 one (equal model, diffusion and train sections, image size; the batch is in the train
 section: cub128 and flowers128) reuses its numbers.
 
@@ -65,7 +66,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=",".join(PAPER), help=f"comma list of {list(PAPER)}")
     p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--remats", default="none,resblock,branch",
+    p.add_argument("--remats", default="none,resblock,branch,chunk",
                    help="model.remat values; each config gets those its family accepts")
     p.add_argument("--compile", type=int, default=1,
                    help="1: compile (FLOPs of the compiled step, CPU GiB); 0: lower only")

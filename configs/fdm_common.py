@@ -52,7 +52,9 @@ def precision_keys(model: ml_collections.ConfigDict) -> None:
     convolutions and matmuls; parameters, optimizer state, normalisation statistics,
     softmaxes and the loss stay float32; `fdm.nn.layers.compute_dtype`) and model.remat,
     what the backward pass recomputes instead of storing ("none"; the families' rules
-    list the others, e.g. "resblock" and FDM's "branch", `fdm.nn.factorized`)."""
+    list the others, e.g. "resblock" and FDM's "branch", `fdm.nn.factorized`). NeRF
+    lifting (configs/toy_scene.py:lifting_config) declares both here too; its remat
+    is "chunk" (the field per model.remat_chunk rays, `fdm.models.lifting`)."""
     model.dtype = "float32"
     model.remat = "none"
 

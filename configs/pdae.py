@@ -13,8 +13,9 @@ then the encoders at the same budget (2000 steps, batch 64):
       --workdir=workdirs/factors_random
 
 (each reads the DM from model.frozen_dm_workdir = workdirs/factors_dm; evaluation at the
-end writes results.json with the z / z = 0 losses per quarter of t and a linear probe
-per factor, DIR/z.npz with the features and labels, and DIR/samples/recon.png).
+end writes results.json with the z / z = 0 losses per quarter of t, a linear probe and
+the few-shot episodes per factor, DIR/z.npz with the features and labels, and
+DIR/samples/: recon.png, counterfactual.png (Alg. 2), manipulation.png (Alg. 3)).
 
 Variants:
   ''              DiffSiam, hierarchical (Hier.), the bins stage map (brief D1): ResNet-10-lite
@@ -107,7 +108,28 @@ def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Co
     c.eval.probe_segments = 0          # > 0: also probe groups of this many parts of z
     c.eval.probe_segment_groups = ((0,),)
     c.eval.num_samples = 64            # reconstructions (metrics and the recon figure)
-    c.eval.sample_steps = 100          # DDIM steps of the reconstructions
+    c.eval.sample_steps = 100          # DDIM steps (and inversion steps) of all guided sampling
+    # Few-shot episodes (Table 4.2) on the eval z per label column: 5-way, or all the
+    # classes with C + queries examples when fewer (the key says: fewshot_<name>_<W>way_<C>shot).
+    c.eval.few_shot_shots = (1, 5, 10)       # the C of the C-shot episodes; () for none
+    c.eval.few_shot_episodes = 2000          # episodes per label set and C (thesis: 2000)
+    c.eval.few_shot_queries = 15             # query examples per class (thesis: 15)
+    c.eval.few_shot_joint = ()               # label columns also combined into one class each
+    c.eval.guidance_z = "masked"             # what g sees when sampling: masked z_bar_{k(t)}, as
+                                             # in training (brief D10), or full z (Alg. 2/3)
+    # Counterfactuals (Alg. 2), DIR/samples/counterfactual.png.
+    c.eval.counterfactual_pairs = 4          # pairs (eval image i, eval image pairs + i); 0: none
+    c.eval.counterfactual_scales = (0.25, 0.5, 0.75, 1.0)   # lambda (Fig. 4.1's four scales)
+    c.eval.counterfactual_subset_fraction = 0.375  # f: S = fine / coarse are the first / last
+                                                   # max(1, round(f n)) segments; S = all too
+    # Attribute manipulation (Alg. 3), DIR/samples/manipulation.png.
+    c.eval.manipulate_attributes = ()        # (label column, class) pairs, each one-vs-rest;
+                                             # (): every label column with class 1
+    c.eval.manipulate_nonzero = 16           # d': ProbMask's non-zero weights (thesis 16, 32,
+                                             # 128 of 512); 0: the dense classifier
+    c.eval.manipulate_scales = (-3.0, -1.5, 0.0, 1.5, 3.0)  # lambda: steps along the unit
+                                             # normal in train-standardised z
+    c.eval.manipulate_examples = 2           # eval images per attribute (not of its class)
     return c
 
 
@@ -126,6 +148,10 @@ def _factors():
     m.proj_dim, m.pred_hidden, m.head_groups = 64, 16, 8
     t = c.train
     t.num_steps, t.batch_size = 2000, 64
+    # L = L_diffusion + 0.01 L_SimSiam: at the thesis's weight 1 the SimSiam term (~ -0.8)
+    # dwarfs this DM's weighted diffusion loss (~ 0.006) and z loses object hue (probe 63 %
+    # against 96 % at 0.01 and 99.5 % for PDAE; README, session 15).
+    t.ssl_weight = 0.01
     t.learning_rate = 2e-4
     t.encoder_optimizer, t.encoder_learning_rate, t.encoder_weight_decay = "adam", 1e-3, 0.0
     t.ema_decay, t.checkpoint_every, t.image_every = 0.995, 500, 2000
@@ -134,6 +160,9 @@ def _factors():
     e.probe_val_examples = 2000
     e.probe_segments, e.probe_segment_groups = 8, ((0, 1, 2), (3, 4), (5, 6, 7))
     e.num_samples, e.sample_steps = 16, 50
+    e.few_shot_episodes, e.few_shot_joint = 500, ("shape", "obj_hue")   # brief sec. 4 D
+    e.manipulate_attributes = (("obj_hue", 1), ("shape", 1))            # yellow, square
+    e.manipulate_nonzero = 8           # d' = one segment's worth of the 64 dims
     return c
 
 
@@ -171,6 +200,9 @@ def _smoke(c) -> None:
     c.eval.probe_val_examples, c.eval.probe_segments = 8, 2
     c.eval.probe_segment_groups = ((0,), (1,))
     c.eval.num_samples, c.eval.sample_steps = 4, 2
+    c.eval.few_shot_shots, c.eval.few_shot_episodes, c.eval.few_shot_queries = (1,), 4, 1
+    c.eval.counterfactual_pairs, c.eval.counterfactual_scales = 2, (0.5, 1.0)
+    c.eval.manipulate_nonzero, c.eval.manipulate_examples = 2, 1
 
 
 def _cifar10(c) -> None:

@@ -24,7 +24,7 @@ counts data.num_train / data.num_val).
 import ml_collections
 
 from configs import variants
-from configs.fdm_common import data_config, loop_keys
+from configs.fdm_common import data_config, loop_keys, precision_keys
 
 
 def get_config(variant: str = ""):
@@ -141,6 +141,11 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.semantic_elevation_deg = (0.0, 90.0)  # unobserved poses: elevation ~ U[lo, hi],
     c.model.semantic_radius = (3.5, 4.5)     # radius ~ U[lo, hi], azimuth ~ U[-180, 180)
     c.model.mse_finetune_steps = 0           # the last n updates without L_SC
+    # model.dtype "float32" | "bfloat16" (the field's and encoder trunk's layers; rendering
+    # and the loss stay float32) and model.remat "none" | "chunk" (the field recomputed in
+    # the backward pass model.remat_chunk rays at a time): `fdm.models.lifting` module doc.
+    precision_keys(c.model)
+    c.model.remat_chunk = 1024               # rays per rematerialised field chunk
     c.model.encoder = cpu_encoder()
     # A small NeRF on purpose: with 4 layers + skip, 32 samples and 128 pixels per
     # image, one candidate won every selection within 50 steps and training never

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -262,3 +263,34 @@ def run_main(*args: str, num_devices: int = 1, timeout: float = 400):
     """Runs the command line to completion: CompletedProcess with text stdout/stderr."""
     return subprocess.run(main_command(*args), cwd=REPO, env=subprocess_env(num_devices),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def forward_family_signal(config):
+    """(family, first train batch, initial params, its ObservationTuple, S [B, ...] the
+    denoiser predicts at t = 3) of a diffusion-with-forward-models config (`dfm`)."""
+    from fdm import data
+    from fdm.forward import ObservationTuple
+    from fdm.models import get_family
+    family = get_family(config)
+    batch = next(data.make_iterator(config, "train"))
+    params = family.init_params(jax.random.PRNGKey(0), batch)
+    views = ObservationTuple.from_batch(batch)
+    signal = jax.jit(family.predict_signal)(
+        params, views.ctxt, views.trgt.obs, views.trgt.phi,
+        jnp.full((views.ctxt.obs.shape[0],), 3, jnp.int32))
+    return family, batch, params, views, signal
+
+
+def run_forward_smoke(config: str, workdir, scores: set, name: str):
+    """Trains, evaluates and samples a diffusion-with-forward-models smoke config
+    (`configs/forward_*.py:smoke`) through the command line; checks the results name the
+    run, hold every key of `scores`, finite, and that the figure exists. Returns
+    (results dict, posterior_samples.npz, samples/samples.npz)."""
+    proc = run_main(f"--config={config}", f"--workdir={workdir}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert scores <= set(results) and results["config"] == name
+    assert np.isfinite([results[k] for k in scores]).all()
+    assert os.path.exists(workdir / "samples" / "grid.png")
+    return (results, np.load(workdir / "posterior_samples.npz"),
+            np.load(workdir / "samples" / "samples.npz"))

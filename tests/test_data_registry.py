@@ -16,7 +16,7 @@ def test_registry_names():
                                   "ffhq", "celebamask_hq", "imagenet64", "pixel_imagenet",
                                   "voc2012", "davis2017", "toy_scene", "nerf_synthetic", "llff",
                                   "binarized_mnist", "rectangles", "linear_gaussian",
-                                  "glyph_mosaic", "factors"}
+                                  "glyph_mosaic", "factors", "motion"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))

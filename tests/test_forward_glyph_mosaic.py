@@ -5,8 +5,6 @@ the all-mean-glyph samples of a deterministic model, samples that break BL = TR)
 exact denoiser through DDIM-50 (the sampler's floor), the tuples against numpy slicing,
 and the smoke config through the command line."""
 import itertools
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +15,7 @@ from configs.forward_glyph_mosaic import get_config
 from fdm import data
 from fdm.diffusion import DiffusionSchedule, ddim_sample
 from fdm.errors import UserError
-from fdm.forward import ObservationTuple, View, get_problem
+from fdm.forward import View, get_problem
 from fdm.forward import glyph_mosaic as gm
 from fdm.models import check_config, get_family
 from tests import helpers
@@ -234,12 +232,7 @@ def test_unet_denoiser_maps_canvases_to_the_signal_image():
     config.model.network = "unet"
     u = config.model.unet
     u.ch, u.ch_mult, u.num_res_blocks, u.num_groups = 8, (1,), 1, 4
-    family = get_family(config)
-    batch = next(data.make_iterator(config, "train"))
-    params = family.init_params(jax.random.PRNGKey(0), batch)
-    views = ObservationTuple.from_batch(batch)
-    signal = jax.jit(family.predict_signal)(params, views.ctxt, views.trgt.obs,
-                                            views.trgt.phi, jnp.full((8,), 3, jnp.int32))
+    family, batch, params, _, signal = helpers.forward_family_signal(config)
     assert signal.shape == (8, 16, 16, 1)
     grads = jax.jit(jax.grad(
         lambda p: family.loss_fn(p, batch, jax.random.PRNGKey(1), True).loss))(params)
@@ -255,16 +248,9 @@ def test_unet_denoiser_maps_canvases_to_the_signal_image():
 
 
 def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_path):
-    workdir = tmp_path / "wd"
-    proc = helpers.run_main("--config=configs/forward_glyph_mosaic.py:smoke",
-                            f"--workdir={workdir}", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads((workdir / "results.json").read_text())
-    assert SCORES <= set(results) and results["config"] == "forward_glyph_mosaic_smoke"
-    assert np.isfinite([results[k] for k in SCORES]).all()
+    results, samples, figure = helpers.run_forward_smoke(
+        "configs/forward_glyph_mosaic.py:smoke", tmp_path / "wd", SCORES,
+        "forward_glyph_mosaic_smoke")
     assert 0.0 <= results["tr_tv"] <= 0.75 and 0.0 <= results["consistency"] <= 1.0
-    samples = np.load(workdir / "posterior_samples.npz")
     assert samples["signals"].shape == (4, 16, 16, 16, 1)
-    figure = np.load(workdir / "samples" / "samples.npz")
     assert figure["signals"].shape == (2, 8, 16, 16, 1)
-    assert os.path.exists(workdir / "samples" / "grid.png")

@@ -5,8 +5,11 @@ Bounds (perturbed parameters, fixed keys; measured on XLA:CPU, bounds >= 5x the 
 measured error):
   loss:      |L_bf16 / L_f32 - 1| < 5e-3      (measured 3e-4 blocks, 9e-4 DDPM family,
                                                3e-4 FDM family; 2e-4 / 4e-4 on two-level
-                                               16x16 U-Net / FDM)
-  gradients: cosine(g_bf16, g_f32) > 0.995    (measured 0.9996 to 0.99999)
+                                               16x16 U-Net / FDM; NeRF lifting, tiny toy
+                                               scene: 6e-4 pose-free, 1.4e-4 supervised
+                                               with a fine pass)
+  gradients: cosine(g_bf16, g_f32) > 0.995    (measured 0.9996 to 0.99999; NeRF lifting
+                                               0.9996 pose-free, 0.9990 supervised)
 bfloat16 keeps 8 bits of mantissa, a relative error of ~2^-9 per rounding that averages
 out over the loss's many terms; the gradient's direction is what Adam follows.
 
@@ -14,16 +17,21 @@ Structural checks (dtypes of parameters, activations and outputs) trace with
 `jax.eval_shape` and compile nothing; the numeric comparisons compile a network twice
 (bfloat16 compiles slowly on XLA:CPU), the family-level ones are marked slow.
 """
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from configs import toy_scene
 from configs.fdm_common import ddpm_config, fdm_config
+from fdm.data import make_iterator
 from fdm.errors import UserError
 from fdm.models import get_family
 from fdm.nerf.field import NeRFMLP
+from fdm.nerf.views import pixel_xy, render_pixels
 from fdm.nn.factorized import FactorizedUNet
 from fdm.nn.layers import Attention, ResBlock
 from fdm.nn.pdae import ResNetEncoder, ShiftDecoder
@@ -48,6 +56,14 @@ def tiny_config(family: str, dtype: str = "float32"):
     if family == "fdm":
         c.model.num_masks = 2
         c.eval.segment_t = 3
+    return c
+
+
+def lifting_config(dtype: str = "float32", **model):
+    """configs/toy_scene.py:tiny (16x16 views, 4 candidates, a 2 x 32 field, 16 samples
+    and 64 loss pixels per view) with model overrides."""
+    c = toy_scene.get_config("tiny")
+    c.model.update(dict(model, dtype=dtype))
     return c
 
 
@@ -105,9 +121,13 @@ def test_bf16_resblock_and_attention_match_float32():
 @pytest.mark.parametrize("family_name", ["ddpm", "fdm"])
 def test_bf16_family_loss_and_gradients_match_float32(family_name):
     """The family's training loss (DDPM: L_simple; FDM: the same through the masks)."""
-    f32 = get_family(tiny_config(family_name))
-    bf16 = get_family(tiny_config(family_name, "bfloat16"))
-    batch = {"image": images()}
+    assert_families_close(get_family(tiny_config(family_name)),
+                          get_family(tiny_config(family_name, "bfloat16")), {"image": images()})
+
+
+def assert_families_close(f32, bf16, batch):
+    """The training loss and its gradient of two families (float32, bfloat16) at the same
+    perturbed float32 parameters on `batch`, within `assert_close`'s tolerances."""
     params = perturbed(jax.jit(f32.init_params)(jax.random.PRNGKey(0), batch))
 
     def loss_and_grad(family):
@@ -145,6 +165,18 @@ def test_bf16_train_step_keeps_a_float32_state():
                   if jnp.issubdtype(x.dtype, jnp.floating)]
         assert floats and all(x.dtype == jnp.float32 for x in floats)
     assert np.abs(flat(new.params) - flat(state.params)).max() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [{}, dict(supervised=True, num_importance=8)],
+                         ids=["pose_free", "supervised_fine"])
+def test_bf16_lifting_loss_and_gradients_match_float32(model):
+    """NeRF lifting's training loss on one toy-scene batch: Eq. 3.4 over 4 candidates
+    (pose-free), or the posed coarse + fine loss (supervised); bfloat16 field and encoder
+    trunk, float32 rendering and loss."""
+    f32 = get_family(lifting_config(**model))
+    assert_families_close(f32, get_family(lifting_config("bfloat16", **model)),
+                          next(make_iterator(f32.config, "train")))
 
 
 def test_nerf_field_bf16_is_close_to_float32_and_returns_float32():
@@ -218,12 +250,45 @@ def test_bf16_pdae_pose_and_nerf_networks_return_float32():
     assert float_dtypes(variables) == {jnp.dtype(jnp.float32)}
 
 
+def test_bf16_lifting_keeps_float32_params_cameras_and_render_weights():
+    """model.dtype=bfloat16 in NeRF lifting: the field and the encoder trunk compute in
+    bfloat16; parameters, the encoder's cameras and scores, and every field of the
+    coarse and fine renders (rgb, depth, opacity, compositing weights) are float32."""
+    family = get_family(lifting_config("bfloat16", num_importance=8))
+    assert family.nerf.dtype == BF16 and family.encoder.trunk.dtype == BF16
+    g = family.scene.geometry
+    x = jnp.zeros((2, g.height, g.width, 3), jnp.float32)
+    params = jax.eval_shape(family.init_params, jax.random.PRNGKey(0), {"image": x})
+    assert float_dtypes(params) == {jnp.dtype(jnp.float32)}
+    xy = pixel_xy(jnp.tile(jnp.arange(8), (2, 1)), g.width)
+
+    def cameras_and_renders(p):
+        pred = family.predict_cameras(p, x, jnp.array([3, 15]))
+        return pred, render_pixels(family.field_fn(p["nerf"]), pred.c2w[:, 0], xy,
+                                   family.settings, jax.random.PRNGKey(0))
+
+    pred, renders = jax.eval_shape(cameras_and_renders, params)
+    assert float_dtypes(pred) == {jnp.dtype(jnp.float32)}
+    assert len(renders) == 2 and float_dtypes(renders) == {jnp.dtype(jnp.float32)}
+    assert {r.weights.shape for r in renders} == {(2, 8, 16), (2, 8, 24)}
+
+
+@pytest.mark.parametrize("name", ["toy_scene", "lego", "llff_fern"])
+def test_lifting_configs_default_to_float32_without_remat(name):
+    model = importlib.import_module(f"configs.{name}").get_config().model
+    assert (model.dtype, model.remat) == ("float32", "none")
+
+
 def test_the_family_builds_its_network_in_the_configured_dtype():
     assert get_family(tiny_config("ddpm", "bfloat16")).model.dtype == BF16
     assert get_family(tiny_config("fdm", "bfloat16")).model.dtype == BF16
     assert get_family(tiny_config("fdm")).model.dtype == jnp.float32
 
 
-def test_unknown_dtype_is_a_one_line_error():
-    with pytest.raises(UserError, match=r"^model.dtype='float16' is invalid; use one of "):
-        get_family(tiny_config("ddpm", "float16"))
+@pytest.mark.parametrize("config", [lambda: tiny_config("ddpm", "float16"),
+                                    lambda: lifting_config("float16")],
+                         ids=["ddpm", "nerf_lifting"])
+def test_unknown_dtype_is_a_one_line_error(config):
+    with pytest.raises(UserError, match=r"^model.dtype='float16' is invalid; use one of "
+                                        r"\['float32', 'bfloat16'\]$"):
+        get_family(config())

@@ -209,13 +209,15 @@ def test_smoke_config_trains_and_evaluates_through_the_command_line(dm_workdir, 
         results = json.load(f)
     assert results["step"] == 2
     for key in ("eval_loss", "eval_loss_zero", "eval_loss_dm", "recon_mse_plain",
-                "recon_mse_guided", "probe_shape", "probe_obj_hue", "probe_stripe_seg1"):
+                "recon_mse_guided", "probe_shape", "probe_obj_hue", "probe_stripe_seg1",
+                "fewshot_stripe_2way_1shot"):
         assert np.isfinite(results[key]), key
     assert any(k.startswith("z_gain_q") for k in results)
     z = np.load(os.path.join(workdir, "z.npz"))
     assert z["eval_z"].shape == (16, 8) and z["train_z"].shape == (32, 8)
     assert z["eval_shape"].shape == (16,)
-    assert os.path.isfile(os.path.join(workdir, "samples", "recon.png"))
+    for name in ("recon", "counterfactual", "manipulation"):
+        assert os.path.isfile(os.path.join(workdir, "samples", f"{name}.png")), name
     with open(os.path.join(workdir, "frozen_dm.json")) as f:
         assert json.load(f)["step"] == 1
     state = helpers.load_checkpoint(workdir)

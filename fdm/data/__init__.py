@@ -34,6 +34,9 @@ for the splits "train" and "eval", with S = `data.image_size`:
                     parameters instead of images (keys in `fdm.forward.base`); no data_dir.
   "glyph_mosaic":   observation tuples (8x8 crops) of the 16x16 glyph mosaics (seed 003
                     T2, `fdm.data.inverse_toys`), the same layout; no data_dir.
+  "motion":         observation tuples (16x16x3 frames, float phi) of random textures under
+                    one of four global flows (seed 003 T3, `fdm.data.inverse_toys`); no
+                    data_dir.
   "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
                     [N, 4, 4]) for NeRF lifting, registered in `fdm.data.scenes.SCENES`
                     (their entries here derive from it); no flips. `load_scene`
@@ -155,6 +158,8 @@ DATASETS: dict[str, Dataset] = {
         num_train=65536, num_eval=20, patch_size=2, seed=0), uses_data_dir=False),
     "glyph_mosaic": Dataset(inverse_toys.glyph_mosaic, dict(
         num_train=65536, num_eval=256, aligned_fraction=0.0, seed=0), uses_data_dir=False),
+    "motion": Dataset(inverse_toys.motion, dict(num_train=65536, num_eval=256, seed=0),
+                      uses_data_dir=False),
     **{name: Dataset(scenes.registry_loader(name), scene.options, scene.uses_data_dir)
        for name, scene in scenes.SCENES.items()},
 }

@@ -23,6 +23,14 @@ brief's "all phi uniform"). Eval: the test protocol, context the TL cell, target
 cell, novel view the BL cell (the cell the coupling BL = TR concerns), a = i mod 4 for
 example i (so the first 4 contexts show every a), b uniform. Options: num_train,
 num_eval, aligned_fraction, seed.
+
+"motion" (`fdm.forward.motion`, T3): S = (S_c, S_m) [N, 16, 16, 5], S_c a random 16 x 16
+x 3 texture, S_m the uniform field of one of the flows (2, 0), (-2, 0), (0, 2), (0, -2)
+((x, y) pixels) drawn independently of the texture (data.image_size must be 16); every
+view a whole frame [N, 16, 16, 3] with phi float32 [N]: the context S_c (phi 0), the
+target S_c moved by the flow (phi 1), the novel view moved by half of it (phi 0.5), exact
+integer shifts with 0 on the uncovered strip. Train: flow uniform; eval: flow i mod 4
+for example i (every flow equally often). Options: num_train, num_eval, seed.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import numpy as np
 from fdm.errors import UserError
 from fdm.forward import glyph_mosaic as gm
 from fdm.forward import linear_gaussian as lg
+from fdm.forward import motion as mo
 
 SPLIT_STREAMS = {"train": 0, "eval": 1}
 
@@ -92,4 +101,23 @@ def glyph_mosaic(root, image_size, split: str, num_train: int, num_eval: int,
     out = {"signal": signal}
     for view, phi in zip(("ctxt", "trgt", "novel"), phis):
         out[view], out[f"{view}_phi"] = gm.crop(signal, phi), phi
+    return out
+
+
+def motion(root, image_size, split: str, num_train: int, num_eval: int,
+           seed: int) -> dict[str, np.ndarray]:
+    """The split's motion tuples (module doc): signal [N, 16, 16, 5], every view
+    [N, 16, 16, 3] with phi float32 [N]."""
+    _check_image_size("motion", image_size, mo.SIDE)
+    num = _num_examples(split, num_train, num_eval)
+    rng = np.random.default_rng([seed, SPLIT_STREAMS[split]])
+    texture = mo.textures(rng, num)
+    if split == "train":
+        flow = rng.integers(0, mo.NUM_FLOWS, num)
+    else:
+        flow = np.arange(num) % mo.NUM_FLOWS
+    out = {"signal": np.concatenate([texture, mo.flow_fields(flow)], axis=-1)}
+    for view, phi in (("ctxt", mo.PHI_CTXT), ("trgt", mo.PHI_TRGT), ("novel", mo.PHI_NOVEL)):
+        out[view] = mo.observe(texture, flow, phi)
+        out[f"{view}_phi"] = np.full(num, phi, np.float32)
     return out

@@ -28,6 +28,15 @@ noise level t is served by stage k(t) in [1, n], and g sees z_bar_k = [z_1..z_k,
 stage map "bins" (k = floor(t n / T) + 1, the authors' code; the default, brief D1) or
 "alg1_literal" (Alg. 1 as printed: k independent of t). SimSiam's loss is the
 symmetrised negative cosine with a stop-gradient on the target (Eq. 3.9-3.10, D3).
+
+Editing (Alg. 2, 3): `lerp_segments` is Alg. 2's z_S = lerp(z, z', S; lambda) on a
+subset S of the segments, `slerp` its spherical interpolation of the inverted noises
+x_T, x'_T (closed form below); Alg. 3's shifted code z' = z + lambda sigma * w / ||w||
+is `fdm.metrics.probmask` (the direction) added to z.
+
+    theta = arccos(<a, b> / (||a|| ||b||))
+    slerp(a, b; lambda) = sin((1 - lambda) theta) / sin(theta) a
+                          + sin(lambda theta) / sin(theta) b      (lerp when sin(theta) ~ 0)
 """
 from __future__ import annotations
 
@@ -164,6 +173,40 @@ def masked_z(z: jnp.ndarray, k, num_segments: int, mode: str = "hierarchical",
         return jnp.where(seg == k, z, zeros)
     prev = jax.lax.stop_gradient(z) if detach_prev else z
     return jnp.where(seg == k, z, jnp.where(seg < k, prev, zeros))
+
+
+def lerp_segments(z: jnp.ndarray, z_other: jnp.ndarray, subset, lam,
+                  num_segments: int) -> jnp.ndarray:
+    """Alg. 2's z_S = lerp(z, z', S; lambda): z + lambda (z' - z) on the dims of the
+    segments in S, z elsewhere. z, z_other: [B, d] (d divisible by n = num_segments);
+    subset: 1-based segment indices in [1, n] (S of Alg. 2; empty: z); lam: a scalar.
+    Returns [B, d]."""
+    seg = segment_of_dims(z.shape[-1], num_segments)
+    bad = [s for s in subset if not 1 <= int(s) <= num_segments]
+    if bad:
+        raise UserError(f"segments {bad} are not in [1, {num_segments}]; pass 1-based "
+                        "segment indices")
+    chosen = jnp.isin(seg, jnp.asarray(tuple(subset), jnp.int32))
+    return jnp.where(chosen, z + lam * (z_other - z), z)
+
+
+def slerp(a: jnp.ndarray, b: jnp.ndarray, lam, eps: float = 1e-7) -> jnp.ndarray:
+    """Spherical linear interpolation per example (module docstring; Alg. 2's
+    x_T <- slerp(x_T, x'_T; lambda)). a, b: [B, ...], the angle taken over all but the
+    first axis; lam: a scalar or [B]. lam = 0 gives a, lam = 1 gives b; for ||a|| =
+    ||b|| the norm is kept; where sin(theta) < eps (parallel inputs) it is the lerp
+    (1 - lam) a + lam b. Returns [B, ...]."""
+    flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    norms = jnp.linalg.norm(flat_a, axis=-1) * jnp.linalg.norm(flat_b, axis=-1)
+    cos = jnp.sum(flat_a * flat_b, axis=-1) / jnp.maximum(norms, eps)
+    theta = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
+    sin = jnp.sin(theta)
+    curved = sin >= eps
+    safe = jnp.where(curved, sin, 1.0)
+    lam = jnp.broadcast_to(jnp.asarray(lam, a.dtype), theta.shape)
+    w_a = jnp.where(curved, jnp.sin((1.0 - lam) * theta) / safe, 1.0 - lam)
+    w_b = jnp.where(curved, jnp.sin(lam * theta) / safe, lam)
+    return _broadcast(w_a, a.ndim) * a + _broadcast(w_b, b.ndim) * b
 
 
 def negative_cosine(p: jnp.ndarray, z: jnp.ndarray, eps: float = 1e-8) -> jnp.ndarray:

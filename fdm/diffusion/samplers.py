@@ -363,9 +363,26 @@ def _run_chunk_impl(cfg: _LoopConfig, fn_dynamic, schedule, plan, carry, start, 
 _run_chunk = jax.jit(_run_chunk_impl, static_argnums=0, donate_argnums=4)
 
 
-def _initial_carry(denoise_fn, x, num_steps: int, record_every: Optional[int]):
-    t = jax.ShapeDtypeStruct((x.shape[0],), jnp.int32)
-    _, aux_shape = jax.eval_shape(denoise_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), t)
+_AUX_SHAPES: dict = {}      # (denoiser structure, its array shapes, x's shape) -> aux shapes
+_AUX_SHAPES_MAX = 64
+
+
+def _aux_shape(fn_static, fn_dynamic, denoise_fn, x):
+    """ShapeDtypeStructs of the denoiser's aux at x [B, ...]. Tracing the denoiser costs
+    as much as a compilation's front end (seconds for a U-Net), so the result is kept per
+    denoiser structure and shapes, the key the chunk's jit cache uses as well: repeated
+    sampling calls (batches of `generate`, benchmarks) trace it once."""
+    key = (fn_static, tuple((v.shape, v.dtype) for v in fn_dynamic), x.shape, x.dtype)
+    if key not in _AUX_SHAPES:
+        if len(_AUX_SHAPES) >= _AUX_SHAPES_MAX:
+            _AUX_SHAPES.pop(next(iter(_AUX_SHAPES)))
+        t = jax.ShapeDtypeStruct((x.shape[0],), jnp.int32)
+        _AUX_SHAPES[key] = jax.eval_shape(denoise_fn, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                          t)[1]
+    return _AUX_SHAPES[key]
+
+
+def _initial_carry(aux_shape, x, num_steps: int, record_every: Optional[int]):
     aux0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
     traj = None
     if record_every:
@@ -391,7 +408,8 @@ def _run_loop(kind, denoise_fn, schedule, x, rng, plan: np.ndarray, *, chunk_siz
     fn_static, fn_dynamic = partition_denoiser(denoise_fn)
     cfg = _LoopConfig(kind=kind, fn_static=fn_static, num_steps=n,
                       chunk_size=min(int(chunk_size), n), record_every=record_every, **step_kw)
-    carry = _initial_carry(denoise_fn, jnp.asarray(x), n, record_every)
+    x = jnp.asarray(x)
+    carry = _initial_carry(_aux_shape(fn_static, fn_dynamic, denoise_fn, x), x, n, record_every)
     rng = jax.random.PRNGKey(0) if rng is None else rng
     plan = jnp.asarray(plan, jnp.int32)
     with tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:

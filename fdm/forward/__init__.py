@@ -9,6 +9,9 @@
                       posterior, scores of samples
   glyph_mosaic.py     the glyph mosaic seen through crops: glyphs, the 16 signals, the
                       enumerated posterior, scores of samples
+  splatting.py        forward softmax splatting (Niklaus & Liu 2020) of an image by a flow
+  motion.py           textures moved by one of four global flows through a splatting warp
+                      (single-image motion, T3): S = (context, flow), scores of samples
   problems.py         `model.forward` name -> ForwardProblem (operator, scoring, figures)
 
 Pure math: imports nothing from fdm.models, fdm.train or the entry points.
@@ -17,8 +20,11 @@ from fdm.forward.base import VIEW_KEYS, VIEWS, ForwardModel, ObservationTuple, V
 from fdm.forward.crop import CropOperator
 from fdm.forward.gaussian import condition, gaussian_w2, moments, sqrtm_psd
 from fdm.forward.linear import LinearOperator, all_rows
+from fdm.forward.motion import MotionOperator
 from fdm.forward.problems import PROBLEMS, ForwardProblem, get as get_problem
+from fdm.forward.splatting import softmax_splat, summation_splat
 
 __all__ = ["CropOperator", "ForwardModel", "ForwardProblem", "LinearOperator",
-           "ObservationTuple", "PROBLEMS", "VIEWS", "VIEW_KEYS", "View", "all_rows",
-           "condition", "gaussian_w2", "get_problem", "moments", "sqrtm_psd", "take_rows"]
+           "MotionOperator", "ObservationTuple", "PROBLEMS", "VIEWS", "VIEW_KEYS", "View",
+           "all_rows", "condition", "gaussian_w2", "get_problem", "moments",
+           "softmax_splat", "sqrtm_psd", "summation_splat", "take_rows"]

@@ -4,4 +4,6 @@ Probes of frozen features (seed 002, `fdm.metrics.probes`): `linear_probe` (L-BF
 logistic regression, C chosen on val), `factor_probes` (one per labelled factor),
 `segment_probes` (per segment of z), `pixel_probes` (the raw-pixel baseline) and
 `few_shot_eval` (Table 4.2's 5-way episodes, sampled by `sample_episodes`).
+Sparse attribute classifiers (seed 002 Alg. 3, `fdm.metrics.probmask`):
+`fit_sparse_classifier` (ProbMask, d' non-zero weights) and its manipulation direction.
 """

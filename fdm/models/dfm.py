@@ -9,10 +9,13 @@ int in [0, T); O^trgt_t = q_sample(O^trgt, t, eps) (Eq. 1), only the target is d
 Denoiser (Eq. 3-4; input form of brief D4): the context and the noisy target pasted
 into their canvases with masks, concatenated on the last axis ([B, 4m] for vector
 views, [B, H, W, 2C + 2] for images), and t go through the network (model.network)
-to S [B, *signal_shape]:
+to the problem's output [B, *network_shape] (`ForwardProblem.network_shape`: S itself,
+or the part of S the context does not give) and S = `ForwardProblem.signal_from`(output,
+context) (the motion problem: S = (O^ctxt, S_m), Sec. 4.2):
   "mlp"   `fdm.nn.mlp.TimeMLP` on the flattened input (model.mlp.*);
-  "unet"  `fdm.nn.unet.UNet` on the image input (model.unet.*), for an image signal
-          [H, W, C] whose canvases are H x W (a crop: the glyph mosaic): out_ch = C.
+  "unet"  `fdm.nn.unet.UNet` on the image input (model.unet.*), for an image output
+          [H, W, C] whose canvases are H x W (a crop: the glyph mosaic; the motion
+          frames): out_ch = C.
 
     S = denoise_theta(O^ctxt, O^trgt_t; t, phi^ctxt, phi^trgt)                 (Eq. 3)
     O_hat^trgt = forward(S, phi^trgt)                                         (Eq. 4)
@@ -64,11 +67,13 @@ S); each of its "samples" is that one S.
 Evaluation (`evaluate`): eval_loss_trgt and eval_loss_novel over the eval tuples, then
 eval.samples_per_context samples for each of the first eval.num_contexts eval contexts,
 scored by the problem (`ForwardProblem.score`: e.g. W2 to the exact posterior) and
-kept in DIR/posterior_samples.npz. `sample`: DIR/samples/samples.npz and grid.png
+kept in DIR/posterior_samples.npz; for a problem with `score_given_target`, also the S of
+every eval example with its target given (`given_target_signal`) against its true
+'signal'. `sample`: DIR/samples/samples.npz and grid.png
 (per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
 
-Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (never
-read here) and 'valid' in eval batches.
+Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (read only
+by the given-target scores) and 'valid' in eval batches.
 
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
 time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups}},
@@ -175,9 +180,10 @@ class DFMFamily(ModelFamily):
         self.problem = get_problem(config.model.forward)
         self.operator = self.problem.operator
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
-        self.network = _build_network(config.model, self.problem.signal_shape)
+        self.network = _build_network(config.model, self.problem.network_shape())
         self._eval_losses = jax.jit(self.per_example_losses)
         self._deterministic_signal = jax.jit(self.deterministic_signal)
+        self._given_target_signal = jax.jit(self.given_target_signal)
 
     # ---- the denoiser ---------------------------------------------------
     def network_input(self, ctxt: View, x_t: jax.Array, phi_trgt,
@@ -200,7 +206,8 @@ class DFMFamily(ModelFamily):
         x_t [B, *obs_shape], t [B] int, keep [B] bool or None (`network_input`)."""
         x = self.network_input(ctxt, x_t, phi_trgt, keep)
         out = self.network.apply({"params": params}, self._network_form(x), t)
-        return out.reshape((x.shape[0],) + self.problem.signal_shape)
+        return self.problem.signal_from(
+            out.reshape((x.shape[0],) + self.problem.network_shape()), ctxt)
 
     def _network_form(self, x: jax.Array) -> jax.Array:
         """The network input [B, ...] (`network_input`) as model.network reads it: flattened
@@ -240,6 +247,14 @@ class DFMFamily(ModelFamily):
         zeros = jnp.zeros_like(trgt.obs)
         t = jnp.zeros((zeros.shape[0],), jnp.int32)
         return self.predict_signal(params, ctxt, zeros, trgt.phi, t, keep)
+
+    def given_target_signal(self, params, views: ObservationTuple) -> jax.Array:
+        """S [B, ...] with the target given: the denoiser on the clean O^trgt at t = 0 (the
+        deterministic baseline: its S from the context alone)."""
+        if self.config.model.deterministic:
+            return self.deterministic_signal(params, views.ctxt, views.trgt)
+        t = jnp.zeros((views.trgt.obs.shape[0],), jnp.int32)
+        return self.predict_signal(params, views.ctxt, views.trgt.obs, views.trgt.phi, t)
 
     # ---- training -----------------------------------------------------
     def init_params(self, rng, batch):
@@ -316,9 +331,11 @@ class DFMFamily(ModelFamily):
         problem's scores of the posterior samples of the first eval.num_contexts eval
         contexts (module doc); writes DIR/posterior_samples.npz."""
         e = self.config.eval
-        losses, views = self._eval_pass(params, batches, jax.random.fold_in(rng, 0))
+        losses, views, given = self._eval_pass(params, batches, jax.random.fold_in(rng, 0))
         metrics = {"eval_loss_trgt": float(losses[0].mean()),
                    "eval_loss_novel": float(losses[1].mean())}
+        if given is not None:
+            metrics.update(self.problem.score_given_target(*given))
         contexts = _first_rows(views, int(e.num_contexts), "eval.num_contexts")
         signals = self.posterior_samples(params, contexts, int(e.samples_per_context),
                                          jax.random.fold_in(rng, 1))
@@ -327,20 +344,27 @@ class DFMFamily(ModelFamily):
                          ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
         return metrics
 
-    def _eval_pass(self, params, batches, rng) -> tuple[np.ndarray, ObservationTuple]:
+    def _eval_pass(self, params, batches, rng):
         """(losses [2, n]: L^trgt and L^novel of the n valid eval rows, their tuples as
-        numpy); batch i uses the key fold_in(rng, i)."""
-        losses, rows = [], []
+        numpy, and for a problem with `score_given_target` the pair (S [n, ...] with the
+        target given, the true 'signal' [n, ...]), else None); batch i uses the key
+        fold_in(rng, i)."""
+        scored = self.problem.score_given_target is not None
+        losses, rows, given, truth = [], [], [], []
         for i, batch in enumerate(batches):
             views = ObservationTuple.from_batch({k: batch[k] for k in VIEW_KEYS})
             valid = _valid_rows(batch)
             out = self._eval_losses(params, views, jax.random.fold_in(rng, i))
             losses.append(np.stack([to_host(x) for x in out])[:, valid])
             rows.append(take_rows(jax.tree_util.tree_map(to_host, views), valid))
+            if scored:
+                given.append(to_host(self._given_target_signal(params, views))[valid])
+                truth.append(to_host(batch["signal"])[valid])
         if not rows or not sum(len(r.ctxt.obs) for r in rows):
             raise UserError("the evaluation split is empty; check data.num_eval")
         joined = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *rows)
-        return np.concatenate(losses, axis=1), joined
+        pairs = (np.concatenate(given), np.concatenate(truth)) if scored else None
+        return np.concatenate(losses, axis=1), joined, pairs
 
     def sample(self, params, workdir, rng):
         """DIR/samples/samples.npz ('signals' [N, K, ...]: K = NUM_FIGURE_SAMPLES samples
@@ -373,19 +397,20 @@ class DFMFamily(ModelFamily):
                              pad_value=FIGURE_PAD_VALUE)
 
 
-def _build_network(m, signal_shape: tuple[int, ...]):
-    """The flax module model.network maps (input, t) to S (flattened for the MLP)."""
+def _build_network(m, output_shape: tuple[int, ...]):
+    """The flax module model.network maps (input, t) to the problem's output of
+    `output_shape` (S or its non-context part; flattened for the MLP)."""
     if m.network == "mlp":
-        return TimeMLP(out_dim=math.prod(signal_shape), width=m.mlp.width, depth=m.mlp.depth,
+        return TimeMLP(out_dim=math.prod(output_shape), width=m.mlp.width, depth=m.mlp.depth,
                        time_embed_dim=m.mlp.time_embed_dim)
     if m.network == "unet":
-        if len(signal_shape) != 3:
+        if len(output_shape) != 3:
             raise UserError(f"model.network='unet' needs an image signal [H, W, C]; "
                             f"model.forward={m.forward!r} has signals of shape "
-                            f"{signal_shape}, use model.network='mlp'")
+                            f"{output_shape}, use model.network='mlp'")
         u = m.unet
         return UNet(ch=u.ch, ch_mult=tuple(u.ch_mult), num_res_blocks=u.num_res_blocks,
-                    attn_resolutions=tuple(u.attn_resolutions), out_ch=signal_shape[-1],
+                    attn_resolutions=tuple(u.attn_resolutions), out_ch=output_shape[-1],
                     num_groups=u.num_groups)
     raise UserError(f"model.network={m.network!r} is invalid; use one of {list(NETWORKS)}")
 

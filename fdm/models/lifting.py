@@ -76,6 +76,16 @@ optimised by separate Adams (train.learning_rate for the NeRF, 1e-4 in the
 paper; train.encoder_learning_rate for the encoder, 2e-5), both decayed
 exponentially to train.lr_final_factor times their initial value.
 
+Precision and memory (issue 22; model.dtype, model.remat, declared by
+`configs.fdm_common.precision_keys`): model.dtype="bfloat16" runs the NeRF field's Dense
+layers and the pose encoder's trunk in bfloat16 with float32 parameters and optimizer
+state (`fdm.nerf.field`, `fdm.nn.pose_encoder`); the positional encoding, the camera
+heads and camera math, rays, volume rendering (alphas, transmittance, weights,
+compositing) and the loss stay float32 (`field_fn` returns float32 rgb and density).
+model.remat="chunk" queries the field model.remat_chunk rays at a time, each chunk
+rematerialised (`fdm.nerf.render.remat_chunks`): the backward pass keeps the chunks'
+sample points and recomputes the field's activations one chunk at a time.
+
 Config keys: data.{dataset (toy_scene | nerf_synthetic | llff), data_dir,
 image_size, eval_split, seed, num_train, num_val (toy_scene), llffhold and
 llff_holdout (llff; see `fdm.data.nerf.load_llff`), num_train_views and
@@ -85,7 +95,9 @@ camera_radius, world_up, cls_weight, num_samples, num_importance, separate_fine,
 num_loss_pixels, precrop_steps, precrop_frac, lindisp, ndc, select_stride,
 coarse_to_fine, train_t_max, train_t_power, semantic_weight, semantic_every,
 semantic_size, semantic_encoder, semantic_encoder_kind, semantic_feature,
-semantic_elevation_deg, semantic_radius, mse_finetune_steps, encoder.*, nerf.*};
+semantic_elevation_deg, semantic_radius, mse_finetune_steps, dtype, remat, remat_chunk,
+encoder.*,
+nerf.*};
 train.{learning_rate, encoder_learning_rate, lr_final_factor, grad_clip}; eval.{num_examples,
 num_train_views, batch_size, pose_t, chunk, num_samples, render_frames, render_elevation_deg,
 landscape_* (`fdm.models.lifting_landscape`)}.
@@ -117,12 +129,19 @@ from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
 from fdm.nerf.views import (RenderSettings, ViewGeometry, crop_pixels, gather_pixels,
                              grid_pixels, pixel_xy, render_pixels, render_views, sample_pixels)
 from fdm.nn.clip_vision import FEATURES
+from fdm.nn.layers import DTYPES, compute_dtype
 from fdm.nn.pose_encoder import CAMERA_HEADS, CameraPrediction, PoseEncoder, PoseTrunk
 
 LAYOUTS = ("octant", "quadrant")
+# Values of model.remat: "none", or "chunk" (the field rematerialised per model.remat_chunk
+# rays).
+REMATS = ("none", "chunk")
 # Valid values of the keys configs/toy_scene.py:lifting_config declares (fdm.config_rules).
 LIFTING_RULES = {
     "model.camera_head": rules.one_of(*CAMERA_HEADS),
+    "model.dtype": rules.one_of(*DTYPES),
+    "model.remat": rules.one_of(*REMATS),
+    "model.remat_chunk": rules.int_at_least(1),
     "model.num_candidates": rules.int_at_least(1),
     "model.candidate_layout": rules.one_of(*LAYOUTS),
     "model.camera_radius": rules.above(0.0),
@@ -319,7 +338,8 @@ class LiftingFamily(ModelFamily):
         self.scene = scene
         self.forward_facing = scene.geometry.forward_facing
         self.settings = _render_settings(config, scene.geometry)
-        self.nerf = NeRFMLP(**_nerf_kwargs(m.nerf))
+        self.nerf = NeRFMLP(**_nerf_kwargs(m.nerf), dtype=compute_dtype(m))
+        self.remat_chunk = int(m.remat_chunk) if m.remat == "chunk" else 0
         self.separate_fine = bool(m.separate_fine)
         self.semantic = semantic.SemanticSettings.from_config(config)
         if self.semantic is not None:
@@ -386,8 +406,14 @@ class LiftingFamily(ModelFamily):
 
     def field_fn(self, nerf_params, alpha=None) -> render_lib.FieldFn:
         """F(x, d) at parameters nerf_params; alpha []: BARF's coarse-to-fine alpha
-        (`alpha`), None: all frequency bands."""
-        return lambda x, d: self.nerf.apply({"params": nerf_params}, x, d, alpha)
+        (`alpha`), None: all frequency bands. rgb and density are float32 whatever
+        model.dtype, so compositing is float32; with model.remat="chunk" the field is
+        queried model.remat_chunk rays at a time, each chunk rematerialised
+        (`fdm.nerf.render.remat_chunks`)."""
+        def field(x, d):
+            rgb, density = self.nerf.apply({"params": nerf_params}, x, d, alpha)
+            return rgb.astype(jnp.float32), density.astype(jnp.float32)
+        return render_lib.remat_chunks(field, self.remat_chunk) if self.remat_chunk else field
 
     def fine_fn(self, params, alpha=None) -> render_lib.FieldFn | None:
         """The separate fine network of params['nerf_fine'] at alpha (model.separate_fine),
@@ -889,7 +915,7 @@ def _build_encoder(m) -> PoseEncoder:
     e = m.encoder
     trunk = PoseTrunk(ch=e.ch, ch_mult=tuple(e.ch_mult), num_res_blocks=e.num_res_blocks,
                       attn_resolutions=tuple(e.attn_resolutions), dropout=e.dropout,
-                      num_groups=e.num_groups)
+                      num_groups=e.num_groups, dtype=compute_dtype(m))
     return PoseEncoder(trunk=trunk, camera_head=m.camera_head,
                        num_candidates=int(m.num_candidates), layout=m.candidate_layout,
                        radius=float(m.camera_radius), up=tuple(m.world_up))

@@ -66,14 +66,37 @@ Evaluation (`evaluate`, EMA params):
     strength, scored on the eval split): probe_<name> (test accuracy); with
     eval.probe_segments = m > 0 also probes on groups of the m equal parts of z
     (eval.probe_segment_groups, 0-based): probe_<name>_seg<g>;
+  * few-shot episodes (Table 4.2, `fdm.metrics.probes.few_shot_eval`) on the eval split's
+    z, standardised by the train z, for every label column and for the combination of
+    the columns eval.few_shot_joint (one class per combination), at C in
+    eval.few_shot_shots with eval.few_shot_queries queries per class and
+    eval.few_shot_episodes episodes: 5-way, or all the classes that have C + queries
+    examples when fewer than 5 do (skipped, with a log line, below 2):
+    fewshot_<name>_<ways>way_<C>shot (mean query accuracy) and ..._ci95;
   * eval.num_samples > 0: DDIM reconstructions (eval.sample_steps steps, eta 0) of the
     first eval images from the same noise x_T: plain (the DM alone) and guided by z(x0):
     recon_mse_plain, recon_mse_guided (mean squared error to x0).
-Sampling (`sample`): DIR/samples/recon.png, rows of x0 | plain DDIM from x_T | guided
-DDIM from x_T | guided DDIM from the DM's DDIM inversion of x0 (Alg. 2 with lambda = 0),
-and recon.npz. Guided sampling uses eps_hat = eps_theta + s_t g(x_t, z_bar_{k(t)}, t),
-i.e. x0_hat = u_theta + w_t g (Alg. 2/3, brief D11), masked per t by the bins map as in
-training (brief D10).
+Sampling (`sample`), into DIR/samples/:
+  * recon.png, rows of x0 | plain DDIM from x_T | guided DDIM from x_T | guided DDIM from
+    the DM's DDIM inversion of x0 (Alg. 2 with lambda = 0), and recon.npz;
+  * counterfactual.png (Alg. 2, `counterfactuals`): x0 = eval image i, x0' = eval image
+    P + i (P = eval.counterfactual_pairs), one pair per row; titled columns x0, x0', then
+    the counterfactuals of x0 at every lambda of eval.counterfactual_scales for S = the
+    coarse segments, S = the fine ones and S = all (`counterfactual_subsets`): guided DDIM
+    from slerp(x_T, x'_T; lambda) (the DM's inversions) guided by z_S = lerp(z, z', S;
+    lambda); and counterfactual.npz;
+  * manipulation.png (Alg. 3, `manipulations`): for every (label column, class) of
+    eval.manipulate_attributes present in the data, a one-vs-rest linear classifier on the
+    train z with eval.manipulate_nonzero non-zero weights (ProbMask,
+    `fdm.metrics.probmask`); its first eval.manipulate_examples eval images not of the class
+    are rows (attribute after attribute); titled columns x0, then guided DDIM from x_T
+    guided by z + lambda sigma * w / ||w|| for every lambda of eval.manipulate_scales
+    (sigma the train z's std); and manipulation.npz. Without label columns it is skipped
+    with a log line.
+Guided sampling uses eps_hat = eps_theta + s_t g(x_t, z_g, t), i.e. x0_hat = u_theta + w_t
+g (Alg. 2/3 with the training w_t, brief D11); z_g is z_bar_{k(t)} with the bins map k(t),
+as in training (eval.guidance_z = "masked", brief D10), or all of z at every t ("full",
+Alg. 2/3 as printed).
 """
 from __future__ import annotations
 
@@ -89,13 +112,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from flax import traverse_util
 
 from fdm import config_rules as rules, viz
 from fdm.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, mean_flat, q_sample
-from fdm.diffusion.pdae import (SEGMENT_MODES, STAGE_MAPS, guided_eps, masked_z, pdae_loss,
-                                pdae_weight, sample_stages, segment_of_dims, simsiam_loss,
-                                stage_of_timestep)
+from fdm.diffusion.pdae import (SEGMENT_MODES, STAGE_MAPS, guided_eps, lerp_segments, masked_z,
+                                pdae_loss, pdae_weight, sample_stages, segment_of_dims,
+                                simsiam_loss, slerp, stage_of_timestep)
 from fdm.diffusion.reverse import LEARNED_VARIANCES
 from fdm.errors import UserError
 from fdm.host import to_host, write_json_atomic
@@ -109,6 +133,8 @@ DM_FILE = "frozen_dm.json"
 Z_FILE = "z.npz"
 G_INITS = ("random", "copy_dm")
 ENCODER_OPTIMIZERS = ("sgd", "adam")
+GUIDANCE_Z = ("masked", "full")
+FEW_SHOT_MAX_WAYS = 5
 SGD_MOMENTUM = 0.9
 NUM_T_BINS = 4
 SCHEDULE_KEYS = ("num_timesteps", "beta_schedule", "beta_start", "beta_end")
@@ -134,6 +160,30 @@ def _groups_rule() -> rules.Rule:
                 isinstance(i, int) and 0 <= i < m for i in g) for g in value)
     return rules.Rule("non-empty tuples of part indices in [0, eval.probe_segments)", ok,
                       ((-1,),), bad_with={"eval.probe_segments": 2})
+
+
+def _z_dims_rule() -> rules.Rule:
+    """eval.manipulate_nonzero: d' in [0, d], d the dimensions of z."""
+    def ok(value, config):
+        m = config.model
+        d = m.z_dim or (m.encoder_widths[-1] if len(m.encoder_widths) else 0)
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= d
+    return rules.Rule("an integer in [0, d] (d: model.z_dim, or model.encoder_widths[-1] "
+                      "when that is 0; 0: a dense classifier)", ok, -1)
+
+
+def _numbers(ok_each, allowed: str, bad, empty_ok: bool = False) -> rules.Rule:
+    """A tuple of numbers, each with ok_each (non-empty unless empty_ok)."""
+    return rules.rule(lambda v: isinstance(v, (tuple, list)) and (empty_ok or len(v) > 0)
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                              and ok_each(x) for x in v), allowed, bad)
+
+
+def _attributes_ok(value) -> bool:
+    """(label column, class) pairs: a string and an integer >= 0 each."""
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(a[0], str)
+        and isinstance(a[1], int) and not isinstance(a[1], bool) and a[1] >= 0 for a in value)
 
 
 # Valid values of the keys configs/pdae.py:pdae_config declares (fdm.config_rules).
@@ -176,6 +226,28 @@ PDAE_RULES = {
     "eval.probe_segment_groups": _groups_rule(),
     "eval.num_samples": rules.int_at_least(0),
     "eval.sample_steps": rules.int_at_least(1),
+    "eval.few_shot_shots": _numbers(lambda c: isinstance(c, int) and c >= 1,
+                                    "a tuple of integers >= 1 (() for none)", (0,),
+                                    empty_ok=True),
+    "eval.few_shot_episodes": rules.int_at_least(1),
+    "eval.few_shot_queries": rules.int_at_least(1),
+    "eval.few_shot_joint": rules.rule(lambda v: isinstance(v, (tuple, list)) and len(v) != 1
+                                      and all(isinstance(n, str) for n in v),
+                                      "() or a tuple of two or more label column names",
+                                      ("shape",)),
+    "eval.guidance_z": rules.one_of(*GUIDANCE_Z),
+    "eval.counterfactual_pairs": rules.int_at_least(0),
+    "eval.counterfactual_scales": _numbers(lambda x: 0 <= x <= 1,
+                                           "a non-empty tuple of numbers in [0, 1]", (2.0,)),
+    "eval.counterfactual_subset_fraction": rules.rule(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+        "a number in (0, 1]", 0.0),
+    "eval.manipulate_attributes": rules.rule(
+        _attributes_ok, "a tuple of (label column, class >= 0) pairs (() for every label "
+        "column with class 1)", (("shape", -1),)),
+    "eval.manipulate_nonzero": _z_dims_rule(),
+    "eval.manipulate_scales": _numbers(lambda x: True, "a non-empty tuple of numbers", ()),
+    "eval.manipulate_examples": rules.int_at_least(0),
 }
 
 
@@ -575,21 +647,27 @@ class PDAEFamily(ModelFamily):
             raise UserError("a feature split is empty; check the data.* split sizes")
         return {k: np.concatenate([p[k] for p in parts])[:num or None] for k in parts[0]}
 
+    def train_features(self, params) -> dict[str, np.ndarray]:
+        """`features` of the first eval.feature_examples train images (0: all)."""
+        from fdm.data import load_split_arrays, pipeline
+        e = self.config.eval
+        batches = pipeline.eval_batches(load_split_arrays(self.config, "train"),
+                                        int(e.batch_size))
+        return self.features(params, batches, int(e.feature_examples))
+
     def evaluate(self, params, batches, workdir, rng):
         """The metrics of the module docstring; writes DIR/z.npz."""
-        from fdm.data import load_split_arrays, pipeline
         e = self.config.eval
         full = self.full_params(params)
         batches = list(batches)
         metrics = self.diffusion_metrics(full, batches, jax.random.fold_in(rng, 0))
         test = self.features(full, batches)
-        train_batches = pipeline.eval_batches(load_split_arrays(self.config, "train"),
-                                              int(e.batch_size))
-        train = self.features(full, train_batches, int(e.feature_examples))
+        train = self.train_features(full)
         arrays = {**{f"eval_{k}": v for k, v in test.items()},
                   **{f"train_{k}": v for k, v in train.items()}}
         viz.save_npz(os.path.join(workdir, Z_FILE), **arrays)
         metrics.update(self.probe_metrics(train, test))
+        metrics.update(self.few_shot_metrics(train, test))
         if e.num_samples:
             x0 = jnp.asarray(_first_images(batches, int(e.num_samples)))
             recon = self.reconstructions(full, x0, jax.random.fold_in(rng, 1), invert=False)
@@ -623,17 +701,59 @@ class PDAEFamily(ModelFamily):
                 metrics.update({f"probe_{n}_seg{i}": r.accuracy for i, r in enumerate(results)})
         return metrics
 
+    def few_shot_label_sets(self, test: dict) -> dict[str, np.ndarray]:
+        """{name: int labels [N]} of the few-shot episodes: every label column of `test`
+        (`features` output) and, with eval.few_shot_joint, '<a>_x_<b>...' (one class per
+        combination of those columns; skipped with a log line when one is missing)."""
+        sets = {k: v for k, v in test.items() if k != "z"}
+        joint = [str(n) for n in self.config.eval.few_shot_joint]
+        if joint and all(n in sets for n in joint):
+            combos = np.stack([sets[n] for n in joint], axis=1)
+            sets["_x_".join(joint)] = np.unique(combos, axis=0, return_inverse=True)[1].ravel()
+        elif joint:
+            logging.info("few-shot: eval.few_shot_joint=%s skipped, the data label only %s",
+                         joint, sorted(sets))
+        return sets
+
+    def few_shot_metrics(self, train: dict, test: dict) -> dict[str, float]:
+        """fewshot_<name>_<ways>way_<C>shot and _ci95 (module docstring) on the eval z of
+        `test` standardised by the train z of `train` (`features` outputs)."""
+        from fdm.metrics import probes
+        e = self.config.eval
+        shots, queries = [int(c) for c in e.few_shot_shots], int(e.few_shot_queries)
+        sets = self.few_shot_label_sets(test)
+        if not shots or not sets:
+            return {}
+        mean, scale = probes.standardizer(train["z"])
+        feats = ((test["z"] - mean) / scale).astype(np.float32)
+        metrics = {}
+        for name, labels in sets.items():
+            for c in shots:
+                ways = min(FEW_SHOT_MAX_WAYS, int(np.sum(np.bincount(labels) >= c + queries)))
+                if ways < 2:
+                    logging.info("few-shot: %s %d-shot skipped, fewer than 2 classes have %d "
+                                 "eval examples", name, c, c + queries)
+                    continue
+                result = probes.few_shot_eval(feats, labels, int(e.few_shot_episodes), ways, c,
+                                              queries, seed=int(self.config.train.seed))
+                key = f"fewshot_{name}_{ways}way_{c}shot"
+                metrics.update({key: result.mean, f"{key}_ci95": result.ci95})
+        return metrics
+
     # ---- guided sampling --------------------------------------------------
     def _dm_eps(self, params, x_t, t):
         """The plain DM denoiser: (eps_theta(x_t, t), None); params with 'dm'."""
         return self.unet.apply({"params": params[FROZEN_KEY]}, x_t, t), None
 
     def _guided_eps(self, params, z, x_t, t):
-        """The guided denoiser: (eps_theta + s_t g(x_t, z_bar_{k(t)}, t), None) with the
-        bins map k(t) (module docstring); params with 'dm', z [B, d]."""
+        """The guided denoiser: (eps_theta + s_t g(x_t, z_g, t), None) with z_g =
+        z_bar_{k(t)} by the bins map, or z itself with eval.guidance_z = "full" (module
+        docstring); params with 'dm', z [B, d]."""
         out = self.dm_forward(params, x_t, t)
-        k = stage_of_timestep(t, self.schedule.num_timesteps, int(self.config.model.num_segments))
-        return guided_eps(self.schedule, out.eps, self.shift(params, out, self.mask(z, k)), t), None
+        if self.config.eval.guidance_z == "masked":
+            z = self.mask(z, stage_of_timestep(t, self.schedule.num_timesteps,
+                                               int(self.config.model.num_segments)))
+        return guided_eps(self.schedule, out.eps, self.shift(params, out, z), t), None
 
     def dm_denoiser(self, params):
         """`fdm.diffusion.samplers` denoiser of the frozen DM alone (params with 'dm')."""
@@ -643,36 +763,179 @@ class PDAEFamily(ModelFamily):
         """`fdm.diffusion.samplers` denoiser guided by z [B, d] (params with 'dm')."""
         return jax.tree_util.Partial(self._guided_eps, params, z)
 
+    def ddim(self, denoiser, x_T) -> jax.Array:
+        """x0 [B, S, S, C]: DDIM (eval.sample_steps, eta 0) of `denoiser` from x_T."""
+        return ddim_sample(denoiser, self.schedule, x_T, None, int(self.config.eval.sample_steps),
+                           progress=False).x0
+
+    def invert(self, params, x0) -> jax.Array:
+        """x_T [B, S, S, C]: the frozen DM's DDIM inversion of x0 [B, S, S, C]
+        (eval.sample_steps, the first line of Alg. 2/3); params with 'dm'."""
+        return ddim_invert(self.dm_denoiser(params), self.schedule, x0,
+                           int(self.config.eval.sample_steps), progress=False).x_t
+
+    def guided_ddim(self, params, z, x_T) -> jax.Array:
+        """x0 [B, S, S, C]: DDIM from x_T [B, S, S, C] guided by z [B, d] (the loop of
+        Alg. 2/3); params with 'dm'."""
+        return self.ddim(self.guided_denoiser(params, z), x_T)
+
     def reconstructions(self, params, x0, rng, invert: bool = True) -> dict[str, np.ndarray]:
         """DDIM (eval.sample_steps, eta 0) from x_T ~ N(0, I) (key rng) of the DM alone
         ('plain') and guided by z(x0) ('guided'), and with `invert` guided from the DM's
         DDIM inversion of x0 ('inverted'); with 'x0'; numpy [B, S, S, C] each."""
-        steps = int(self.config.eval.sample_steps)
         z = self.encode(params, x0)
         x_T = jax.random.normal(rng, x0.shape, jnp.float32)
-        ddim = lambda fn, x: ddim_sample(fn, self.schedule, x, None, steps,  # noqa: E731
-                                         progress=False).x0
-        out = {"x0": x0, "plain": ddim(self.dm_denoiser(params), x_T),
-               "guided": ddim(self.guided_denoiser(params, z), x_T)}
+        out = {"x0": x0, "plain": self.ddim(self.dm_denoiser(params), x_T),
+               "guided": self.guided_ddim(params, z, x_T)}
         if invert:
-            inverted = ddim_invert(self.dm_denoiser(params), self.schedule, x0, steps,
-                                   progress=False).x_t
-            out["inverted"] = ddim(self.guided_denoiser(params, z), inverted)
+            out["inverted"] = self.guided_ddim(params, z, self.invert(params, x0))
         return {k: np.asarray(to_host(v)) for k, v in out.items()}
 
+    def counterfactuals(self, params, x0, x0_other, subsets, scales) -> np.ndarray:
+        """Alg. 2: the counterfactuals of x0 towards x0_other (both [B, S, S, C]) for every
+        subset S (1-based segment indices; `lerp_segments`) and scale lambda of `scales`:
+        guided DDIM from slerp(x_T, x'_T; lambda) (the DM's inversions) guided by z_S =
+        lerp(z, z', S; lambda), all in one batch. params with 'dm'. Returns numpy
+        [len(subsets), len(scales), B, S, S, C]."""
+        x_T, x_T_other = self.invert(params, x0), self.invert(params, x0_other)
+        z, z_other = self.encode(params, x0), self.encode(params, x0_other)
+        n = int(self.config.model.num_segments)
+        grid = [(subset, float(lam)) for subset in subsets for lam in scales]
+        starts = jnp.concatenate([slerp(x_T, x_T_other, lam) for _, lam in grid])
+        codes = jnp.concatenate([lerp_segments(z, z_other, subset, lam, n)
+                                 for subset, lam in grid])
+        out = np.asarray(to_host(self.guided_ddim(params, codes, starts)))
+        return out.reshape((len(subsets), len(scales)) + tuple(x0.shape))
+
+    def manipulations(self, params, x0, directions, scales) -> np.ndarray:
+        """Alg. 3: guided DDIM from the DM's inversion x_T of x0 [B, S, S, C] guided by
+        z' = z + lambda directions (directions [B, d] or [d], sigma * w / ||w|| of
+        `fdm.metrics.probmask.SparseClassifier.direction`) for every lambda of `scales`,
+        in one batch. params with 'dm'. Returns numpy [len(scales), B, S, S, C]."""
+        x_T, z = self.invert(params, x0), self.encode(params, x0)
+        codes = jnp.concatenate([z + float(lam) * directions for lam in scales])
+        out = self.guided_ddim(params, codes, jnp.concatenate([x_T] * len(scales)))
+        return np.asarray(to_host(out)).reshape((len(scales),) + tuple(x0.shape))
+
     def sample(self, params, workdir, rng):
-        """DIR/samples/recon.png and recon.npz (module docstring) of the first
-        eval.num_samples eval images (8 when 0)."""
+        """DIR/samples/: recon, counterfactual and manipulation .png and .npz (module
+        docstring)."""
         from fdm.data import load_split_arrays
-        num = int(self.config.eval.num_samples) or 8
-        images = load_split_arrays(self.config, "eval")["image"][:num]
-        x0 = jnp.asarray(images.astype(np.float32) / 127.5 - 1.0)
-        recon = self.reconstructions(self.full_params(params), x0, rng)
+        full = self.full_params(params)
         out_dir = os.path.join(workdir, "samples")
+        arrays = load_split_arrays(self.config, "eval")
+        self.sample_reconstructions(full, arrays["image"], out_dir, rng)
+        self.sample_counterfactuals(full, arrays["image"], out_dir)
+        self.sample_manipulations(full, arrays, out_dir)
+
+    def sample_reconstructions(self, params, images, out_dir: str, rng) -> None:
+        """recon.png and recon.npz of the first eval.num_samples (8 when 0) of the uint8
+        images [N, S, S, C]."""
+        num = int(self.config.eval.num_samples) or 8
+        recon = self.reconstructions(params, _model_space(images[:num]), rng)
         viz.save_npz(os.path.join(out_dir, "recon.npz"), **recon)
         rows = np.stack([recon[k] for k in ("x0", "plain", "guided", "inverted")], axis=1)
         viz.save_png(os.path.join(out_dir, "recon.png"),
                      viz.make_grid(viz.to_uint8(rows.reshape((-1,) + rows.shape[2:])), ncol=4))
+
+    def sample_counterfactuals(self, params, images, out_dir: str) -> None:
+        """counterfactual.png and .npz (module docstring) from the uint8 eval images
+        [N, S, S, C]; fewer pairs when N < 2 eval.counterfactual_pairs."""
+        e = self.config.eval
+        pairs = min(int(e.counterfactual_pairs), len(images) // 2)
+        if not pairs:
+            logging.info("counterfactuals skipped: eval.counterfactual_pairs=%d, %d eval images",
+                         e.counterfactual_pairs, len(images))
+            return
+        x0, x0_other = _model_space(images[:pairs]), _model_space(images[pairs:2 * pairs])
+        subsets = counterfactual_subsets(int(self.config.model.num_segments),
+                                         float(e.counterfactual_subset_fraction))
+        scales = [float(lam) for lam in e.counterfactual_scales]
+        out = self.counterfactuals(params, x0, x0_other, list(subsets.values()), scales)
+        columns = [x0, x0_other] + [out[i, j] for i in range(len(subsets))
+                                    for j in range(len(scales))]
+        titles = ["x0", "x0'"] + [f"{name} {lam:g}" for name in subsets for lam in scales]
+        viz.save_png(os.path.join(out_dir, "counterfactual.png"),
+                     viz.titled_columns([viz.to_uint8(np.asarray(c)) for c in columns], titles))
+        viz.save_npz(os.path.join(out_dir, "counterfactual.npz"), x0=np.asarray(x0),
+                     x0_other=np.asarray(x0_other), images=out, scales=np.asarray(scales),
+                     **{f"subset_{k}": np.asarray(v, np.int32) for k, v in subsets.items()})
+
+    def attribute_directions(self, train: dict,
+                             test: dict) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+        """[(name, class, eval rows int [<= eval.manipulate_examples], direction [d])] of
+        eval.manipulate_attributes (every label column with class 1 when ()): the ProbMask
+        classifier (`fdm.metrics.probmask`) of label == class on the train z of `train`,
+        and the first eval rows of `test` not of that class (`features` outputs). Missing
+        columns and one-class labels are skipped with a log line."""
+        from fdm.metrics import probmask
+        e = self.config.eval
+        labels = [k for k in train if k != "z" and k in test]
+        attributes = [(str(a[0]), int(a[1])) for a in e.manipulate_attributes] or [
+            (name, 1) for name in labels]
+        seg = np.asarray(segment_of_dims(self.z_dim, int(self.config.model.num_segments)))
+        out = []
+        for name, cls in attributes:
+            if name not in labels:
+                logging.info("manipulation: %s skipped, the data label only %s", name, labels)
+                continue
+            y = train[name] == cls
+            if not y.any() or y.all():
+                logging.info("manipulation: %s=%d skipped, one class in the train labels",
+                             name, cls)
+                continue
+            clf = probmask.fit_sparse_classifier(train["z"], y, int(e.manipulate_nonzero),
+                                                 seed=int(self.config.train.seed))
+            rows = np.flatnonzero(test[name] != cls)[:int(e.manipulate_examples)]
+            logging.info("manipulation: %s=%d, d'=%d dims in segments %s, eval accuracy %.3f",
+                         name, cls, len(clf.support), sorted(set(seg[clf.support].tolist())),
+                         clf.accuracy(test["z"], test[name] == cls))
+            out.append((name, cls, rows, clf.direction()))
+        return out
+
+    def sample_manipulations(self, params, arrays: dict, out_dir: str) -> None:
+        """manipulation.png and .npz (module docstring) from the eval split `arrays`
+        ('image' uint8 [N, S, S, C] and its label columns) and the train z; skipped with a
+        log line when eval.manipulate_examples is 0 or no attribute is labelled."""
+        from fdm.data import pipeline
+        e = self.config.eval
+        if not e.manipulate_examples:
+            logging.info("attribute manipulation skipped: eval.manipulate_examples=0")
+            return
+        if not any(_is_label(k, v) for k, v in arrays.items()):
+            logging.info("attribute manipulation skipped: the data carry no labels")
+            return
+        test = self.features(params, pipeline.eval_batches(arrays, int(e.batch_size)))
+        found = self.attribute_directions(self.train_features(params), test)
+        rows = np.concatenate([r for _, _, r, _ in found] or [np.zeros(0, np.int64)])
+        if not len(rows):
+            logging.info("attribute manipulation skipped: no attribute to manipulate")
+            return
+        directions = np.concatenate([np.repeat(d[None], len(r), 0) for _, _, r, d in found])
+        scales = [float(lam) for lam in e.manipulate_scales]
+        x0 = _model_space(arrays["image"][rows])
+        out = self.manipulations(params, x0, jnp.asarray(directions), scales)
+        titles = ["x0"] + [f"lambda {lam:+g}" for lam in scales]
+        viz.save_png(os.path.join(out_dir, "manipulation.png"), viz.titled_columns(
+            [viz.to_uint8(np.asarray(c)) for c in [x0, *out]], titles))
+        names = np.concatenate([[f"{n}={c}"] * len(r) for n, c, r, _ in found])
+        viz.save_npz(os.path.join(out_dir, "manipulation.npz"), x0=np.asarray(x0), images=out,
+                     scales=np.asarray(scales), attribute=names, directions=directions)
+
+
+def counterfactual_subsets(num_segments: int, fraction: float) -> dict[str, tuple[int, ...]]:
+    """The segment subsets S (1-based) of the counterfactual figure: {'coarse': the last c
+    segments, 'fine': the first c, 'all': 1..n}, c = max(1, floor(fraction n + 1/2)). The
+    bins map gives segment 1 the least noisy t (fine attributes, lost first) and segment
+    n the noisiest (coarse ones); for PDAE (n = 1) the three are the same."""
+    c = max(1, int(np.floor(fraction * num_segments + 0.5)))
+    every = tuple(range(1, num_segments + 1))
+    return {"coarse": every[-c:], "fine": every[:c], "all": every}
+
+
+def _model_space(images) -> jax.Array:
+    """uint8 images [N, S, S, C] -> float32 in [-1, 1]."""
+    return jnp.asarray(np.asarray(images).astype(np.float32) / 127.5 - 1.0)
 
 
 def _is_label(key: str, value) -> bool:

@@ -1,4 +1,5 @@
-"""Volume rendering: sampling along rays, alpha compositing, chunked images.
+"""Volume rendering: sampling along rays, alpha compositing, chunked images, a field
+rematerialised per chunk of rays (`remat_chunks`, model.remat="chunk" of NeRF lifting).
 
 Notation (NeRF, Mildenhall et al. 2020; seed 004 Eq. 4.1):
   A ray r(t) = o + t d with d = `Rays.directions` (t = depth, see
@@ -20,6 +21,7 @@ A field function is `field_fn(points [..., S, 3], viewdirs [..., S, 3]) ->
 (rgb [..., S, 3] in [0, 1], density [..., S] >= 0)`; e.g.
 `lambda x, d: NeRFMLP().apply(params, x, d)`.
 """
+import math
 from typing import Callable, Optional, Tuple
 
 import flax
@@ -140,6 +142,31 @@ def _invert_cdf(u: jax.Array, cdf: jax.Array, t_edges: jax.Array) -> jax.Array:
     t0, t1 = (jnp.take_along_axis(t_edges, i, -1) for i in (index, index + 1))
     frac = jnp.clip(jnp.where(c1 > c0, (u - c0) / jnp.where(c1 > c0, c1 - c0, 1.0), 0.0), 0.0, 1.0)
     return t0 + frac * (t1 - t0)
+
+
+def remat_chunks(field_fn: FieldFn, chunk: int) -> FieldFn:
+    """field_fn queried `chunk` rays at a time (`lax.map`), each chunk rematerialised
+    (`jax.checkpoint`): the backward pass keeps the chunks' inputs and recomputes the
+    field's activations one chunk at a time instead of storing them for every ray.
+
+    The returned field takes points, viewdirs [..., S, 3] (rays [...], S samples each)
+    like field_fn and returns its values. Rays are flattened and padded to a multiple of
+    min(chunk, number of rays) by repeating the last ray; the padding's outputs are
+    dropped, so it gets no gradient."""
+    step = jax.checkpoint(lambda args: field_fn(*args))
+
+    def chunked(points: jax.Array, viewdirs: jax.Array):
+        lead, tail = points.shape[:-2], points.shape[-2:]
+        n = math.prod(lead)
+        size = min(chunk, n)
+        num = -(-n // size)
+        split = lambda a: jnp.pad(a.reshape((n,) + tail), ((0, num * size - n), (0, 0), (0, 0)),
+                                  mode="edge").reshape((num, size) + tail)
+        out = jax.lax.map(step, (split(points), split(viewdirs)))
+        return jax.tree_util.tree_map(
+            lambda a: a.reshape((num * size,) + a.shape[2:])[:n].reshape(lead + a.shape[2:]),
+            out)
+    return chunked
 
 
 def _query(field_fn: FieldFn, rays: Rays, t_mid: jax.Array):
