@@ -118,12 +118,15 @@ def test_score_projection_meets_the_budget():
 
 
 # ------------------------------------------------------------------ Alg. 2 and 3
+ATOL = 1e-5    # pixels in [-1, 1] through a few float32 DDIM steps of differently compiled programs
 def test_counterfactual_and_manipulation_at_lambda_zero_are_the_inverted_reconstruction(
         dm_workdir):
     """lambda = 0 (and S empty): Alg. 2 and Alg. 3 are guided DDIM from the inversion of
-    x0 guided by z(x0), the 'inverted' reconstruction (bit for bit at the same batch size;
-    batched with other scales, up to float rounding); lambda = 1 on all segments is that
-    of x0'. g is perturbed away from 0, so the guidance matters."""
+    x0 guided by z(x0), the 'inverted' reconstruction; lambda = 1 on all segments is that
+    of x0'. Compared to ATOL: the programs differ (batch size, fusion), so float32 rounding
+    of O(1) pixels through the smoke config's 2 + 2 DDIM steps, a few 1e-7 per step, is
+    allowed; the edits themselves move pixels by more than 1e-4. g is perturbed away from
+    0, so the guidance matters."""
     family = get_family(smoke_config(dm_workdir))
     params, batch = init(family)
     params = perturbed(params)
@@ -131,16 +134,17 @@ def test_counterfactual_and_manipulation_at_lambda_zero_are_the_inverted_reconst
     recon = family.reconstructions(params, x0, jax.random.PRNGKey(0))["inverted"]
     for subset in ((), (1, 2, 3, 4)):
         counterfactual = family.counterfactuals(params, x0, x0_other, [subset], [0.0])
-        np.testing.assert_array_equal(counterfactual[0, 0], recon)
+        np.testing.assert_allclose(counterfactual[0, 0], recon, atol=ATOL)
     batched = family.counterfactuals(params, x0, x0_other, [(), (1, 2, 3, 4)], [0.0, 0.5])
-    np.testing.assert_allclose(batched[:, 0], np.stack([recon, recon]), atol=1e-6)
+    np.testing.assert_allclose(batched[:, 0], np.stack([recon, recon]), atol=ATOL)
     assert np.max(np.abs(batched[:, 1] - recon)) > 1e-4
     direction = jax.random.normal(jax.random.PRNGKey(2), (family.z_dim,))
-    np.testing.assert_array_equal(family.manipulations(params, x0, direction, [0.0])[0], recon)
+    np.testing.assert_allclose(family.manipulations(params, x0, direction, [0.0])[0], recon,
+                               atol=ATOL)
     assert np.max(np.abs(family.manipulations(params, x0, direction, [3.0])[0] - recon)) > 1e-4
     other = family.reconstructions(params, x0_other, jax.random.PRNGKey(0))["inverted"]
     swapped = family.counterfactuals(params, x0, x0_other, [(1, 2, 3, 4)], [1.0])[0, 0]
-    np.testing.assert_allclose(swapped, other, atol=1e-5)
+    np.testing.assert_allclose(swapped, other, atol=ATOL)
 
 
 def test_full_z_guidance_differs_from_the_masked_default(dm_workdir):

@@ -142,6 +142,12 @@ DM_TRAIN_HINT = ("train it first: python -m experiments.main --config=configs/dd
                  "--workdir=DIR, then pass --config.model.frozen_dm_workdir=DIR")
 
 
+def _positive_ints() -> rules.Rule:
+    """A non-empty tuple of positive integers (the encoder's stage widths, blocks)."""
+    return rules.rule(lambda v: len(v) > 0 and all(isinstance(n, int) and n > 0 for n in v),
+                      "a non-empty tuple of positive integers", ())
+
+
 def _one_dm_source() -> rules.Rule:
     """model.frozen_dm_workdir: a path exactly when model.frozen_dm_diffusers is ''."""
     def ok(value, config):
@@ -189,10 +195,8 @@ def _attributes_ok(value) -> bool:
 # Valid values of the keys configs/pdae.py:pdae_config declares (fdm.config_rules).
 PDAE_RULES = {
     "model.frozen_dm_workdir": _one_dm_source(),
-    "model.encoder_widths": rules.rule(lambda v: len(v) > 0 and all(
-        isinstance(w, int) and w > 0 for w in v), "a non-empty tuple of positive integers", ()),
-    "model.encoder_blocks": rules.rule(lambda v: len(v) > 0 and all(
-        isinstance(b, int) and b > 0 for b in v), "a non-empty tuple of positive integers", ()),
+    "model.encoder_widths": _positive_ints(),
+    "model.encoder_blocks": _positive_ints(),
     "model.encoder_groups": rules.int_at_least(1),
     "model.z_dim": rules.int_at_least(0),
     "model.num_segments": rules.int_at_least(1),
