@@ -186,10 +186,18 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.model.forward = "linear_gaussian"  # the forward model and its scores (fdm.forward.problems)
     c.model.network = "mlp"              # the denoiser network: mlp (fdm.nn.mlp.TimeMLP) on the
                                          # flattened input | unet (fdm.nn.unet.UNet, image S)
+                                         # | pixelnerf (the scenes' own, fdm.forward.pixelnerf)
     c.model.deterministic = False        # True: S from the context alone, no diffusion (baseline)
     c.model.mlp = ml_collections.ConfigDict(dict(width=256, depth=3, time_embed_dim=64))
     c.model.unet = ml_collections.ConfigDict(dict(   # the brief's T2 U-Net (middle block attends)
         ch=32, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), num_groups=8))
+    c.model.pixelnerf = ml_collections.ConfigDict(dict(  # the scenes' field (Sec. 4.1); its
+        features=16,        # encoder is model.unet: F, the channels of the feature maps
+        det_features=8,     # G, the features rendered into O_det beside colour and depth
+        width=64, view_blocks=2, joint_blocks=1,   # ResnetFC: blocks per view, after the mean
+        num_freqs=6,        # positional-encoding frequencies of the view-frame points
+        num_samples=32,     # bins per ray of forward(S, phi)
+        det_samples=16))    # bins per ray of O_det
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000
@@ -210,6 +218,9 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.train.novel_weight = 1.0               # weight of L^novel (Eq. 9); 0: the ablation
     c.train.context_dropout = 0.0            # P(context -> null context) in training (CFG;
                                              # the paper's RealEstate10K: 0.1)
+    c.train.cond_weight = 0.0                # the scenes' regularisers (0: off): L_cond on O_det,
+    c.train.depth_smoothness_weight = 0.0    # edge-aware depth smoothness (paper: 0.02 with
+    c.train.distortion_weight = 0.0          # distortion), mip-NeRF 360 distortion
     loop_keys(c.train, ema_decay=0.999, log_every=100, checkpoint_every=1000,
               keep_checkpoints=2, image_every=1000)
 

@@ -27,6 +27,13 @@ Variants:
   'random_encoder' the random-init encoder baseline: one step, EMA decay 1 (the evaluated
                   EMA params are the initial ones).
   'smoke'         a seconds-long run for tests (8x8 factors, tiny networks, T = 10).
+  'transfer_NAME' linear-probe transfer (Table 4.1's suite, `fdm.data.transfer`) of an encoder
+                  trained with 'cifar10': run --mode=evaluate on its workdir with
+                  --config.data.data_dir=<the dataset's folder>; the probe is fitted on
+                  the suite's train split, its l2 strength chosen on the suite's val split
+                  (the last eval.probe_val_examples of data.train_split = "trainval") and
+                  refitted on both, scored on test with the suite's metric. NAME in
+                  TRANSFER_PROBES; images at the frozen DM's 32x32.
   'cifar10'       the thesis's setting: CIFAR-10 (TFDS under data.data_dir), the DDPM
                   CIFAR-10 U-Net (google/ddpm-cifar10-32 as a local diffusers directory,
                   model.frozen_dm_diffusers) as the frozen DM, ResNet-10 (d = 512), n = 64,
@@ -45,7 +52,18 @@ def get_config(variant: str = ""):
     """The CPU DiffSiam run; variants in the module docstring."""
     return variants.apply(_factors(), variant, {
         "sequential": _sequential, "pdae": _pdae, "simsiam_only": _simsiam_only,
-        "random_encoder": _random_encoder, "smoke": _smoke, "cifar10": _cifar10})
+        "random_encoder": _random_encoder, "smoke": _smoke, "cifar10": _cifar10,
+        **{f"transfer_{name}": _transfer(name) for name in TRANSFER_PROBES}})
+
+
+# The transfer suite (`fdm.data.transfer.TRANSFER`): name -> (size of its val split at
+# data.split_seed = 0 on the full published data, `transfer.split_sizes`; the suite's metric).
+TRANSFER_PROBES = {
+    "aircraft": (3333, "mean_per_class"), "caltech101": (483, "mean_per_class"),
+    "cars": (1628, "accuracy"), "cifar10": (10_000, "accuracy"),
+    "cifar100": (10_000, "accuracy"), "dtd": (1880, "accuracy"),
+    "flowers102": (1020, "mean_per_class"), "food101": (15_150, "accuracy"),
+    "pets": (736, "mean_per_class"), "sun397": (3970, "accuracy")}
 
 
 def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -105,6 +123,8 @@ def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Co
     c.eval.batch_size = 250
     c.eval.feature_examples = 0        # train images whose z is written and probed (0: all)
     c.eval.probe_val_examples = 10_000  # the last ones: the probes' validation split
+    c.eval.probe_refit = False         # True: the chosen l2 strength refitted on train + val
+    c.eval.probe_metric = "accuracy"   # or "mean_per_class" (fdm.metrics.probes.score)
     c.eval.probe_segments = 0          # > 0: also probe groups of this many parts of z
     c.eval.probe_segment_groups = ((0,),)
     c.eval.num_samples = 64            # reconstructions (metrics and the recon figure)
@@ -212,3 +232,15 @@ def _cifar10(c) -> None:
     c.model.frozen_dm_diffusers = "checkpoints/ddpm-cifar10-32"
     c.train = pdae_config("", c.data).train
     c.eval = pdae_config("", c.data).eval
+
+
+def _transfer(name: str):
+    """The 'transfer_<name>' variant (module docstring): 'cifar10' with the probe data swapped."""
+    def apply(c) -> None:
+        _cifar10(c)
+        c.name = f"diffsiam_cifar10_transfer_{name}"
+        c.data = data_config(f"transfer_{name}", "", 32)
+        c.data.train_split, c.data.eval_split, c.data.split_seed = "trainval", "test", 0
+        c.eval.probe_val_examples, c.eval.probe_metric = TRANSFER_PROBES[name]
+        c.eval.probe_refit = True
+    return apply

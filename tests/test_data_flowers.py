@@ -57,12 +57,7 @@ def test_train_batches_sharded_and_flipped_with_masks(root):
     ("setid.mat", "setid.mat"), ("segmim", "segmim"), ("jpg", "jpg")])
 def test_missing_files_one_line_error(root, missing, named):
     path = root / missing
-    if path.is_dir():
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
-    else:
-        path.unlink()
+    fakes.remove(path)
     message = fakes.check_missing(fakes.config("flowers102", root), "train",
                                   str(root / named), also="--config.data.data_dir")
     assert flowers.SOURCE in message

@@ -16,7 +16,10 @@ def test_registry_names():
                                   "ffhq", "celebamask_hq", "imagenet64", "pixel_imagenet",
                                   "voc2012", "davis2017", "toy_scene", "nerf_synthetic", "llff",
                                   "binarized_mnist", "rectangles", "linear_gaussian",
-                                  "glyph_mosaic", "factors", "motion"}
+                                  "glyph_mosaic", "factors", "motion", "scene_tuples",
+                                  "co3d", "realestate10k"} | {
+        f"transfer_{n}" for n in ("aircraft", "caltech101", "cars", "cifar10", "cifar100",
+                                  "dtd", "flowers102", "food101", "pets", "sun397")}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))

@@ -214,6 +214,9 @@ def test_evaluate_returns_finite_metrics_and_figures(family, trained, tmp_path):
         for key in POSE_KEYS:
             assert np.isfinite(metrics[prefix + key]), prefix + key
         assert metrics[prefix + "alignment_orientation_only"] in (0, 1)
+    for key in ("pose_train_frame_offset_deg", "pose_rot_err_deg_train_frame",
+                "pose_rot_err_deg_train_frame_median"):
+        assert 0.0 <= metrics[key] <= 180.0, key
     assert "lpips" not in metrics and metrics["num_eval_views"] == 4
     for name in ("renders", "cameras", "cameras_train"):
         assert os.path.isfile(tmp_path / "eval" / f"{name}.png"), name

@@ -214,3 +214,28 @@ def test_best_constant_rotation_beats_the_chordal_mean_and_bounds_constant_predi
         assert ev.alignment.orientation_only
         assert ev.rot_err_deg.mean() >= ev.const_err_deg.mean() - 1e-9
         assert ev.rot_err_deg_unaligned.mean() >= ev.const_err_deg.mean() - 1e-9
+
+
+# ---------------------------------------------------------------- frames
+
+
+def test_frame_offset_is_the_global_rotation_and_held_out_views_score_in_the_train_frame():
+    """Predictions exact up to one global rotation (angle 7 deg): the training views'
+    alignment recovers it (frame offset 7 deg, the unaligned error of every view), and
+    held-out views scored in that frame have zero error; a per-view error added to one
+    held-out view is reported for that view alone, at its size."""
+    true = forward_facing(20, seed=3)
+    axis = np.array([0.3, 1.0, -0.2]) / np.linalg.norm([0.3, 1.0, -0.2])
+    glob = Rotation.from_rotvec(np.radians(7.0) * axis).as_matrix()
+    pred = in_other_frame(true, scale=1.3, rot=glob, shift=np.array([0.1, 0.0, -0.2]))
+    train, held = slice(0, 14), slice(14, None)
+    ev = poses.evaluate_poses(pred[train], true[train])
+    assert poses.frame_offset_deg(ev.alignment) == pytest.approx(7.0, abs=1e-6)
+    np.testing.assert_allclose(ev.rot_err_deg_unaligned, 7.0, atol=1e-6)
+    np.testing.assert_allclose(poses.rot_err_in_frame(ev.alignment, pred[held], true[held]),
+                               0.0, atol=1e-5)
+    nudged = pred[held].copy()
+    nudged[0, :3, :3] = nudged[0, :3, :3] @ Rotation.from_rotvec([0.0, np.radians(2.0), 0.0]).as_matrix()
+    err = poses.rot_err_in_frame(ev.alignment, nudged, true[held])
+    assert err[0] == pytest.approx(2.0, abs=1e-6)
+    np.testing.assert_allclose(err[1:], 0.0, atol=1e-5)

@@ -86,6 +86,45 @@ def test_selection_and_standardisation_match_an_sklearn_loop():
     np.testing.assert_allclose(res.scale, scaler.scale_)
 
 
+def test_refit_on_train_plus_val_matches_an_sklearn_loop():
+    """refit=True (the transfer suite): C chosen on val as without refit, then
+    LogisticRegression(C) on standardised train + val scores test the same."""
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    (xt, yt), (xv, yv), (xe, ye) = three_splits(150, 10, 3, sep=0.5, seed=6)
+    scale = np.arange(1, 11)
+    xt, xv, xe = xt * scale + 2.0, xv * scale - 1.0, xe * scale
+    grid = (0.01, 0.1, 1.0, 10.0)
+    plain = probes.linear_probe(xt, yt, xv, yv, xe, ye, c_grid=grid)
+    res = probes.linear_probe(xt, yt, xv, yv, xe, ye, c_grid=grid, refit=True)
+    assert res.c == plain.c and res.val_accuracies == plain.val_accuracies
+    x_all, y_all = np.concatenate([xt, xv]), np.concatenate([yt, yv])
+    scaler = StandardScaler().fit(x_all)
+    ref = LogisticRegression(C=res.c, tol=1e-10, max_iter=20000).fit(
+        scaler.transform(x_all), y_all)
+    np.testing.assert_allclose(res.mean, scaler.mean_)
+    np.testing.assert_allclose(res.scale, scaler.scale_)
+    np.testing.assert_allclose(res.weights, ref.coef_.T, atol=2e-3 * np.abs(res.weights).max())
+    assert abs(res.accuracy - ref.score(scaler.transform(xe), ye)) <= 1.5 / len(ye)
+
+
+def test_mean_per_class_score_against_a_loop():
+    rng = np.random.default_rng(7)
+    y = rng.choice(5, 400, p=[0.5, 0.2, 0.15, 0.1, 0.05])
+    pred = np.where(rng.random(400) < 0.3 + 0.1 * y, y, (y + 1) % 5)
+    per_class = [sum(p == k for p, t in zip(pred, y) if t == k) / sum(t == k for t in y)
+                 for k in sorted(set(y))]
+    assert probes.score(pred, y, "mean_per_class") == pytest.approx(np.mean(per_class))
+    assert probes.score(pred, y, "accuracy") == pytest.approx(np.mean(pred == y))
+    assert probes.score(pred, y, "mean_per_class") != pytest.approx(np.mean(pred == y))
+    (xt, yt), (xv, yv), (xe, ye) = three_splits(200, 6, 3, sep=0.6, seed=8)
+    res = probes.linear_probe(xt, yt, xv, yv, xe, ye, metric="mean_per_class")
+    assert res.accuracy == pytest.approx(probes.score(res.predict(xe), ye, "mean_per_class"))
+    with pytest.raises(UserError, match="metric 'top5'"):
+        probes.linear_probe(xt, yt, xv, yv, xe, ye, metric="top5")
+
+
 def test_factor_probes_one_per_factor():
     (xt, yt), (xv, yv), (xe, ye) = three_splits(200, 6, 3, sep=4.0, seed=5)
     rng = np.random.default_rng(0)

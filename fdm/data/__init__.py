@@ -37,6 +37,22 @@ for the splits "train" and "eval", with S = `data.image_size`:
   "motion":         observation tuples (16x16x3 frames, float phi) of random textures under
                     one of four global flows (seed 003 T3, `fdm.data.inverse_toys`); no
                     data_dir.
+  "scene_tuples":   observation tuples (S x S x 3 views, c2w phi [4, 4]) of random scenes
+                    of the toy scene's family seen by three orbit cameras (seed 003 Sec.
+                    4.1, `fdm.data.scene_tuples`); no data_dir.
+  "co3d":           Co3D v2 frame triples (seed 003 Sec. 4.1, `fdm.data.co3d`): views float32
+                    [N, S, S, 3] in [-1, 1], phi c2w [N, 4, 4] (relative to the context),
+                    focal / principal_point [N, 2]; keys data.category, data.subset,
+                    data.eval_split, data.num_train, data.num_eval, data.min_gap,
+                    data.max_gap, data.max_sequences, data.normalize_radius, data.seed.
+  "realestate10k":  RealEstate10K frame triples (`fdm.data.realestate10k`), the same layout;
+                    keys data.frames_dir ('' = data_dir), data.eval_split, data.num_train,
+                    data.num_eval, data.min_gap, data.max_gap, data.max_sequences, data.seed.
+  "transfer_<name>": seed 002's linear-probe transfer datasets (aircraft, caltech101, cars,
+                    cifar10, cifar100, dtd, flowers102, food101, pets, sun397;
+                    `fdm.data.transfer`) in their published layouts; "train" =
+                    data.train_split ("train" | "trainval"), "eval" = data.eval_split
+                    ("test" | "val"); data.split_seed seeds the held-out val. Has labels.
   "toy_scene", "nerf_synthetic", "llff": multi-view scenes with cameras ('c2w'
                     [N, 4, 4]) for NeRF lifting, registered in `fdm.data.scenes.SCENES`
                     (their entries here derive from it); no flips. `load_scene`
@@ -67,9 +83,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fdm.data import (celebamask, cub, davis, digits, factors, ffhq, flowers, folder,
-                      imagenet64, inverse_toys, pipeline, pixel_imagenet, rectangles, scenes,
-                      shapes, voc)
+from fdm.data import (celebamask, co3d, cub, davis, digits, factors, ffhq, flowers, folder,
+                      imagenet64, inverse_toys, pipeline, pixel_imagenet, realestate10k,
+                      rectangles, scene_tuples, scenes, shapes, transfer, voc)
 from fdm.data.nerf import SceneData
 from fdm.errors import UserError
 
@@ -160,6 +176,12 @@ DATASETS: dict[str, Dataset] = {
         num_train=65536, num_eval=256, aligned_fraction=0.0, seed=0), uses_data_dir=False),
     "motion": Dataset(inverse_toys.motion, dict(num_train=65536, num_eval=256, seed=0),
                       uses_data_dir=False),
+    "scene_tuples": Dataset(scene_tuples.load, dict(num_train=8192, num_eval=64, seed=0),
+                            uses_data_dir=False),
+    "co3d": Dataset(co3d.load, co3d.REGISTRY_OPTIONS),
+    "realestate10k": Dataset(realestate10k.load, realestate10k.REGISTRY_OPTIONS),
+    **{f"transfer_{n}": Dataset(transfer.registry_loader(n), dict(transfer.REGISTRY_OPTIONS))
+       for n in transfer.TRANSFER},
     **{name: Dataset(scenes.registry_loader(name), scene.options, scene.uses_data_dir)
        for name, scene in scenes.SCENES.items()},
 }

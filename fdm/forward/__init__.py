@@ -12,6 +12,11 @@
   splatting.py        forward softmax splatting (Niklaus & Liu 2020) of an image by a flow
   motion.py           textures moved by one of four global flows through a splatting warp
                       (single-image motion, T3): S = (context, flow), scores of samples
+  pixelnerf.py        a pixel-aligned, time-conditioned NeRF (Sec. 4.1, Eq. 10-14): feature
+                      lookup at projected points, the field, the denoiser, S's layout
+  scenes.py           inverse graphics on random toy scenes: S the conditioned field,
+                      forward = its volume rendering (`SceneOperator`, learned MLP bound
+                      from the params), regularisers, scores of samples, figures
   problems.py         `model.forward` name -> ForwardProblem (operator, scoring, figures)
 
 Pure math: imports nothing from fdm.models, fdm.train or the entry points.
@@ -22,9 +27,10 @@ from fdm.forward.gaussian import condition, gaussian_w2, moments, sqrtm_psd
 from fdm.forward.linear import LinearOperator, all_rows
 from fdm.forward.motion import MotionOperator
 from fdm.forward.problems import PROBLEMS, ForwardProblem, get as get_problem
+from fdm.forward.scenes import SceneOperator
 from fdm.forward.splatting import softmax_splat, summation_splat
 
 __all__ = ["CropOperator", "ForwardModel", "ForwardProblem", "LinearOperator",
-           "MotionOperator", "ObservationTuple", "PROBLEMS", "VIEWS", "VIEW_KEYS", "View",
-           "all_rows", "condition", "gaussian_w2", "get_problem", "moments",
-           "softmax_splat", "sqrtm_psd", "summation_splat", "take_rows"]
+           "MotionOperator", "ObservationTuple", "PROBLEMS", "SceneOperator", "VIEWS",
+           "VIEW_KEYS", "View", "all_rows", "condition", "gaussian_w2", "get_problem",
+           "moments", "softmax_splat", "sqrtm_psd", "summation_splat", "take_rows"]

@@ -36,6 +36,12 @@ orientations fix G, the centres then fix s and t).
 Errors: aligned rot_err_i = angle(G R_i, Q_i); unaligned angle(R_i, Q_i);
 trans_err_i = |s G c_i + t - d_i| (true scene units).
 
+Frames (`frame_offset_deg`, `rot_err_in_frame`): angle(G, I), the rotation between the
+predictor's frame and the true one, is how much of an unaligned error one global
+rotation explains (pose-free cameras are registered only up to that gauge); held-out
+cameras can be scored in the frame fitted on other (training) views, which fits
+nothing to the views being scored.
+
 Constant baseline (`best_constant_rotation`): R* = argmin_R mean_i angle(R, Q_i),
 the geodesic L1 mean of the true rotations. A predictor that outputs one pose for
 every image (one rotation, whatever the centres) scores at least
@@ -204,6 +210,19 @@ def align_cameras(c2w_pred: np.ndarray, c2w_true: np.ndarray) -> np.ndarray:
     """Predicted cameras [N, 4, 4] mapped into the true frame by `align` (float64).
     Coinciding predicted centres (an untrained encoder) all map to the true centroid."""
     return align(c2w_pred, c2w_true).apply(c2w_pred)
+
+
+def frame_offset_deg(alignment: Alignment) -> float:
+    """angle(G, I) in degrees: the global rotation of an `Alignment` (module docstring)."""
+    return float(geodesic_deg(np.asarray(alignment.rotation, np.float64), np.eye(3)))
+
+
+def rot_err_in_frame(alignment: Alignment, c2w_pred: np.ndarray,
+                     c2w_true: np.ndarray) -> np.ndarray:
+    """[N] angle(G R_i, Q_i) in degrees: cameras [N, 4, 4] scored after an alignment
+    fitted elsewhere (e.g. on the training views' predictions)."""
+    aligned = alignment.apply(c2w_pred)
+    return geodesic_deg(aligned[:, :3, :3], np.asarray(c2w_true, np.float64)[:, :3, :3])
 
 
 # ====================================================================== baseline

@@ -12,9 +12,14 @@ so C is scikit-learn's inverse regularisation strength; L-BFGS stops at scikit-l
 default tolerance (largest gradient entry 1e-4) or after LBFGS_MAX_ITER iterations, and
 float32 features are multiplied in float32 (`fit_logistic`). Every C of the grid (ascending,
 each fit warm-started from the previous one) is fitted on train and scored on val; the
-best val accuracy picks C (ties: the smaller C, i.e. the stronger regularisation), and
-that fit, trained on the train split only, is scored on test. Softmax is invariant to
-a shift of b, so b is returned centred (mean 0).
+best val score picks C (ties: the smaller C, i.e. the stronger regularisation), and
+that fit, trained on the train split only, is scored on test; with refit=True (the
+transfer suite's protocol, Kornblith et al. 2019) the chosen C is fitted again on train
++ val (standardised with their statistics, warm-started from the chosen fit) and that
+fit is scored. The score (`METRICS`) is the accuracy, or 'mean_per_class': the mean over
+the classes present of each class's accuracy (the suite's metric for Aircraft,
+Caltech-101, Flowers-102 and Pets). Softmax is invariant to a shift of b, so b is
+returned centred (mean 0).
 
 Per-segment probes: z [N, D] is cut into n equal segments z_1..z_n (DiffSiam's
 segments, D/n dims each); a probe is fitted on each segment, or on each group of
@@ -58,6 +63,7 @@ LBFGS_TOL = 1e-4
 FEW_SHOT_WAYS, FEW_SHOT_QUERIES = 5, 15
 FEW_SHOT_EPOCHS, FEW_SHOT_LR, FEW_SHOT_WEIGHT_DECAY, FEW_SHOT_BATCH = 100, 0.01, 0.001, 4
 _EPISODE_CHUNK = 256            # episodes trained together (bounds the gathered features)
+METRICS = ("accuracy", "mean_per_class")
 
 Split = tuple[np.ndarray, dict[str, np.ndarray]]      # (features or images [N, ...], labels)
 
@@ -65,10 +71,11 @@ Split = tuple[np.ndarray, dict[str, np.ndarray]]      # (features or images [N, 
 # ------------------------------------------------------------------ linear probe
 @dataclasses.dataclass(frozen=True)
 class ProbeResult:
-    """A fitted linear probe. accuracy: on test; c: the chosen C; val_accuracy: its val
-    accuracy; c_grid, val_accuracies: the grid (ascending) and val accuracy per entry;
-    weights [D, K], bias [K]: the classifier on standardised features; mean, scale [D]:
-    the train split's standardisation."""
+    """A fitted linear probe. accuracy: its score on test (the probe's metric, `METRICS`);
+    c: the chosen C; val_accuracy: its val score; c_grid, val_accuracies: the grid
+    (ascending) and val score per entry; weights [D, K], bias [K]: the classifier on
+    standardised features; mean, scale [D]: the standardisation (of train, or of train +
+    val when refitted)."""
     accuracy: float
     c: float
     val_accuracy: float
@@ -134,34 +141,57 @@ def _predict(w, b, x):
     return np.argmax(x @ w + b, axis=1)
 
 
-def _accuracy(w, b, x, y) -> float:
-    return float(np.mean(_predict(w, b, x) == y))
+def score(predicted: np.ndarray, y: np.ndarray, metric: str = "accuracy") -> float:
+    """The probe's score of predicted classes against labels y, both int [N]: 'accuracy'
+    (mean of predicted == y) or 'mean_per_class' (that mean within each class present in
+    y, averaged over those classes)."""
+    hit = np.asarray(predicted) == np.asarray(y)
+    if metric == "accuracy":
+        return float(np.mean(hit))
+    if metric == "mean_per_class":
+        return float(np.mean([np.mean(hit[y == k]) for k in np.unique(y)]))
+    raise UserError(f"probe metric {metric!r} is unknown; use one of {list(METRICS)}")
+
+
+def _standardised(xs, mean, scale):
+    return [(((x - mean) / scale).astype(x.dtype), y) for x, y in xs]
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                  y_val: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                 c_grid: Sequence[float] = C_GRID) -> ProbeResult:
+                 c_grid: Sequence[float] = C_GRID, refit: bool = False,
+                 metric: str = "accuracy") -> ProbeResult:
     """The linear probe of the module doc: features x_* [N_*, D], labels y_* int [N_*];
-    K = 1 + the largest label of the three splits. Returns a `ProbeResult`."""
+    K = 1 + the largest label of the three splits; refit and metric as there. Returns a
+    `ProbeResult`."""
     xs = _check_features(("train", x_train, y_train), ("val", x_val, y_val),
                          ("test", x_test, y_test))
     grid = tuple(sorted(float(c) for c in c_grid))
     if not grid or min(grid) <= 0:
         raise UserError(f"c_grid={tuple(c_grid)!r} is invalid; give positive values of C")
+    if metric not in METRICS:
+        raise UserError(f"probe metric {metric!r} is unknown; use one of {list(METRICS)}")
     num_classes = 1 + max(int(y.max()) for _, y in xs)
     mean, scale = standardizer(xs[0][0])
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = [(((x - mean) / scale).astype(x.dtype), y)
-                                                for x, y in xs]
-    fits, val_acc, init = [], [], None
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _standardised(xs, mean, scale)
+    fits, val_scores, init = [], [], None
     for c in grid:
         init = fit_logistic(x_tr, y_tr, num_classes, c, init)
         fits.append(init)
-        val_acc.append(_accuracy(*init, x_va, y_va))
-    best = int(np.argmax(val_acc))
+        val_scores.append(score(_predict(*init, x_va), y_va, metric))
+    best = int(np.argmax(val_scores))
     w, b = fits[best]
-    return ProbeResult(accuracy=_accuracy(w, b, x_te, y_te), c=grid[best],
-                       val_accuracy=val_acc[best], c_grid=grid, val_accuracies=tuple(val_acc),
-                       weights=w, bias=b, mean=mean, scale=scale)
+    if refit:
+        train_val = (np.concatenate([xs[0][0], xs[1][0]]), np.concatenate([y_tr, y_va]))
+        old_scale = scale
+        mean, scale = standardizer(train_val[0])
+        (x_all, y_all), (x_te, y_te) = _standardised([train_val, xs[2]], mean, scale)
+        warm = (w * (scale / old_scale)[:, None], b)   # the same logits up to a shift
+        w, b = fit_logistic(x_all, y_all, num_classes, grid[best], warm)
+    return ProbeResult(accuracy=score(_predict(w, b, x_te), y_te, metric), c=grid[best],
+                       val_accuracy=val_scores[best], c_grid=grid,
+                       val_accuracies=tuple(val_scores), weights=w, bias=b, mean=mean,
+                       scale=scale)
 
 
 def _check_features(*splits) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -185,17 +215,18 @@ def _check_features(*splits) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def factor_probes(train: Split, val: Split, test: Split, factors: Sequence[str] | None = None,
-                  c_grid: Sequence[float] = C_GRID) -> dict[str, ProbeResult]:
+                  c_grid: Sequence[float] = C_GRID, **protocol) -> dict[str, ProbeResult]:
     """{factor: ProbeResult}: one linear probe per labelled factor. Each split is
     (features [N, D], {factor: int labels [N]}) (e.g. `fdm.data.factors` columns);
-    `factors` defaults to every label of the train split."""
+    `factors` defaults to every label of the train split; protocol: refit, metric of
+    `linear_probe`."""
     names = tuple(train[1]) if factors is None else tuple(factors)
     missing = [n for n in names if any(n not in s[1] for s in (train, val, test))]
     if missing:
         raise UserError(f"factors {missing} are not labelled in every split; use names from "
                         f"{sorted(train[1])}")
     return {n: linear_probe(train[0], train[1][n], val[0], val[1][n], test[0], test[1][n],
-                            c_grid) for n in names}
+                            c_grid, **protocol) for n in names}
 
 
 def segments(z: np.ndarray, num_segments: int,
@@ -219,11 +250,12 @@ def segments(z: np.ndarray, num_segments: int,
 def segment_probes(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray,
                    y_val: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
                    num_segments: int, groups: Sequence[Sequence[int]] | None = None,
-                   c_grid: Sequence[float] = C_GRID) -> list[ProbeResult]:
+                   c_grid: Sequence[float] = C_GRID, **protocol) -> list[ProbeResult]:
     """One linear probe per segment (or per group of segments, see `segments`) of
-    z_* [N_*, D] for the labels y_* [N_*]; results in the order of the groups."""
+    z_* [N_*, D] for the labels y_* [N_*]; results in the order of the groups; protocol:
+    refit, metric of `linear_probe`."""
     cut = [segments(z, num_segments, groups) for z in (z_train, z_val, z_test)]
-    return [linear_probe(tr, y_train, va, y_val, te, y_test, c_grid)
+    return [linear_probe(tr, y_train, va, y_val, te, y_test, c_grid, **protocol)
             for tr, va, te in zip(*cut)]
 
 

@@ -15,7 +15,13 @@ context) (the motion problem: S = (O^ctxt, S_m), Sec. 4.2):
   "mlp"   `fdm.nn.mlp.TimeMLP` on the flattened input (model.mlp.*);
   "unet"  `fdm.nn.unet.UNet` on the image input (model.unet.*), for an image output
           [H, W, C] whose canvases are H x W (a crop: the glyph mosaic; the motion
-          frames): out_ch = C.
+          frames): out_ch = C;
+  "pixelnerf"  the problem's own denoiser (`ForwardProblem.network`; the scenes of
+          Sec. 4.1, `fdm.forward.pixelnerf`: model.pixelnerf.*, its encoder model.unet.*),
+          called on the views themselves, network(ctxt, O^trgt_t, phi^trgt, t, keep) -> S,
+          and the only network such a problem takes. Its forward model is partly learned
+          (the field's MLP): every forward(S, phi) below is that of the problem bound to
+          the current params (`ForwardProblem.bound`).
 
     S = denoise_theta(O^ctxt, O^trgt_t; t, phi^ctxt, phi^trgt)                 (Eq. 3)
     O_hat^trgt = forward(S, phi^trgt)                                         (Eq. 4)
@@ -26,8 +32,10 @@ x0-prediction (diffusion.prediction = "x0") whose side output is the signal.
 Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple"):
     L^trgt  = mean (O^trgt - forward(S, phi^trgt))^2                          (Eq. 8)
     L^novel = mean (O^novel - forward(S, phi^novel))^2, with the same S        (Eq. 9)
-    L = L^trgt + train.novel_weight L^novel
-train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged).
+    L = L^trgt + train.novel_weight L^novel + the problem's regularisers
+train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged). The
+regularisers (`ForwardProblem.regularizers`; the scenes': L_cond, depth smoothness and
+distortion at train.{cond, depth_smoothness, distortion}_weight) are logged by name.
 
 Sampling (brief D1, D5): O^trgt_T ~ N(0, I), then eval.sample_steps (50) steps on DDIM's
 grid of the update eval.sampler, x0_hat clipped to [-1, 1] per diffusion.clip_x0; the
@@ -62,26 +70,31 @@ losses never drop the context.
 Deterministic baseline (model.deterministic = True): the same network with the noisy
 target zeroed and t = 0, trained on the same loss without noise, so it predicts S from
 the context alone (the posterior mean when forward is linear and the target identifies
-S); each of its "samples" is that one S.
+S); each of its "samples" is that one S. A problem's own denoiser reads the flag itself
+(the scenes: pixelNeRF on the context alone, `fdm.forward.pixelnerf`).
 
 Evaluation (`evaluate`): eval_loss_trgt and eval_loss_novel over the eval tuples, then
 eval.samples_per_context samples for each of the first eval.num_contexts eval contexts,
-scored by the problem (`ForwardProblem.score`: e.g. W2 to the exact posterior) and
+scored by the problem (`ForwardProblem.score`: e.g. W2 to the exact posterior; the
+scenes: PSNR of the sampled renders against the held-out views) and
 kept in DIR/posterior_samples.npz; for a problem with `score_given_target`, also the S of
 every eval example with its target given (`given_target_signal`) against its true
 'signal'. `sample`: DIR/samples/samples.npz and grid.png
 (per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
 
-Batches (`fdm.data.inverse_toys`): the keys `fdm.forward.VIEW_KEYS`, 'signal' (read only
-by the given-target scores) and 'valid' in eval batches.
+Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
+`fdm.forward.VIEW_KEYS`, 'signal' (read only by evaluation: the given-target scores and
+`ForwardProblem.score`) and 'valid' in eval batches.
 
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
-time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups}},
+time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups},
+pixelnerf.{features, det_features, width, view_blocks, joint_blocks, num_freqs,
+num_samples, det_samples}},
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
-dynamic_threshold}, train.{novel_weight, context_dropout,
-lr_final_factor}, eval.{batch_size, num_contexts, samples_per_context, sampler,
-sample_steps, ddim_eta, guidance_scale, num_examples}; declared in
-configs/fdm_common.py:dfm_config.
+dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
+depth_smoothness_weight, distortion_weight}, eval.{batch_size, num_contexts,
+samples_per_context, sampler, sample_steps, ddim_eta, guidance_scale, num_examples};
+declared in configs/fdm_common.py:dfm_config.
 """
 from __future__ import annotations
 
@@ -104,7 +117,8 @@ from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.nn.mlp import TimeMLP
 from fdm.nn.unet import UNet
 
-NETWORKS = ("mlp", "unet")
+NETWORKS = ("mlp", "unet", "pixelnerf")
+PROBLEM_NETWORK = "pixelnerf"  # model.network of a problem with its own denoiser
 SAMPLERS = ("ddim", "renoise")
 CONTEXT_DROPOUT_STREAM = 1    # fold_in(rng, this): the key of the training context dropout
 NUM_FIGURE_SAMPLES = 8
@@ -150,6 +164,14 @@ DFM_RULES = {
     "model.unet.ch": rules.int_at_least(1),
     "model.unet.num_res_blocks": rules.int_at_least(1),
     "model.unet.num_groups": _num_groups_rule(),
+    "model.pixelnerf.features": rules.int_at_least(1),
+    "model.pixelnerf.det_features": rules.int_at_least(0),
+    "model.pixelnerf.width": rules.int_at_least(1),
+    "model.pixelnerf.view_blocks": rules.int_at_least(1),
+    "model.pixelnerf.joint_blocks": rules.int_at_least(0),
+    "model.pixelnerf.num_freqs": rules.int_at_least(0),
+    "model.pixelnerf.num_samples": rules.int_at_least(1),
+    "model.pixelnerf.det_samples": rules.int_at_least(1),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
@@ -159,6 +181,9 @@ DFM_RULES = {
     "train.novel_weight": rules.at_least(0.0),              # weight of Eq. 9
     "train.context_dropout": rules.in_range(0.0, 1.0),      # 1: never sees the context
     "train.lr_final_factor": rules.above(0.0),              # 1: a constant learning rate
+    "train.cond_weight": rules.at_least(0.0),               # the scenes' regularisers
+    "train.depth_smoothness_weight": rules.at_least(0.0),
+    "train.distortion_weight": rules.at_least(0.0),
     "eval.batch_size": rules.int_at_least(1),
     "eval.num_contexts": rules.int_at_least(1),
     "eval.samples_per_context": rules.int_at_least(2),      # a covariance needs two
@@ -177,10 +202,10 @@ class DFMFamily(ModelFamily):
 
     def __init__(self, config):
         super().__init__(config)
-        self.problem = get_problem(config.model.forward)
+        self.problem = get_problem(config.model.forward, config)
         self.operator = self.problem.operator
         self.schedule = DiffusionSchedule.from_config(config.diffusion)
-        self.network = _build_network(config.model, self.problem.network_shape())
+        self.network = _build_network(config.model, self.problem)
         self._eval_losses = jax.jit(self.per_example_losses)
         self._deterministic_signal = jax.jit(self.deterministic_signal)
         self._given_target_signal = jax.jit(self.given_target_signal)
@@ -204,6 +229,8 @@ class DFMFamily(ModelFamily):
                        t: jax.Array, keep: jax.Array | None = None) -> jax.Array:
         """S [B, *signal_shape] = denoise_theta(O^ctxt, x_t; t, phi^ctxt, phi^trgt) (Eq. 3);
         x_t [B, *obs_shape], t [B] int, keep [B] bool or None (`network_input`)."""
+        if self.problem.network is not None:
+            return self.network.apply({"params": params}, ctxt, x_t, phi_trgt, t, keep)
         x = self.network_input(ctxt, x_t, phi_trgt, keep)
         out = self.network.apply({"params": params}, self._network_form(x), t)
         return self.problem.signal_from(
@@ -218,7 +245,7 @@ class DFMFamily(ModelFamily):
         """Sampler denoiser: (x_t [B, *obs_shape], t [B]) -> (forward(S, phi^trgt), S)
         (Eq. 3-4); keep as in `network_input`."""
         signal = self.predict_signal(params, ctxt, x_t, phi_trgt, t, keep)
-        return self.operator.apply(signal, phi_trgt), signal
+        return self.problem.bound(params).operator.apply(signal, phi_trgt), signal
 
     def _denoise_null(self, params, ctxt: View, phi_trgt, x_t, t):
         """`_denoise` on the null context: the unconditional model of guidance."""
@@ -260,6 +287,9 @@ class DFMFamily(ModelFamily):
     def init_params(self, rng, batch):
         """Network parameters from the first example of `batch`."""
         views = take_rows(ObservationTuple.from_batch(batch), slice(0, 1))
+        if self.problem.network is not None:
+            return self.network.init(rng, views.ctxt, views.trgt.obs, views.trgt.phi,
+                                     jnp.zeros((1,), jnp.int32))["params"]
         x = self.network_input(views.ctxt, views.trgt.obs, views.trgt.phi)
         return self.network.init(rng, self._network_form(x),
                                  jnp.zeros((1,), jnp.int32))["params"]
@@ -274,28 +304,36 @@ class DFMFamily(ModelFamily):
         """(L^trgt [B], L^novel [B]) (Eq. 8, 9) of a batch of tuples; t and eps from rng.
         context_dropout (a Python float): each example's context is the null context
         with this probability (`context_keep`; module doc)."""
-        trgt = views.trgt
+        return self._losses(params, views, rng, context_dropout)[:2]
+
+    def _losses(self, params, views: ObservationTuple, rng, context_dropout: float):
+        """(L^trgt [B], L^novel [B], the S [B, ...] they render) (`per_example_losses`)."""
+        trgt, operator = views.trgt, self.problem.bound(params).operator
         keep = context_keep(rng, trgt.obs.shape[0], context_dropout)
         if self.config.model.deterministic:
             signal = self.deterministic_signal(params, views.ctxt, trgt, keep)
-            loss_trgt = mean_flat(jnp.square(self.operator.apply(signal, trgt.phi) - trgt.obs))
+            loss_trgt = mean_flat(jnp.square(operator.apply(signal, trgt.phi) - trgt.obs))
         else:
             denoise = jax.tree_util.Partial(self._denoise, params, views.ctxt, trgt.phi,
                                             keep=keep)
             out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0")
             loss_trgt, signal = out.loss, out.aux
-        novel = self.operator.apply(signal, views.novel.phi)
-        return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs))
+        novel = operator.apply(signal, views.novel.phi)
+        return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs)), signal
 
     def loss_fn(self, params, batch, rng, train, step=0):
-        """L = mean(L^trgt + train.novel_weight L^novel), with train.context_dropout when
-        `train`; logs loss_trgt and loss_novel."""
+        """L = mean(L^trgt + train.novel_weight L^novel + the problem's regularisers), with
+        train.context_dropout when `train`; logs loss_trgt, loss_novel and each
+        regulariser."""
         dropout = float(self.config.train.context_dropout) if train else 0.0
-        loss_trgt, loss_novel = self.per_example_losses(
-            params, ObservationTuple.from_batch(batch), rng, dropout)
-        loss = jnp.mean(loss_trgt + self.config.train.novel_weight * loss_novel)
-        return LossOutput(loss=loss, scalars={"loss_trgt": jnp.mean(loss_trgt),
-                                              "loss_novel": jnp.mean(loss_novel)})
+        views = ObservationTuple.from_batch(batch)
+        loss_trgt, loss_novel, signal = self._losses(params, views, rng, dropout)
+        problem = self.problem.bound(params)
+        terms = {} if problem.regularizers is None else problem.regularizers(views, signal)
+        total = loss_trgt + self.config.train.novel_weight * loss_novel + sum(terms.values())
+        scalars = {"loss_trgt": jnp.mean(loss_trgt), "loss_novel": jnp.mean(loss_novel)}
+        scalars.update({name: jnp.mean(term) for name, term in terms.items()})
+        return LossOutput(loss=jnp.mean(total), scalars=scalars)
 
     # ---- sampling -----------------------------------------------------
     def sample_signals(self, params, views: ObservationTuple, rng) -> jax.Array:
@@ -330,25 +368,27 @@ class DFMFamily(ModelFamily):
         """eval_loss_trgt / eval_loss_novel (means over the valid eval rows) and the
         problem's scores of the posterior samples of the first eval.num_contexts eval
         contexts (module doc); writes DIR/posterior_samples.npz."""
-        e = self.config.eval
-        losses, views, given = self._eval_pass(params, batches, jax.random.fold_in(rng, 0))
+        e, problem = self.config.eval, self.problem.bound(params)
+        losses, views, truth, given = self._eval_pass(params, batches,
+                                                      jax.random.fold_in(rng, 0))
         metrics = {"eval_loss_trgt": float(losses[0].mean()),
                    "eval_loss_novel": float(losses[1].mean())}
         if given is not None:
-            metrics.update(self.problem.score_given_target(*given))
-        contexts = _first_rows(views, int(e.num_contexts), "eval.num_contexts")
+            metrics.update(problem.score_given_target(given, truth))
+        num = int(e.num_contexts)
+        contexts = _first_rows(views, num, "eval.num_contexts")
         signals = self.posterior_samples(params, contexts, int(e.samples_per_context),
                                          jax.random.fold_in(rng, 1))
-        metrics.update(self.problem.score(signals, contexts.ctxt))
+        metrics.update(problem.score(signals, contexts, None if truth is None else truth[:num]))
         write_npz_atomic(os.path.join(workdir, POSTERIOR_SAMPLES_FILE), signals=signals,
                          ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
         return metrics
 
     def _eval_pass(self, params, batches, rng):
         """(losses [2, n]: L^trgt and L^novel of the n valid eval rows, their tuples as
-        numpy, and for a problem with `score_given_target` the pair (S [n, ...] with the
-        target given, the true 'signal' [n, ...]), else None); batch i uses the key
-        fold_in(rng, i)."""
+        numpy, their true 'signal' [n, ...] (None when the batches have none), and for a
+        problem with `score_given_target` S [n, ...] with the target given, else None);
+        batch i uses the key fold_in(rng, i)."""
         scored = self.problem.score_given_target is not None
         losses, rows, given, truth = [], [], [], []
         for i, batch in enumerate(batches):
@@ -359,12 +399,14 @@ class DFMFamily(ModelFamily):
             rows.append(take_rows(jax.tree_util.tree_map(to_host, views), valid))
             if scored:
                 given.append(to_host(self._given_target_signal(params, views))[valid])
+            if "signal" in batch:
                 truth.append(to_host(batch["signal"])[valid])
         if not rows or not sum(len(r.ctxt.obs) for r in rows):
             raise UserError("the evaluation split is empty; check data.num_eval")
         joined = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *rows)
-        pairs = (np.concatenate(given), np.concatenate(truth)) if scored else None
-        return np.concatenate(losses, axis=1), joined, pairs
+        return (np.concatenate(losses, axis=1), joined,
+                np.concatenate(truth) if truth else None,
+                np.concatenate(given) if scored else None)
 
     def sample(self, params, workdir, rng):
         """DIR/samples/samples.npz ('signals' [N, K, ...]: K = NUM_FIGURE_SAMPLES samples
@@ -382,24 +424,34 @@ class DFMFamily(ModelFamily):
                      ctxt=views.ctxt.obs, ctxt_phi=views.ctxt.phi)
         canvas, _ = self.operator.paste(jnp.asarray(views.ctxt.obs), jnp.asarray(views.ctxt.phi))
         viz.save_png(os.path.join(out_dir, "grid.png"),
-                     self._figure(to_host(canvas), truth, signals))
-
-    def _figure(self, canvas: np.ndarray, truth: np.ndarray, signals: np.ndarray) -> np.ndarray:
-        """uint8 grid, a row per context: its canvas [N, ...], the true signal [N, ...] and
-        its samples [N, K, ...] as images (`ForwardProblem.canvas_image`, `render`)."""
-        num, k = signals.shape[:2]
-        samples = self.problem.render(signals.reshape((num * k,) + signals.shape[2:]))
-        tiles = np.concatenate([self.problem.canvas_image(canvas)[:, None],
-                                self.problem.render(truth)[:, None],
-                                samples.reshape((num, k) + samples.shape[1:])], axis=1)
-        images = viz.to_uint8(np.clip(tiles.reshape((-1,) + tiles.shape[2:]), -1.0, 1.0))
-        return viz.make_grid(viz.upscale_nearest(images, FIGURE_UPSCALE), ncol=k + 2,
-                             pad_value=FIGURE_PAD_VALUE)
+                     _figure(self.problem.bound(params), to_host(canvas), truth, signals))
 
 
-def _build_network(m, output_shape: tuple[int, ...]):
-    """The flax module model.network maps (input, t) to the problem's output of
-    `output_shape` (S or its non-context part; flattened for the MLP)."""
+def _figure(problem, canvas: np.ndarray, truth: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    """uint8 grid, a row per context: its canvas [N, ...], the true signal [N, ...] and
+    its samples [N, K, ...] as images (`ForwardProblem.canvas_image`, `truth_image`,
+    `render` of the bound `problem`)."""
+    num, k = signals.shape[:2]
+    samples = problem.render(signals.reshape((num * k,) + signals.shape[2:]))
+    tiles = np.concatenate([problem.canvas_image(canvas)[:, None],
+                            problem.truth_image(truth)[:, None],
+                            samples.reshape((num, k) + samples.shape[1:])], axis=1)
+    images = viz.to_uint8(np.clip(tiles.reshape((-1,) + tiles.shape[2:]), -1.0, 1.0))
+    return viz.make_grid(viz.upscale_nearest(images, FIGURE_UPSCALE), ncol=k + 2,
+                         pad_value=FIGURE_PAD_VALUE)
+
+
+def _build_network(m, problem):
+    """The flax module model.network maps (input, t) to the problem's output (S or its
+    non-context part; flattened for the MLP), or the problem's own denoiser
+    (model.network = PROBLEM_NETWORK, for a problem that has one and only then)."""
+    if (m.network == PROBLEM_NETWORK) != (problem.network is not None):
+        raise UserError(f"model.network={m.network!r} does not fit model.forward="
+                        f"{m.forward!r}; a problem with its own denoiser (scenes) takes "
+                        f"model.network={PROBLEM_NETWORK!r}, the others 'mlp' or 'unet'")
+    if problem.network is not None:
+        return problem.network
+    output_shape = problem.network_shape()
     if m.network == "mlp":
         return TimeMLP(out_dim=math.prod(output_shape), width=m.mlp.width, depth=m.mlp.depth,
                        time_embed_dim=m.mlp.time_embed_dim)

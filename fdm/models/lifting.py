@@ -591,7 +591,8 @@ class LiftingFamily(ModelFamily):
         of the arg-max-score cameras (`fdm.metrics.poses.evaluate_poses`) and
         pose_rot_err_deg_pseudo, the aligned mean error of the lowest-loss candidates
         ('c2w_pseudo' of `eval_step`); the same on the first eval.num_train_views
-        training views (prefix pose_train_), which are what lifting registers. With
+        training views (prefix pose_train_), which are what lifting registers; the frame
+        numbers of `frame_scalars` (the eval views scored in the training views' frame). With
         candidates, cam_cls_acc (arg-max score == lowest-loss candidate on the pixel
         grid, the paper's classifier accuracy) and cam_region_acc (aligned predicted
         centre in the true camera's octant / quadrant).
@@ -668,7 +669,8 @@ class LiftingFamily(ModelFamily):
         train_pose, train_ev = self._pose_metrics(train_views, "pose_train_")
         panels = {"cameras": (views["c2w_true"], ev, "eval views"),
                   "cameras_train": (train_views["c2w_true"], train_ev, "training views")}
-        metrics = {**pose, **self._candidate_metrics(views, ev), **train_pose}
+        metrics = {**pose, **self._candidate_metrics(views, ev), **train_pose,
+                   **frame_scalars(views, train_ev)}
         if VIEWS_KEY in params and len(self.scene.train_c2w) >= 3:
             table_ev = poses.evaluate_poses(np.asarray(table_cameras(params[VIEWS_KEY])),
                                             self.scene.train_c2w)
@@ -844,6 +846,20 @@ def pose_scalars(ev: poses.PoseEvaluation, prefix: str) -> dict[str, float]:
     out[prefix + "spread_ratio"] = float(ev.spread_ratio)
     out[prefix + "alignment_orientation_only"] = int(ev.alignment.orientation_only)
     return out
+
+
+def frame_scalars(views, train_ev: poses.PoseEvaluation | None) -> dict[str, float]:
+    """pose_train_frame_offset_deg: the global rotation between the predicted and the true
+    frame (of the training views' alignment; `poses.frame_offset_deg`), and
+    pose_rot_err_deg_train_frame (mean, _median): the eval views' errors in the frame
+    fitted on the training views (`poses.rot_err_in_frame`); {} without a training-view
+    evaluation."""
+    if train_ev is None:
+        return {}
+    err = poses.rot_err_in_frame(train_ev.alignment, views["c2w"], views["c2w_true"])
+    return {"pose_train_frame_offset_deg": poses.frame_offset_deg(train_ev.alignment),
+            "pose_rot_err_deg_train_frame": float(np.mean(err)),
+            "pose_rot_err_deg_train_frame_median": float(np.median(err))}
 
 
 def pose_caption(what: str, c2w_true: np.ndarray, ev: poses.PoseEvaluation | None) -> list:

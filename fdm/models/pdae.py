@@ -63,7 +63,9 @@ Evaluation (`evaluate`, EMA params):
     of `fdm.data.factors`);
   * for every label column: a linear probe (`fdm.metrics.probes.factor_probes`; fitted on
     the train features but their last eval.probe_val_examples, which choose the l2
-    strength, scored on the eval split): probe_<name> (test accuracy); with
+    strength, scored on the eval split; eval.probe_refit: the chosen strength refitted on
+    train + val, the transfer suite's protocol; eval.probe_metric: 'accuracy' or
+    'mean_per_class'): probe_<name> (test score); with
     eval.probe_segments = m > 0 also probes on groups of the m equal parts of z
     (eval.probe_segment_groups, 0-based): probe_<name>_seg<g>;
   * few-shot episodes (Table 4.2, `fdm.metrics.probes.few_shot_eval`) on the eval split's
@@ -123,6 +125,7 @@ from fdm.diffusion.pdae import (SEGMENT_MODES, STAGE_MAPS, guided_eps, lerp_segm
 from fdm.diffusion.reverse import LEARNED_VARIANCES
 from fdm.errors import UserError
 from fdm.host import to_host, write_json_atomic
+from fdm.metrics import probes
 from fdm.models.base import LossOutput, ModelFamily, with_frozen
 from fdm.models.simsiam import HEAD_NORMS, SimSiamHeads, two_views, view_spec_from_config
 from fdm.nn.pdae import ResNetEncoder, ShiftDecoder
@@ -226,6 +229,7 @@ PDAE_RULES = {
     "eval.batch_size": rules.int_at_least(1),
     "eval.feature_examples": rules.int_at_least(0),
     "eval.probe_val_examples": rules.int_at_least(1),
+    "eval.probe_metric": rules.one_of(*probes.METRICS),
     "eval.probe_segments": rules.int_at_least(0),
     "eval.probe_segment_groups": _groups_rule(),
     "eval.num_samples": rules.int_at_least(0),
@@ -682,7 +686,6 @@ class PDAEFamily(ModelFamily):
     def probe_metrics(self, train: dict, test: dict) -> dict[str, float]:
         """probe_<name> and probe_<name>_seg<g> (module docstring) for every label column
         of `train` / `test` (`features` outputs); {} when there is none."""
-        from fdm.metrics import probes
         e = self.config.eval
         names = [k for k in test if k != "z" and k in train]
         if not names:
@@ -695,13 +698,15 @@ class PDAEFamily(ModelFamily):
         split = lambda d, rows: (d["z"][rows], {n: d[n][rows] for n in names})  # noqa: E731
         fit, val = split(train, slice(None, -num_val)), split(train, slice(-num_val, None))
         held = split(test, slice(None))
+        protocol = {"refit": bool(e.probe_refit), "metric": str(e.probe_metric)}
         metrics = {f"probe_{n}": r.accuracy
-                   for n, r in probes.factor_probes(fit, val, held).items()}
+                   for n, r in probes.factor_probes(fit, val, held, **protocol).items()}
         if e.probe_segments:
             groups = [tuple(g) for g in e.probe_segment_groups]
             for n in names:
                 results = probes.segment_probes(fit[0], fit[1][n], val[0], val[1][n], held[0],
-                                                held[1][n], int(e.probe_segments), groups)
+                                                held[1][n], int(e.probe_segments), groups,
+                                                **protocol)
                 metrics.update({f"probe_{n}_seg{i}": r.accuracy for i, r in enumerate(results)})
         return metrics
 
@@ -722,7 +727,6 @@ class PDAEFamily(ModelFamily):
     def few_shot_metrics(self, train: dict, test: dict) -> dict[str, float]:
         """fewshot_<name>_<ways>way_<C>shot and _ci95 (module docstring) on the eval z of
         `test` standardised by the train z of `train` (`features` outputs)."""
-        from fdm.metrics import probes
         e = self.config.eval
         shots, queries = [int(c) for c in e.few_shot_shots], int(e.few_shot_queries)
         sets = self.few_shot_label_sets(test)

@@ -20,6 +20,13 @@ Notation (NeRF, Mildenhall et al. 2020; seed 004 Eq. 4.1):
 A field function is `field_fn(points [..., S, 3], viewdirs [..., S, 3]) ->
 (rgb [..., S, 3] in [0, 1], density [..., S] >= 0)`; e.g.
 `lambda x, d: NeRFMLP().apply(params, x, d)`.
+
+C channels (`composite_channels`, `render_rays_channels`): a field may return any
+values [..., S, C] in place of rgb (colour and features, pixelNeRF's rendered feature
+maps, seed 003 Sec. 4.1); the weights come from the density as above and
+      V = sum_i w_i v_i + (1 - sum_i w_i) v_bg
+with a background v_bg [C] (a number: the same in every channel). `composite` is its
+C = 3 case with v_bg = 1 (white) or 0.
 """
 import math
 from typing import Callable, Optional, Tuple
@@ -37,6 +44,16 @@ FieldFn = Callable[[jax.Array, jax.Array], Tuple[jax.Array, jax.Array]]
 class RenderOutput:
     """A rendering of rays with leading shape [...] (S samples per ray)."""
     rgb: jax.Array      # [..., 3]
+    depth: jax.Array    # [...] expected termination depth, the missed mass at far
+    acc: jax.Array      # [...] accumulated opacity sum_i w_i
+    weights: jax.Array  # [..., S]
+    t_edges: jax.Array  # [..., S+1]
+
+
+@flax.struct.dataclass
+class ChannelRender:
+    """A rendering of C-channel values along rays with leading shape [...] (S samples)."""
+    values: jax.Array   # [..., C] sum_i w_i v_i + (1 - acc) v_bg
     depth: jax.Array    # [...] expected termination depth, the missed mass at far
     acc: jax.Array      # [...] accumulated opacity sum_i w_i
     weights: jax.Array  # [..., S]
@@ -86,6 +103,26 @@ def compute_weights(density: jax.Array, t_edges: jax.Array, directions: jax.Arra
     return alpha * jnp.exp(-before)
 
 
+def composite_channels(values: jax.Array, density: jax.Array, t_edges: jax.Array,
+                       t_mid: jax.Array, directions: jax.Array,
+                       background=0.0) -> ChannelRender:
+    """Alpha compositing of per-sample C-channel values along rays (module doc).
+
+    Args:
+      values: [..., S, C]; density: [..., S]; t_edges: [..., S+1]; t_mid: [..., S];
+      directions: [..., 3] (unnormalised ray directions).
+      background: v_bg, a number or [C], shown where the rays are not opaque.
+    Returns:
+      ChannelRender; depth = sum_i w_i t_mid_i + (1 - acc) far.
+    """
+    weights = compute_weights(density, t_edges, directions)
+    acc = jnp.sum(weights, axis=-1)
+    out = jnp.sum(weights[..., None] * values, axis=-2)
+    out = out + (1.0 - acc[..., None]) * jnp.asarray(background, out.dtype)
+    depth = jnp.sum(weights * t_mid, axis=-1) + (1.0 - acc) * t_edges[..., -1]
+    return ChannelRender(out, depth, acc, weights, t_edges)
+
+
 def composite(rgb: jax.Array, density: jax.Array, t_edges: jax.Array, t_mid: jax.Array,
               directions: jax.Array, white_background: bool = False) -> RenderOutput:
     """Alpha compositing of per-sample colours and densities along rays.
@@ -97,13 +134,9 @@ def composite(rgb: jax.Array, density: jax.Array, t_edges: jax.Array, t_mid: jax
     Returns:
       RenderOutput; depth = sum_i w_i t_mid_i + (1 - acc) far.
     """
-    weights = compute_weights(density, t_edges, directions)
-    acc = jnp.sum(weights, axis=-1)
-    color = jnp.sum(weights[..., None] * rgb, axis=-2)
-    if white_background:
-        color = color + (1.0 - acc[..., None])
-    depth = jnp.sum(weights * t_mid, axis=-1) + (1.0 - acc) * t_edges[..., -1]
-    return RenderOutput(color, depth, acc, weights, t_edges)
+    out = composite_channels(rgb, density, t_edges, t_mid, directions,
+                             1.0 if white_background else 0.0)
+    return RenderOutput(out.values, out.depth, out.acc, out.weights, out.t_edges)
 
 
 def sample_pdf(rng: Optional[jax.Array], t_edges: jax.Array, weights: jax.Array,
@@ -190,6 +223,17 @@ def render_rays(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
                                      lindisp, rays.origins.dtype)
     rgb, density = _query(field_fn, rays, t_mid)
     return composite(rgb, density, t_edges, t_mid, rays.directions, white_background)
+
+
+def render_rays_channels(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
+                         rng: Optional[jax.Array] = None, background=0.0,
+                         lindisp: bool = False) -> ChannelRender:
+    """`render_rays` of a field returning C-channel values [..., S, C] (module doc) in
+    place of rgb, composited onto `background` (a number or [C])."""
+    t_edges, t_mid = stratified_bins(rng, near, far, num_samples, rays.origins.shape[:-1],
+                                     lindisp, rays.origins.dtype)
+    values, density = _query(field_fn, rays, t_mid)
+    return composite_channels(values, density, t_edges, t_mid, rays.directions, background)
 
 
 def render_rays_hierarchical(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,

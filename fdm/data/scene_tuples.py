@@ -1,0 +1,121 @@
+"""Multi-view tuples of random scenes for inverse graphics with forward models (seed 003
+Sec. 4.1; `fdm.forward.scenes`): no files, everything rendered analytically.
+
+Example i of a split of N (`load`):
+  scene   a random scene of `fdm.data.scene_family` (a plinth, 3 spheres, a box), the N
+          scenes drawn from the key fold_in(PRNGKey(data.seed), stream) (train 0, eval 1);
+  phi     three cameras c2w float32 [4, 4] of the toy scene's orbit sampler
+          (`toy_scene.sample_cameras` of 3 N cameras, data.seed, the toy split "train"
+          for train and "val" for eval; context, target, novel view independent);
+  views   'ctxt', 'trgt', 'novel' float32 [S, S, 3] in [-1, 1] (S = data.image_size),
+          `toy_scene.render_primitives` with the toy scene's field of view (white
+          background), 'ctxt_phi', 'trgt_phi', 'novel_phi' the cameras;
+  signal  the truth of `fdm.forward.scenes.pack_truth` [S, S, 3 K + 2]: the scene's views
+          at the K RING cameras and the target's surface and seen masks (`seen_masks`).
+Options: num_train, num_eval, seed.
+
+Visibility (`seen_masks`), by ray marching the primitives' inside tests (MARCH_STEPS
+samples): a target pixel is a surface pixel when a sample of its ray over [near, far] is
+inside a primitive; its first such sample is the hit point X; X is seen by the context
+when it projects into the context image (in front of the camera) and no sample of the
+segment from the context camera to X, stopped VISIBILITY_MARGIN before X, is inside a
+primitive.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm.data import scene_family, toy_scene
+from fdm.errors import UserError
+from fdm.forward import scenes as sc
+from fdm.forward.pixelnerf import project, world_to_camera
+from fdm.nerf.rays import generate_rays
+
+SPLIT_STREAMS = {"train": 0, "eval": 1}
+TOY_SPLITS = {"train": "train", "eval": "val"}   # the toy scene's camera stream of a split
+VIEWS = ("ctxt", "trgt", "novel")
+RENDER_CHUNK = 128            # scenes per jitted call
+MARCH_STEPS = 128
+VISIBILITY_MARGIN = 0.05      # scene units
+
+
+def _render(scenes: scene_family.SceneParams, c2w: jax.Array, size: int) -> jax.Array:
+    """Views [N, K, size, size, 3] in [-1, 1] of scenes [N] from cameras c2w [N, K, 4, 4]."""
+    per_camera = jax.vmap(lambda c: scene_family.render_scenes(scenes, c, size), 1, 1)
+    return 2.0 * per_camera(c2w) - 1.0
+
+
+def _inside(scenes: scene_family.SceneParams, points: jax.Array) -> jax.Array:
+    """bool [N, P]: points [N, P, 3] inside a primitive of scene n (batch shape [N])."""
+    rel_s = points[:, :, None] - scenes.sphere_centers[:, None]
+    in_s = jnp.linalg.norm(rel_s, axis=-1) < scenes.sphere_radii[:, None]
+    rel_b = jnp.abs(points[:, :, None] - scenes.box_centers[:, None])
+    in_b = jnp.all(rel_b < scenes.box_half_sizes[:, None], axis=-1)
+    return jnp.any(in_s, -1) | jnp.any(in_b, -1)
+
+
+def seen_masks(scenes: scene_family.SceneParams, c2w_trgt: jax.Array, c2w_ctxt: jax.Array,
+               size: int) -> tuple[jax.Array, jax.Array]:
+    """(surface, seen) bool [N, size, size] of the target views c2w_trgt [N, 4, 4] of
+    scenes [N] for the contexts c2w_ctxt [N, 4, 4] (module doc)."""
+    geo = sc.geometry(size)
+    rays = generate_rays(c2w_trgt, size, size, geo.focal)
+    n = c2w_trgt.shape[0]
+    depths = jnp.linspace(geo.near, geo.far, MARCH_STEPS)
+    samples = rays.origins[..., None, :] + depths[:, None] * rays.directions[..., None, :]
+    hits = _inside(scenes, samples.reshape(n, -1, 3)).reshape(n, size * size, MARCH_STEPS)
+    surface = jnp.any(hits, -1)
+    point = (rays.origins.reshape(n, -1, 3) + depths[jnp.argmax(hits, -1)][..., None]
+             * rays.directions.reshape(n, -1, 3))                            # [N, P, 3]
+    local = world_to_camera(c2w_ctxt, point)
+    xy = project(local, geo)
+    in_image = (local[..., 2] < 0) & jnp.all((xy >= 0) & (xy <= size), -1)
+    eye = c2w_ctxt[:, None, :3, 3]
+    dist = jnp.linalg.norm(point - eye, axis=-1)
+    stop = jnp.maximum(dist - VISIBILITY_MARGIN, 0.0) / jnp.maximum(dist, 1e-9)
+    frac = jnp.linspace(0.0, 1.0, MARCH_STEPS) * stop[..., None]            # [N, P, T]
+    segment = eye[:, :, None] + frac[..., None] * (point - eye)[:, :, None]
+    blocked = jnp.any(_inside(scenes, segment.reshape(n, -1, 3)).reshape(frac.shape), -1)
+    shape = (n, size, size)
+    return surface.reshape(shape), (surface & in_image & ~blocked).reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _tuples(scenes: scene_family.SceneParams, c2w: jax.Array, ring: jax.Array, size: int):
+    """(views [N, 3, S, S, 3], the parts of the truth: views at the ring cameras [K, 4, 4]
+    [N, K, S, S, 3], surface and seen [N, S, S]) of scenes [N] seen by cameras c2w
+    [N, 3, 4, 4]."""
+    views = _render(scenes, c2w, size)
+    ring = jnp.broadcast_to(ring, (c2w.shape[0],) + ring.shape)
+    surface, seen = seen_masks(scenes, c2w[:, 1], c2w[:, 0], size)
+    return views, _render(scenes, ring, size), surface, seen
+
+
+def load(root, image_size, split: str, num_train: int, num_eval: int,
+         seed: int) -> dict[str, np.ndarray]:
+    """The split's scene tuples (module doc): every view [N, S, S, 3] with its camera
+    [N, 4, 4], 'signal' [N, S, S, 3 K + 2]."""
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 4:
+        raise UserError(f"data.image_size={image_size!r} is invalid for scenes; use an "
+                        "integer >= 4 (square views)")
+    num = num_train if split == "train" else num_eval
+    if num <= 0:
+        raise UserError(f"data.num_{split}={num}; it must be positive")
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), SPLIT_STREAMS[split])
+    scenes = scene_family.sample_scenes(key, num)
+    c2w = toy_scene.sample_cameras(3 * num, seed, TOY_SPLITS[split]).reshape(num, 3, 4, 4)
+    ring = jnp.asarray(sc.ring_cameras())
+    parts = [_tuples(jax.tree_util.tree_map(lambda a: a[i:i + RENDER_CHUNK], scenes),
+                     jnp.asarray(c2w[i:i + RENDER_CHUNK]), ring, image_size)
+             for i in range(0, num, RENDER_CHUNK)]
+    views, ring, surface, seen = (np.concatenate([np.asarray(p[j]) for p in parts])
+                                  for j in range(4))
+    out = {"signal": sc.pack_truth(ring, surface, seen)}
+    for k, view in enumerate(VIEWS):
+        out[view] = views[:, k].astype(np.float32)
+        out[f"{view}_phi"] = c2w[:, k].astype(np.float32)
+    return out

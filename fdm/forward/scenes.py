@@ -1,0 +1,289 @@
+"""Inverse graphics on the procedural scene family (seed 003 Sec. 4.1, brief S2, sized for
+a CPU): random scenes of `fdm.data.scene_family` seen by three cameras; the signal is a
+pixelNeRF conditioned on the context and the target (`fdm.forward.pixelnerf`).
+
+Notation:
+  views    H x W = size x size images in [-1, 1] with the toy scene's field of view
+           CAMERA_ANGLE_X, depths [NEAR, FAR] and white background (`geometry`; the
+           constants of `fdm.data.toy_scene`, which this layer does not import).
+  phi      a camera c2w float32 [4, 4] on the toy scene's orbit (radius 4, elevation
+           10-80 degrees, looking at the origin), drawn independently for the context,
+           the target and the novel view (`fdm.data.scene_tuples`).
+  S        the conditioned field [2, H, W, F + 12] (`fdm.forward.pixelnerf`, module
+           doc): feature maps and cameras of the context and of the (noisy) target.
+  forward  forward(S, phi) = 2 render(S, phi)_rgb - 1 (`SceneOperator`): the field
+           volume-rendered at phi; its MLP is learned with the denoiser, so the operator
+           holds the trained params['field'] (`SceneOperator.bind`).
+  truth    what evaluation knows of the true scene (the data's 'signal', made by
+           `fdm.data.scene_tuples`), one array [H, W, 3 K + 2] (`pack_truth`): its
+           analytic views at the K = 4 RING cameras (`ring_cameras`: azimuths 45 + 90 k
+           degrees at 30 degrees elevation, the same world cameras for every scene) in
+           channels 3k .. 3k + 2, then two masks of the target view's pixels: surface
+           (the pixel's ray hits a primitive) and seen (its first hit point lies inside
+           the context's image and nothing occludes it from the context camera).
+
+Regularisers (`regularizers`; weights of `RegularizerWeights`, 0 = off; supp. Eq. 7-10):
+  loss_cond             ||O_det,rgb - O^trgt||^2 (mean), O_det the render of the context-only
+                        field S_det at phi^trgt (det_samples bins; not for the
+                        deterministic model, whose S is S_det)
+  loss_depth_smoothness edge-aware smoothness of the depth renders of S at phi^trgt and
+                        phi^novel, depth mapped to [0, 1] over [near, far], guided by the
+                        true view on [0, 1] (`fdm.nerf.regularizers`), summed over the two
+                        views
+  loss_distortion       the distortion loss of the same renders, edges mapped to [0, 1]
+LPIPS (supp. Eq. 8) is not a training loss here.
+
+Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 1]):
+  psnr_trgt          mean over the N M samples of the PSNR of forward(S, phi^trgt) vs O^trgt
+  psnr_trgt_best     mean over contexts of the best of the M samples
+  psnr_trgt_mean     PSNR of the mean of the M renders (what a deterministic model aims at)
+  psnr_novel         as psnr_trgt at phi^novel
+  sample_std_seen    per-pixel standard deviation over the M target renders (mean of the
+                     channels), averaged over the target's seen pixels (truth)
+  sample_std_unseen  the same over its surface pixels that are not seen
+  unseen_fraction    the fraction of surface pixels not seen (background pixels are
+                     neither)
+PSNR rewards blur: the deterministic model aims at the posterior mean, so compare it with
+psnr_trgt_mean (and psnr_trgt_best), not with psnr_trgt alone. Expected for the diffusion
+model: sample_std_unseen > sample_std_seen; the deterministic model's samples are one S,
+so both stds are 0.
+Given the target (`score_given_target`: S from the context and the clean target):
+given_target_psnr_ring, the PSNR of the renders of S at the RING cameras against the
+true scene's.
+
+Figures: a signal is shown as its renders at the RING cameras side by side [H, 4 W, 3]
+(`render`; the true scene: `render_truth`), a context as its image padded with white to
+the same width (`canvas_image`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdm.errors import UserError
+from fdm.forward.base import ObservationTuple
+from fdm.forward.pixelnerf import (RGB, CAMERA_CHANNELS, PixelField, SceneDenoiser,
+                                   context_only, render_signal)
+from fdm.nerf import cameras
+from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness
+from fdm.nerf.render import ChannelRender
+from fdm.nerf.views import ViewGeometry
+from fdm.nn.unet import UNet
+
+CAMERA_ANGLE_X = 0.6911112070083618      # the toy scene's (fdm.data.toy_scene)
+NEAR, FAR, RADIUS = 2.0, 6.0, 4.0
+RING_ELEVATION_DEG = 30.0
+RING_AZIMUTHS_DEG = (45.0, 135.0, 225.0, 315.0)
+NUM_RING = len(RING_AZIMUTHS_DEG)
+PSNR_FLOOR_MSE = 1e-10
+
+
+def focal_length(size: int) -> float:
+    """Focal length in pixels of a size x size view with the field of view CAMERA_ANGLE_X."""
+    return float(0.5 * size / np.tan(0.5 * CAMERA_ANGLE_X))
+
+
+def geometry(size: int) -> ViewGeometry:
+    """The views' geometry: size x size pixels, the toy scene's field of view and depth
+    bounds, white background."""
+    return ViewGeometry(size, size, focal_length(size), NEAR, FAR, True)
+
+
+def signal_shape(size: int, features: int) -> tuple[int, ...]:
+    """The shape of one S: [2, size, size, features + 12]."""
+    return (2, size, size, features + CAMERA_CHANNELS)
+
+
+def ring_cameras() -> np.ndarray:
+    """The RING cameras c2w float32 [4, 4, 4]: radius RADIUS, elevation
+    RING_ELEVATION_DEG, azimuths RING_AZIMUTHS_DEG, looking at the origin (z up)."""
+    az, el = np.deg2rad(RING_AZIMUTHS_DEG), np.deg2rad(RING_ELEVATION_DEG)
+    eye = RADIUS * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az),
+                             np.full_like(az, np.sin(el))], -1)
+    return np.asarray(cameras.look_at(jnp.asarray(eye, jnp.float32)), np.float32)
+
+
+def pack_truth(ring_views: np.ndarray, surface: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """truth float32 [N, H, W, 3 K + 2] (module doc) of the views at the RING cameras
+    [N, K, H, W, 3] in [-1, 1] and the target's masks surface, seen bool [N, H, W]."""
+    n, k, h, w, c = ring_views.shape
+    views = np.transpose(ring_views, (0, 2, 3, 1, 4)).reshape(n, h, w, k * c)
+    masks = np.stack([surface, seen], -1).astype(np.float32)
+    return np.concatenate([views, masks], -1).astype(np.float32)
+
+
+def unpack_truth(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ring views [N, K, H, W, 3], surface, seen bool [N, H, W]) of truth [N, H, W,
+    3 K + 2] (`pack_truth`)."""
+    truth = np.asarray(truth)
+    n, h, w, _ = truth.shape
+    views = truth[..., :NUM_RING * RGB].reshape(n, h, w, NUM_RING, RGB)
+    return (np.transpose(views, (0, 3, 1, 2, 4)), truth[..., -2] > 0.5,
+            truth[..., -1] > 0.5)
+
+
+# ------------------------------------------------------------------ forward model
+
+
+@flax.struct.dataclass
+class SceneOperator:
+    """forward(S, phi) = 2 render(S, phi)_rgb - 1 (module doc) by the PixelField `field`
+    with params `field_params` (None until `bind`); num_samples bins per ray."""
+    field_params: Any
+    field: PixelField = flax.struct.field(pytree_node=False)
+    num_samples: int = flax.struct.field(pytree_node=False)
+
+    def bind(self, field_params) -> "SceneOperator":
+        """The operator with the trained params of the field."""
+        return self.replace(field_params=field_params)
+
+    def render(self, signal: jax.Array, phi: jax.Array,
+               num_samples: int | None = None) -> ChannelRender:
+        """The rendering [B, H, W, ...] of S [B, 2, H, W, F + 12] at cameras phi [B, 4, 4]
+        with num_samples bins (None: the operator's)."""
+        if self.field_params is None:
+            raise UserError("the scenes' forward model renders with trained field params; "
+                            "bind them first (ForwardProblem.bound)")
+        field = functools.partial(self.field.apply, {"params": self.field_params})
+        return render_signal(field, signal, phi, self.field.geometry,
+                             num_samples or self.num_samples, self.field.det_features)
+
+    def apply(self, signal: jax.Array, phi: jax.Array) -> jax.Array:
+        """O [B, H, W, 3] in [-1, 1] of S [B, 2, H, W, F + 12] at phi [B, 4, 4] (Eq. 12)."""
+        return 2.0 * self.render(signal, phi).values[..., :RGB] - 1.0
+
+    def paste(self, obs: jax.Array, phi: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(canvas, mask [B, H, W, 1]): every view is a whole image, mask 1."""
+        return obs, jnp.ones(obs.shape[:-1] + (1,), obs.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegularizerWeights:
+    """Weights of the regularisers (module doc; 0 = off)."""
+    cond: float = 0.0
+    depth_smoothness: float = 0.0
+    distortion: float = 0.0
+
+
+def regularizers(operator: SceneOperator, weights: RegularizerWeights, det_samples: int,
+                 deterministic: bool, views: ObservationTuple,
+                 signal: jax.Array) -> dict[str, jax.Array]:
+    """The weighted regularisers {name: [B]} (module doc) of S [B, ...] for the tuples
+    `views`; only those with a weight > 0."""
+    out = {}
+    if weights.cond > 0.0 and not deterministic:
+        det = operator.render(context_only(signal), views.trgt.phi, det_samples)
+        rgb = 2.0 * det.values[..., :RGB] - 1.0
+        out["loss_cond"] = weights.cond * jnp.mean(jnp.square(rgb - views.trgt.obs), (1, 2, 3))
+    if weights.depth_smoothness > 0.0 or weights.distortion > 0.0:
+        geo = operator.field.geometry
+        unit = lambda d: (d - geo.near) / (geo.far - geo.near)
+        smooth, dist = 0.0, 0.0
+        for view in (views.trgt, views.novel):
+            r = operator.render(signal, view.phi)
+            smooth = smooth + edge_aware_smoothness(unit(r.depth), 0.5 * (view.obs + 1.0))
+            dist = dist + jnp.mean(distortion_loss(r.weights, unit(r.t_edges)), (1, 2))
+        if weights.depth_smoothness > 0.0:
+            out["loss_depth_smoothness"] = weights.depth_smoothness * smooth
+        if weights.distortion > 0.0:
+            out["loss_distortion"] = weights.distortion * dist
+    return out
+
+
+def denoiser(size: int, features: int, det_features: int, det_samples: int, field_kwargs: dict,
+             unet_kwargs: dict, deterministic: bool) -> SceneDenoiser:
+    """The SceneDenoiser of size x size views: enc a UNet (unet_kwargs: ch, ch_mult,
+    num_res_blocks, attn_resolutions, num_groups) with out_ch = features, the PixelField
+    with det_features rendered features (field_kwargs: width, view_blocks, joint_blocks,
+    num_freqs)."""
+    field = PixelField(geometry(size), det_features, **field_kwargs)
+    return SceneDenoiser(UNet(out_ch=features, **unet_kwargs), field, det_samples,
+                         deterministic)
+
+
+# ------------------------------------------------------------------ scores and figures
+
+
+@jax.jit
+def _apply(operator: SceneOperator, signal: jax.Array, phi: jax.Array) -> jax.Array:
+    """operator.apply(S [N, ...], phi [N, 4, 4]), jitted (the operator is a pytree)."""
+    return operator.apply(signal, phi)
+
+
+def _render_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """forward(S, c2w) [N, H, W, 3] of signals [N, ...] at cameras c2w [N, 4, 4]."""
+    return np.asarray(_apply(operator, jnp.asarray(signals), jnp.asarray(c2w, jnp.float32)))
+
+
+def psnr(images: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """PSNR [...] in dB of images [..., H, W, C] against truth (both in [-1, 1]), on
+    [0, 1]."""
+    mse = np.mean(np.square((np.asarray(images, np.float64) - truth) / 2.0), axis=(-3, -2, -1))
+    return -10.0 * np.log10(np.maximum(mse, PSNR_FLOOR_MSE))
+
+
+def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
+          truth: np.ndarray) -> dict[str, float]:
+    """The scores (module doc) of samples signals [N, M, ...] of the N eval tuples `views`
+    (numpy) with their truth [N, H, W, 3 K + 2]."""
+    signals = np.asarray(signals)
+    n, m = signals.shape[:2]
+    flat = signals.reshape((n * m,) + signals.shape[2:])
+    trgt = _render_at(operator, flat, np.repeat(views.trgt.phi, m, 0)).reshape(
+        (n, m) + views.trgt.obs.shape[1:])
+    novel = _render_at(operator, flat, np.repeat(views.novel.phi, m, 0)).reshape(trgt.shape)
+    per_sample = psnr(trgt, views.trgt.obs[:, None])
+    _, surface, seen = unpack_truth(truth)
+    std = np.mean(np.std(trgt, axis=1), axis=-1)                               # [N, H, W]
+    unseen = surface & ~seen
+    mean_over = lambda mask: float(np.sum(std * mask) / max(np.sum(mask), 1))
+    return {"psnr_trgt": float(np.mean(per_sample)),
+            "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
+            "psnr_trgt_mean": float(np.mean(psnr(trgt.mean(1), views.trgt.obs))),
+            "psnr_novel": float(np.mean(psnr(novel, views.novel.obs[:, None]))),
+            "sample_std_seen": mean_over(seen),
+            "sample_std_unseen": mean_over(unseen),
+            "unseen_fraction": float(np.sum(unseen) / max(np.sum(surface), 1))}
+
+
+def render(operator: SceneOperator, signals: np.ndarray) -> np.ndarray:
+    """Signals [N, ...] as images [N, H, 4 W, 3]: their renders at the RING cameras."""
+    signals = np.asarray(signals)
+    ring = ring_cameras()
+    k, n = len(ring), len(signals)
+    views = _render_at(operator, np.repeat(signals, k, 0), np.tile(ring, (n, 1, 1)))
+    return _side_by_side(views.reshape((n, k) + views.shape[1:]))
+
+
+def render_truth(truth: np.ndarray) -> np.ndarray:
+    """True scenes truth [N, H, W, 3 K + 2] as images [N, H, 4 W, 3]: their views at the
+    RING cameras."""
+    return _side_by_side(unpack_truth(truth)[0])
+
+
+def canvas_image(canvas: np.ndarray) -> np.ndarray:
+    """Context images [N, H, W, 3] as [N, H, 4 W, 3]: padded with white on the right."""
+    canvas = np.asarray(canvas, np.float32)
+    pad = np.ones(canvas.shape[:2] + (canvas.shape[2] * (len(RING_AZIMUTHS_DEG) - 1), 3),
+                  np.float32)
+    return np.concatenate([canvas, pad], axis=2)
+
+
+def _side_by_side(views: np.ndarray) -> np.ndarray:
+    """[N, K, H, W, 3] -> [N, H, K W, 3]."""
+    n, k, h, w, c = views.shape
+    return np.transpose(views, (0, 2, 1, 3, 4)).reshape(n, h, k * w, c)
+
+
+def score_given_target(operator: SceneOperator, signals: np.ndarray,
+                       truth: np.ndarray) -> dict[str, float]:
+    """given_target_psnr_ring (module doc) of S [N, ...] against the truth [N, H, W,
+    3 K + 2]."""
+    return {"given_target_psnr_ring": float(np.mean(
+        psnr(render(operator, signals), render_truth(truth))))}

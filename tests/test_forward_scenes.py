@@ -1,0 +1,341 @@
+"""Inverse graphics with forward models (seed 003 Sec. 4.1; fdm.forward.pixelnerf,
+fdm.forward.scenes, fdm.data.scene_tuples, configs/forward_scenes.py): C-channel
+compositing against the RGB path and a slow loop, the distortion loss against its O(S^2)
+double sum, edge-aware smoothness against a numpy port, the feature lookup against a slow
+loop and torch's grid_sample, the projection against a numpy pinhole, the field's view
+aggregation, the denoiser's S and its deterministic branch, the tuples and their
+visibility masks, the scores on constructed samples, and the smoke config through the
+command line."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.forward_scenes import get_config
+from fdm import data
+from fdm.data import scene_family, scene_tuples, toy_scene
+from fdm.errors import UserError
+from fdm.forward import ObservationTuple, get_problem
+from fdm.forward import pixelnerf as pn
+from fdm.forward import scenes as sc
+from fdm.models import check_config, get_family
+from fdm.nerf import cameras, rays, regularizers, render
+from tests import helpers
+
+SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
+          "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
+          "sample_std_unseen", "unseen_fraction"}
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ------------------------------------------------------------------ fdm.nerf additions
+
+
+def _bins(rng, shape, num):
+    edges = np.sort(rng.uniform(2.0, 6.0, shape + (num + 1,)), -1).astype(np.float32)
+    mids = (0.5 * (edges[..., 1:] + edges[..., :-1])).astype(np.float32)
+    return edges, mids
+
+
+def test_channel_compositing_is_the_rgb_path_for_three_channels_and_a_loop_for_any():
+    rng = _rng()
+    edges, mids = _bins(rng, (4,), 7)
+    density = rng.uniform(0.0, 3.0, (4, 7)).astype(np.float32)
+    dirs = rng.normal(size=(4, 3)).astype(np.float32)
+    rgb = rng.uniform(size=(4, 7, 3)).astype(np.float32)
+    for white in (False, True):
+        ref = render.composite(rgb, density, edges, mids, dirs, white)
+        out = render.composite_channels(rgb, density, edges, mids, dirs, 1.0 if white else 0.0)
+        for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(out)):
+            np.testing.assert_array_equal(a, b)
+    values = rng.normal(size=(4, 7, 5)).astype(np.float32)
+    background = rng.normal(size=5).astype(np.float32)
+    out = render.composite_channels(values, density, edges, mids, dirs, background)
+    for r in range(4):                                     # the discrete rendering equation
+        norm, trans, acc, total = np.linalg.norm(dirs[r]), 1.0, 0.0, np.zeros(5)
+        for i in range(7):
+            alpha = 1.0 - np.exp(-density[r, i] * (edges[r, i + 1] - edges[r, i]) * norm)
+            total += trans * alpha * values[r, i]
+            acc += trans * alpha
+            trans *= 1.0 - alpha
+        np.testing.assert_allclose(out.values[r], total + (1.0 - acc) * background, atol=1e-5)
+        np.testing.assert_allclose(out.acc[r], acc, atol=1e-6)
+
+
+def test_channel_rendering_of_a_field_matches_render_rays():
+    field = lambda x, d: (jax.nn.sigmoid(x), jnp.sum(x * x, -1))
+    r = rays.generate_rays(cameras.look_at(jnp.array([0.0, -4.0, 1.0])), 3, 4, 5.0)
+    ref = render.render_rays(field, r, 2.0, 6.0, 6, white_background=True)
+    out = render.render_rays_channels(field, r, 2.0, 6.0, 6, background=1.0)
+    np.testing.assert_array_equal(out.values, ref.rgb)
+    np.testing.assert_array_equal(out.depth, ref.depth)
+
+
+def test_distortion_loss_is_its_double_sum():
+    rng = _rng(1)
+    weights = rng.uniform(size=(3, 9)).astype(np.float32)
+    edges = np.sort(rng.uniform(size=(3, 10)), -1).astype(np.float32)
+    out = regularizers.distortion_loss(jnp.asarray(weights), jnp.asarray(edges))
+    for w, s, got in zip(weights, edges, np.asarray(out)):
+        m = 0.5 * (s[1:] + s[:-1])
+        double = sum(w[i] * w[j] * abs(m[i] - m[j]) for i in range(9) for j in range(9))
+        within = sum(w[i] ** 2 * (s[i + 1] - s[i]) for i in range(9)) / 3.0
+        np.testing.assert_allclose(got, double + within, rtol=1e-5)
+    one_bin = np.zeros(9, np.float32)
+    one_bin[4] = 1.0                                       # all weight in one bin: 1/3 width
+    np.testing.assert_allclose(regularizers.distortion_loss(one_bin, edges[0]),
+                               (edges[0, 5] - edges[0, 4]) / 3.0, rtol=1e-6)
+
+
+def test_edge_aware_smoothness_is_the_monodepth_formula():
+    rng = _rng(2)
+    depth, image = rng.uniform(size=(2, 5, 6)), rng.uniform(size=(2, 5, 6, 3))
+    out = np.asarray(regularizers.edge_aware_smoothness(depth, image))
+    for b in range(2):
+        gx = [abs(depth[b, i, j + 1] - depth[b, i, j])
+              * np.exp(-np.mean(abs(image[b, i, j + 1] - image[b, i, j])))
+              for i in range(5) for j in range(5)]
+        gy = [abs(depth[b, i + 1, j] - depth[b, i, j])
+              * np.exp(-np.mean(abs(image[b, i + 1, j] - image[b, i, j])))
+              for i in range(4) for j in range(6)]
+        np.testing.assert_allclose(out[b], np.mean(gx) + np.mean(gy), rtol=1e-6)
+    assert np.allclose(regularizers.edge_aware_smoothness(np.ones((4, 4)), image[0, :4, :4]), 0)
+
+
+# ------------------------------------------------------------------ pixelNeRF math
+
+
+def test_feature_lookup_is_bilinear_with_border_clamping():
+    rng = _rng(3)
+    fmap = rng.normal(size=(2, 5, 7, 4)).astype(np.float32)
+    xy = rng.uniform(-2.0, 9.0, (2, 11, 2)).astype(np.float32)
+    out = np.asarray(pn.sample_features(jnp.asarray(fmap), jnp.asarray(xy)))
+    for b in range(2):
+        for p in range(11):
+            u = np.clip(xy[b, p, 0] - 0.5, 0, 6)
+            v = np.clip(xy[b, p, 1] - 0.5, 0, 4)
+            expected = sum(fmap[b, min(int(np.floor(v)) + dv, 4), min(int(np.floor(u)) + du, 6)]
+                           * (1 - abs(v - (np.floor(v) + dv))) * (1 - abs(u - (np.floor(u) + du)))
+                           for dv in (0, 1) for du in (0, 1))
+            np.testing.assert_allclose(out[b, p], expected, atol=1e-5)
+    torch = pytest.importorskip("torch")
+    grid = torch.tensor(np.stack([2 * xy[..., 0] / 7 - 1, 2 * xy[..., 1] / 5 - 1], -1)[:, None])
+    ref = torch.nn.functional.grid_sample(torch.tensor(fmap).permute(0, 3, 1, 2), grid,
+                                          align_corners=False, padding_mode="border")
+    np.testing.assert_allclose(out, ref[:, :, 0].permute(0, 2, 1).numpy(), atol=1e-5)
+
+
+def test_projection_inverts_the_rays_and_is_a_pinhole():
+    geo = sc.geometry(16)
+    c2w = cameras.look_at(jnp.array([[3.0, -2.0, 1.5]]))
+    xy = jnp.array([[[0.5, 0.5], [8.0, 3.25], [15.5, 12.0]]])
+    r = rays.rays_from_pixels(c2w, xy, geo.focal, 8.0, 8.0)
+    points = r.origins + 3.7 * r.directions
+    local = pn.world_to_camera(c2w, points)
+    np.testing.assert_allclose(pn.project(local, geo), xy, atol=1e-4)
+    w2c = np.linalg.inv(np.asarray(c2w[0], np.float64))      # numpy pinhole: K [I | 0] w2c
+    cam = (w2c[:3, :3] @ np.asarray(points[0], np.float64).T).T + w2c[:3, 3]
+    k = np.array([[geo.focal, 0, -8.0], [0, -geo.focal, -8.0], [0, 0, -1.0]])  # OpenGL: -z
+    homogeneous = (k @ cam.T).T
+    np.testing.assert_allclose(homogeneous[:, :2] / homogeneous[:, 2:], xy[0], atol=1e-4)
+
+
+def test_pack_unpack_and_the_context_only_signal():
+    rng = _rng(4)
+    features = jnp.asarray(rng.normal(size=(3, 2, 4, 4, 5)), jnp.float32)
+    c2w = cameras.look_at(jnp.asarray(rng.normal(size=(3, 2, 3)) + 4.0, jnp.float32))
+    signal = pn.pack(features, c2w)
+    assert signal.shape == (3, 2, 4, 4, 5 + pn.CAMERA_CHANNELS)
+    back, cams = pn.unpack(signal)
+    np.testing.assert_array_equal(back, features)
+    np.testing.assert_allclose(cams, c2w, atol=1e-7)
+    det = pn.context_only(signal)
+    np.testing.assert_array_equal(det[:, 1], signal[:, 0])
+
+
+def _field(geo):
+    """(a small PixelField, its params, S [2, 2, 8, 8, 4 + 12], points [2, 5, 3])."""
+    field = pn.PixelField(geo, 3, width=8, view_blocks=1, joint_blocks=1, num_freqs=2)
+    rng = _rng(5)
+    cams = cameras.look_at(jnp.asarray(rng.normal(size=(2, 2, 3)) * 0.3 + [3.0, 1.0, 2.0],
+                                       jnp.float32))
+    signal = pn.pack(jnp.asarray(rng.normal(size=(2, 2, 8, 8, 4)), jnp.float32), cams)
+    points = jnp.asarray(rng.normal(size=(2, 5, 3)) * 0.5, jnp.float32)
+    params = jax.jit(field.init)(jax.random.PRNGKey(0), signal, points)["params"]
+    return field, params, signal, points
+
+
+def test_the_field_averages_over_views():
+    geo = sc.geometry(8)
+    field, params, signal, points = _field(geo)
+    apply = jax.jit(lambda s: field.apply({"params": params}, s, points))
+    values, density = apply(signal)
+    assert values.shape == (2, 5, 6) and density.shape == (2, 5)
+    assert np.all(density >= 0) and np.all((values[..., :3] >= 0) & (values[..., :3] <= 1))
+    np.testing.assert_allclose(apply(signal[:, ::-1])[0], values, atol=1e-5)   # order-free
+    alone = apply(pn.context_only(signal))[0]
+    twice = jnp.concatenate([signal[:, :1], signal[:, :1]], axis=1)
+    np.testing.assert_array_equal(apply(twice)[0], alone)       # a mean of copies: the one
+    assert not np.allclose(alone, values, atol=1e-3)            # the second view counts
+
+
+def test_forward_renders_the_field_at_the_camera():
+    geo = sc.geometry(8)
+    field, params, signal, _ = _field(geo)
+    op = sc.SceneOperator(None, field, 5).bind(params)
+    c2w = pn.unpack(signal)[1][:, 0]
+    out, r = jax.jit(lambda s, c: (op.apply(s, c), op.render(s, c)))(signal, c2w)
+    assert out.shape == (2, 8, 8, 3) and np.all(np.abs(out) <= 1.0)
+    assert r.values.shape == (2, 8, 8, 6) and r.weights.shape == (2, 8, 8, 5)
+    np.testing.assert_allclose(out, 2.0 * r.values[..., :3] - 1.0, atol=1e-6)
+    with pytest.raises(UserError, match="bind"):
+        sc.SceneOperator(None, field, 5).apply(signal, c2w)
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_tuples_are_analytic_renders_deterministic_by_seed():
+    args = dict(root=None, image_size=8, num_train=8, num_eval=8)   # the smoke sizes
+    first = scene_tuples.load(split="eval", seed=0, **args)
+    again = scene_tuples.load(split="eval", seed=0, **args)
+    other = scene_tuples.load(split="eval", seed=1, **args)
+    train = scene_tuples.load(split="train", seed=0, **args)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+        assert first[key].dtype == np.float32
+        assert not np.array_equal(first[key], other[key])
+        assert not np.array_equal(first[key], train[key])
+    assert first["signal"].shape == (8, 8, 8, 3 * sc.NUM_RING + 2)
+    for view in ("ctxt", "trgt", "novel"):
+        assert first[view].shape == (8, 8, 8, 3) and first[f"{view}_phi"].shape == (8, 4, 4)
+        assert np.all(np.abs(first[view]) <= 1.0)
+        eye = first[f"{view}_phi"][:, :3, 3]
+        np.testing.assert_allclose(np.linalg.norm(eye, axis=-1), sc.RADIUS, rtol=1e-5)
+    scenes = scene_family.sample_scenes(jax.random.fold_in(jax.random.PRNGKey(0), 1), 8)
+    analytic = jax.jit(scene_family.render_scenes, static_argnums=2)(
+        scenes, jnp.asarray(first["trgt_phi"]), 8)
+    np.testing.assert_allclose(first["trgt"], 2.0 * analytic - 1.0, atol=1e-4)
+    ring, surface, seen = sc.unpack_truth(first["signal"])
+    assert ring.shape == (8, sc.NUM_RING, 8, 8, 3) and np.all(seen <= surface)
+    np.testing.assert_allclose(sc.render_truth(first["signal"])[:, :, :8], ring[:, 0])
+    hit = first["trgt"].min(-1) < 1.0                          # the analytic hits: not white
+    assert np.mean(surface == hit) > 0.97                      # the march misses grazing rays
+
+
+def test_the_forward_layer_uses_the_toy_scene_geometry():
+    assert (sc.CAMERA_ANGLE_X, sc.NEAR, sc.FAR, sc.RADIUS) == (
+        toy_scene.CAMERA_ANGLE_X, toy_scene.NEAR, toy_scene.FAR, toy_scene.RADIUS)
+    assert sc.focal_length(16) == pytest.approx(scene_family.focal_length(16))
+    ring = sc.ring_cameras()
+    np.testing.assert_allclose(np.linalg.norm(ring[:, :3, 3], axis=-1), sc.RADIUS, rtol=1e-6)
+    np.testing.assert_allclose(ring[:, 2, 3], sc.RADIUS * np.sin(np.deg2rad(30.0)), rtol=1e-6)
+
+
+def test_a_target_seen_from_its_own_camera_is_seen_everywhere_on_its_surface():
+    scenes = scene_family.sample_scenes(jax.random.PRNGKey(0), 4)
+    c2w = jnp.asarray(toy_scene.sample_cameras(4, 0, "train"))
+    masks = jax.jit(scene_tuples.seen_masks, static_argnums=3)
+    surface, seen = masks(scenes, c2w, c2w, 12)
+    assert np.asarray(surface).mean() > 0.1
+    np.testing.assert_array_equal(seen, surface)
+    behind = cameras.look_at(-c2w[:, :3, 3])                      # the opposite camera
+    _, seen_behind = masks(scenes, c2w, behind, 12)
+    assert np.asarray(seen_behind).sum() < 0.5 * np.asarray(surface).sum()
+
+
+def test_bad_data_options_are_user_errors():
+    config = get_config("smoke")
+    config.data.image_size = 2
+    with pytest.raises(UserError, match="data.image_size"):
+        data.load_split_arrays(config, "eval")
+
+
+# ------------------------------------------------------------------ scores
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    """(config, family, params, eval batch, its ObservationTuple) of the smoke config."""
+    config = get_config("smoke")
+    family = get_family(config)
+    batch = dict(data.load_split_arrays(config, "eval"))
+    params = jax.jit(family.init_params)(jax.random.PRNGKey(0), batch)
+    return config, family, params, batch, ObservationTuple.from_batch(batch)
+
+
+def test_scores_of_identical_samples_and_of_the_truth(smoke):
+    config, family, params, batch, views = smoke
+    problem = family.problem.bound(params)
+    signal = np.asarray(jax.jit(family.deterministic_signal)(params, views.ctxt, views.trgt))
+    scores = problem.score(np.repeat(signal[:, None], 3, 1), views, batch["signal"])
+    assert set(scores) == SCORES - {"eval_loss_trgt", "eval_loss_novel",
+                                    "given_target_psnr_ring"}
+    assert scores["sample_std_seen"] < 1e-6 and scores["sample_std_unseen"] < 1e-6
+    assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_mean"], abs=1e-4)
+    assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_best"], abs=1e-4)
+    assert sc.psnr(views.trgt.obs, views.trgt.obs).min() >= 99.0
+    np.testing.assert_allclose(sc.psnr(np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 3))),
+                               -10 * np.log10(0.25))                # mse 1/4 on [0, 1]
+    images = problem.render(signal)
+    assert images.shape == (8, 8, 32, 3)
+    assert problem.canvas_image(views.ctxt.obs).shape == images.shape
+    assert problem.truth_image(batch["signal"]).shape == images.shape
+
+
+# ------------------------------------------------------------------ family and configs
+
+
+def test_variants_differ_only_where_named():
+    base, det, smoke = get_config(), get_config("deterministic"), get_config("smoke")
+    for c in (base, det, smoke):
+        check_config(c)
+        assert c.model.forward == "scenes" and c.data.dataset == "scene_tuples"
+        assert c.model.network == "pixelnerf" and c.train.novel_weight == 1.0
+    assert det.model.deterministic and not base.model.deterministic
+    assert base.train.depth_smoothness_weight == 0.0 and base.train.cond_weight == 1.0
+    problem = get_problem("scenes", base)
+    assert problem.signal_shape == (2, 16, 16, 16 + pn.CAMERA_CHANNELS)
+    with pytest.raises(UserError, match="config"):
+        get_problem("scenes")
+    wrong = get_config("smoke")
+    wrong.model.network = "unet"
+    with pytest.raises(UserError, match="model.network='unet'"):
+        get_family(wrong)
+
+
+def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context(smoke):
+    config, family, params, batch, views = smoke
+    t = jnp.full((8,), 3, jnp.int32)
+    signal = jax.jit(family.predict_signal)(params, views.ctxt, views.trgt.obs,
+                                            views.trgt.phi, t)
+    assert signal.shape == (8, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
+    cams = pn.unpack(signal)[1]
+    np.testing.assert_allclose(cams[:, 0], batch["ctxt_phi"], atol=1e-6)
+    np.testing.assert_allclose(cams[:, 1], batch["trgt_phi"], atol=1e-6)
+    assert set(params) == {"encoder", "field"}
+    config = get_config("smoke")
+    config.train.depth_smoothness_weight = config.train.distortion_weight = 0.1
+    config.model.deterministic = True
+    det = get_family(config)
+    shapes = jax.eval_shape(det.init_params, jax.random.PRNGKey(0), batch)
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(params)
+    s_det = jax.jit(det.given_target_signal)(params, views)
+    np.testing.assert_array_equal(s_det[:, 1], s_det[:, 0])
+    np.testing.assert_allclose(s_det[:, 0], signal[:, 0], atol=1e-6)   # the same context
+    out = jax.jit(lambda p: det.loss_fn(p, batch, jax.random.PRNGKey(1), True))(params)
+    assert {"loss_depth_smoothness", "loss_distortion"} <= set(out.scalars)
+    assert "loss_cond" not in out.scalars and np.isfinite(float(out.loss))
+
+
+def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_path):
+    results, samples, figure = helpers.run_forward_smoke(
+        "configs/forward_scenes.py:smoke", tmp_path / "wd", SCORES, "forward_scenes_smoke")
+    assert results["step"] == 1 and 0.0 <= results["unseen_fraction"] <= 1.0
+    assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
+    assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
+    assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 2)
