@@ -188,7 +188,9 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
                                          # flattened input | unet (fdm.nn.unet.UNet, image S)
                                          # | pixelnerf (the scenes' own, fdm.forward.pixelnerf)
     c.model.deterministic = False        # True: S from the context alone, no diffusion (baseline)
-    c.model.mlp = ml_collections.ConfigDict(dict(width=256, depth=3, time_embed_dim=64))
+    c.model.mlp = ml_collections.ConfigDict(dict(
+        width=256, depth=3, time_embed_dim=64,
+        time_conditioning="input"))      # t at the input (brief) | film: every layer (DiT's adaLN)
     c.model.unet = ml_collections.ConfigDict(dict(   # the brief's T2 U-Net (middle block attends)
         ch=32, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), num_groups=8))
     c.model.pixelnerf = ml_collections.ConfigDict(dict(  # the scenes' field (Sec. 4.1); its
@@ -197,7 +199,9 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
         width=64, view_blocks=2, joint_blocks=1,   # ResnetFC: blocks per view, after the mean
         num_freqs=6,        # positional-encoding frequencies of the view-frame points
         num_samples=32,     # bins per ray of forward(S, phi)
-        det_samples=16))    # bins per ray of O_det
+        det_samples=16,     # bins per ray of O_det
+        time_mlp=True))     # Dense(t-embedding) in every ResnetFC block (brief D6); False:
+                            # t only through the features (the field before D6)
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000

@@ -7,19 +7,21 @@ noisy target. Procedural data, no files.
   python -m experiments.main --config=configs/forward_scenes.py:deterministic \
       --workdir=/tmp/scenes_det
 
-S = the feature maps and cameras of the context and target views [2, 16, 16, 16 + 12]
-(`fdm.forward.pixelnerf`); forward(S, phi) = the field volume-rendered at camera phi
-(16 bins over [2, 6], white background; `fdm.forward.scenes`). Tuples
-(`fdm.data.scene_tuples`): 8192 training scenes, 64 eval scenes, context / target / novel
-cameras independent on the orbit. The denoiser (Eq. 13-14): enc a U-Net (ch 16, ch_mult
-(1, 2), 1 res block; the middle block attends at 8 x 8) with 16 feature channels; the
-field a ResnetFC of width 32 (1 block per view, the mean over views, 1 joint block, 6
-frequencies); O_det rendered with 8 bins and 8 features. Loss Eq. 8 + Eq. 9 (1 : 1) +
-L_cond (weight 1; depth smoothness and distortion off: each re-renders the target and
-novel views, +35 % per step); x0, cosine T = 1000, O_hat clipped to [-1, 1], DDIM-50.
-Batch 8, 2400 steps at 5e-4 decayed to 5e-5, EMA 0.995: 8 GFLOP and about 0.75 s of
-one core per step (AMD EPYC, XLA:CPU; 0.86 steps/s measured on a core shared with another
-run), about 30 minutes of one free core; the data take about a minute, the evaluation one.
+S = the feature maps and cameras of the context and target views and the target's
+timestep t [2, 16, 16, 16 + 12 + 1] (`fdm.forward.pixelnerf`); forward(S, phi) = the
+field volume-rendered at camera phi (16 bins over [2, 6], white background;
+`fdm.forward.scenes`). Tuples (`fdm.data.scene_tuples`): 8192 training scenes, 64 eval
+scenes, context / target / novel cameras independent on the orbit. The denoiser (Eq.
+13-14): enc a U-Net (ch 16, ch_mult (1, 2), 1 res block; the middle block attends at
+8 x 8) with 16 feature channels; the field a ResnetFC of width 32 (1 block per view, the
+mean over views, 1 joint block, 6 frequencies, Dense(t-embedding) in every block: brief
+D6, model.pixelnerf.time_mlp); O_det rendered with 8 bins and 8 features. Loss Eq. 8 +
+Eq. 9 (1 : 1) + L_cond (weight 1; depth smoothness and distortion off: each re-renders
+the target and novel views, +35 % per step); x0, cosine T = 1000, O_hat clipped to
+[-1, 1], DDIM-50. Batch 8, 2400 steps at 5e-4 decayed to 5e-5, EMA 0.995: 8 GFLOP and
+about 0.75 s of one core per step (AMD EPYC, XLA:CPU; 0.86 steps/s measured on a core
+shared with another run), about 30 minutes of one free core; the data take about a
+minute, the evaluation one.
 
 Evaluation (eval.at_end): the eval losses; with the clean target given,
 given_target_psnr_ring over the 64 eval tuples; 8 DDIM-50 samples for each of 4 eval

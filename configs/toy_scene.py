@@ -129,6 +129,8 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.model.view_warmup_steps = 0            # n > 0: the first n updates fit the NeRF from a
                                              # per-view camera table that the encoder
                                              # regresses (axis_angle head; 0 off)
+    c.model.view_gauge = "free"              # 'mean': the table's mean row subtracted (its
+                                             # average camera pinned at the identity)
     # DietNeRF (seed 004 ch. 4, `fdm.models.lifting_semantic`; supervised only), off at 0:
     c.model.semantic_weight = 0.0            # lambda of L_SC = -lambda cos(phi(I), phi(I_hat))
     c.model.semantic_every = 10              # K: L_SC at every K-th update

@@ -3,7 +3,7 @@ fdm.forward.scenes, fdm.data.scene_tuples, configs/forward_scenes.py): C-channel
 compositing against the RGB path and a slow loop, the distortion loss against its O(S^2)
 double sum, edge-aware smoothness against a numpy port, the feature lookup against a slow
 loop and torch's grid_sample, the projection against a numpy pinhole, the field's view
-aggregation, the denoiser's S and its deterministic branch, the tuples and their
+aggregation and time conditioning (brief D6, and without it), the denoiser's S and its deterministic branch, the tuples and their
 visibility masks, the scores on constructed samples, and the smoke config through the
 command line."""
 
@@ -148,25 +148,42 @@ def test_pack_unpack_and_the_context_only_signal():
     rng = _rng(4)
     features = jnp.asarray(rng.normal(size=(3, 2, 4, 4, 5)), jnp.float32)
     c2w = cameras.look_at(jnp.asarray(rng.normal(size=(3, 2, 3)) + 4.0, jnp.float32))
-    signal = pn.pack(features, c2w)
-    assert signal.shape == (3, 2, 4, 4, 5 + pn.CAMERA_CHANNELS)
-    back, cams = pn.unpack(signal)
+    t = jnp.asarray([0, 17, 999], jnp.int32)
+    signal = pn.pack(features, c2w, t)
+    assert pn.EXTRA_CHANNELS == pn.CAMERA_CHANNELS + 1 == 13
+    assert signal.shape == (3, 2, 4, 4, 5 + pn.EXTRA_CHANNELS) and signal.dtype == jnp.float32
+    np.testing.assert_array_equal(signal[..., -1],                 # t at every pixel and view
+                                  np.broadcast_to(t[:, None, None, None], (3, 2, 4, 4)))
+    back, cams, t_back = pn.unpack(signal)
     np.testing.assert_array_equal(back, features)
     np.testing.assert_allclose(cams, c2w, atol=1e-7)
+    np.testing.assert_array_equal(t_back, t)
+    assert t_back.shape == (3,) and t_back.dtype == jnp.float32
     det = pn.context_only(signal)
-    np.testing.assert_array_equal(det[:, 1], signal[:, 0])
+    np.testing.assert_array_equal(det[:, 1, ..., :-1], signal[:, 0, ..., :-1])
+    np.testing.assert_array_equal(det[:, 0], det[:, 1])
+    np.testing.assert_array_equal(pn.unpack(det)[2], 0.0)          # S_det: t = 0
 
 
-def _field(geo):
-    """(a small PixelField, its params, S [2, 2, 8, 8, 4 + 12], points [2, 5, 3])."""
-    field = pn.PixelField(geo, 3, width=8, view_blocks=1, joint_blocks=1, num_freqs=2)
+def _field(geo, time_mlp: bool = True):
+    """(a small PixelField, its params, S [2, 2, 8, 8, 4 + 13] at t = (5, 700), points
+    [2, 5, 3])."""
+    field = pn.PixelField(geo, 3, width=8, view_blocks=1, joint_blocks=1, num_freqs=2,
+                          time_mlp=time_mlp)
     rng = _rng(5)
     cams = cameras.look_at(jnp.asarray(rng.normal(size=(2, 2, 3)) * 0.3 + [3.0, 1.0, 2.0],
                                        jnp.float32))
-    signal = pn.pack(jnp.asarray(rng.normal(size=(2, 2, 8, 8, 4)), jnp.float32), cams)
+    signal = pn.pack(jnp.asarray(rng.normal(size=(2, 2, 8, 8, 4)), jnp.float32), cams,
+                     jnp.asarray([5.0, 700.0]))
     points = jnp.asarray(rng.normal(size=(2, 5, 3)) * 0.5, jnp.float32)
     params = jax.jit(field.init)(jax.random.PRNGKey(0), signal, points)["params"]
     return field, params, signal, points
+
+
+def _at_time(signal, t):
+    """S [B, ...] with its timestep channel set to t [B]."""
+    features, c2w, _ = pn.unpack(signal)
+    return pn.pack(features, c2w, t)
 
 
 def test_the_field_averages_over_views():
@@ -178,9 +195,46 @@ def test_the_field_averages_over_views():
     assert np.all(density >= 0) and np.all((values[..., :3] >= 0) & (values[..., :3] <= 1))
     np.testing.assert_allclose(apply(signal[:, ::-1])[0], values, atol=1e-5)   # order-free
     alone = apply(pn.context_only(signal))[0]
-    twice = jnp.concatenate([signal[:, :1], signal[:, :1]], axis=1)
+    twice = _at_time(jnp.concatenate([signal[:, :1], signal[:, :1]], axis=1), jnp.zeros(2))
     np.testing.assert_array_equal(apply(twice)[0], alone)       # a mean of copies: the one
-    assert not np.allclose(alone, values, atol=1e-3)            # the second view counts
+    assert not np.allclose(alone, apply(_at_time(signal, jnp.zeros(2)))[0], atol=1e-3)
+
+
+# The field's params before brief D6 (time_mlp=False) for view_blocks = joint_blocks = 1.
+UNTIMED_LAYERS = {"position", "feature_0", "view_block_0", "joint_block_0", "density", "rgb",
+                  "features"}
+TIME_LAYERS = {"time", "view_time_0", "joint_time_0"}
+
+
+def test_without_time_mlp_the_field_ignores_t():
+    geo = sc.geometry(8)
+    field, params, signal, points = _field(geo, time_mlp=False)
+    assert set(params) == UNTIMED_LAYERS
+    apply = jax.jit(lambda s: field.apply({"params": params}, s, points))
+    for a, b in zip(apply(signal), apply(_at_time(signal, jnp.asarray([900.0, 0.0])))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_with_time_mlp_t_enters_every_block():
+    geo = sc.geometry(8)
+    field, params, signal, points = _field(geo)
+    untimed, _, _, _ = _field(geo, time_mlp=False)
+    assert set(params) == UNTIMED_LAYERS | TIME_LAYERS
+    shapes = lambda tree: jax.tree_util.tree_map(jnp.shape, tree)
+    assert shapes({k: params[k] for k in UNTIMED_LAYERS}) == shapes(
+        jax.eval_shape(untimed.init, jax.random.PRNGKey(0), signal, points)["params"])
+    assert params["time"]["kernel"].shape == (8, 8)              # sinusoid(t, width) -> temb
+
+    apply = jax.jit(lambda p, s: field.apply({"params": p}, s, points))
+    values, density = apply(params, signal)
+    moved = apply(params, _at_time(signal, jnp.asarray([300.0, 10.0])))   # only t changes
+    for example in range(2):
+        assert not np.allclose(moved[0][example], values[example], atol=1e-4)
+        assert not np.allclose(moved[1][example], density[example], atol=1e-4)
+    total = lambda p: sum(jnp.sum(x) for x in apply(p, signal))
+    grads = jax.jit(jax.grad(total))(params)
+    for name in TIME_LAYERS:                                      # every time Dense is used
+        assert float(jnp.abs(grads[name]["kernel"]).sum()) > 0.0, name
 
 
 def test_forward_renders_the_field_at_the_camera():
@@ -299,7 +353,8 @@ def test_variants_differ_only_where_named():
     assert det.model.deterministic and not base.model.deterministic
     assert base.train.depth_smoothness_weight == 0.0 and base.train.cond_weight == 1.0
     problem = get_problem("scenes", base)
-    assert problem.signal_shape == (2, 16, 16, 16 + pn.CAMERA_CHANNELS)
+    assert problem.signal_shape == (2, 16, 16, 16 + pn.CAMERA_CHANNELS + 1)
+    assert base.model.pixelnerf.time_mlp and problem.network.field.time_mlp
     with pytest.raises(UserError, match="config"):
         get_problem("scenes")
     wrong = get_config("smoke")
@@ -313,11 +368,13 @@ def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context
     t = jnp.full((8,), 3, jnp.int32)
     signal = jax.jit(family.predict_signal)(params, views.ctxt, views.trgt.obs,
                                             views.trgt.phi, t)
-    assert signal.shape == (8, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
-    cams = pn.unpack(signal)[1]
+    assert signal.shape == (8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
+    _, cams, t_signal = pn.unpack(signal)
     np.testing.assert_allclose(cams[:, 0], batch["ctxt_phi"], atol=1e-6)
     np.testing.assert_allclose(cams[:, 1], batch["trgt_phi"], atol=1e-6)
-    assert set(params) == {"encoder", "field"}
+    np.testing.assert_array_equal(signal[..., -1], 3.0)          # S carries the target's t
+    np.testing.assert_array_equal(t_signal, 3.0)
+    assert set(params) == {"encoder", "field"} and "time" in params["field"]
     config = get_config("smoke")
     config.train.depth_smoothness_weight = config.train.distortion_weight = 0.1
     config.model.deterministic = True
@@ -326,7 +383,9 @@ def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context
     assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(params)
     s_det = jax.jit(det.given_target_signal)(params, views)
     np.testing.assert_array_equal(s_det[:, 1], s_det[:, 0])
-    np.testing.assert_allclose(s_det[:, 0], signal[:, 0], atol=1e-6)   # the same context
+    np.testing.assert_array_equal(s_det[..., -1], 0.0)                 # S_det: t = 0
+    np.testing.assert_allclose(s_det[:, 0, ..., :-1], signal[:, 0, ..., :-1],
+                               atol=1e-6)                              # the same context
     out = jax.jit(lambda p: det.loss_fn(p, batch, jax.random.PRNGKey(1), True))(params)
     assert {"loss_depth_smoothness", "loss_distortion"} <= set(out.scalars)
     assert "loss_cond" not in out.scalars and np.isfinite(float(out.loss))
@@ -336,6 +395,6 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     results, samples, figure = helpers.run_forward_smoke(
         "configs/forward_scenes.py:smoke", tmp_path / "wd", SCORES, "forward_scenes_smoke")
     assert results["step"] == 1 and 0.0 <= results["unseen_fraction"] <= 1.0
-    assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
-    assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.CAMERA_CHANNELS)
+    assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
+    assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 2)

@@ -502,6 +502,28 @@ def test_view_warmup_routes_the_reconstruction_to_the_table_then_to_the_encoder(
                                rtol=1e-6)
 
 
+def test_mean_gauge_removes_the_tables_global_drift(batch):
+    """view_gauge='mean': the rendered table is the rows minus their mean (numpy), so
+    shifting every row by one vector (a global turn and shift of all cameras) changes
+    nothing, and the table's gradient has no component along that direction."""
+    fam = get_family(tiny_config(camera_head="axis_angle", num_candidates=1,
+                                 view_warmup_steps=5, view_gauge="mean"))
+    params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)
+    rows = np.asarray(jax.random.normal(jax.random.PRNGKey(1), params[lifting.VIEWS_KEY].shape))
+    rows = 0.1 * rows
+    np.testing.assert_allclose(lifting.gauge_fixed_table(rows, "mean"),
+                               rows - rows.mean(0), atol=1e-7)
+    np.testing.assert_array_equal(lifting.gauge_fixed_table(rows, "free"), rows)
+    key = jax.random.PRNGKey(3)
+    loss = lambda table: fam.loss_fn({**params, lifting.VIEWS_KEY: table}, batch, key,
+                                     True, 0).scalars["recon"]
+    shift = np.array([0.05, -0.03, 0.02, 0.1, 0.0, -0.1], np.float32)
+    np.testing.assert_allclose(loss(rows + shift), loss(rows), rtol=1e-5)
+    grad = np.asarray(jax.grad(loss)(jnp.asarray(rows)))
+    assert np.abs(grad).max() > 0
+    np.testing.assert_allclose(grad.sum(0), 0.0, atol=1e-6 * np.abs(grad).max() * len(grad))
+
+
 def test_view_warmup_distillation_is_the_camera_gap(batch):
     fam = _warmup_family(5)
     params = jax.jit(fam.init_params)(jax.random.PRNGKey(0), batch)

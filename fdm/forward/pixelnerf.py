@@ -7,9 +7,12 @@ Notation:
            a `ViewGeometry` (focal f, principal point (W/2, H/2), depths [near, far]).
   F_v      the view's pixel-aligned feature map [H, W, F]: feature (i, j) sits at the
            pixel centre (x, y) = (j + 1/2, i + 1/2) (`fdm.nerf.rays`).
-  S        the conditioned field, one array [V, H, W, F + 12] per example (`pack`):
-           S[v, ..., :F] = F_v and S[v, i, j, F:] = c2w_v[:3, :4] flattened row-major,
-           the same at every pixel. This is the signal of the diffusion model.
+  t        the diffusion timestep of S (0 .. T-1, a float; 0 for S_det and a clean
+           target).
+  S        the conditioned field, one array [V, H, W, F + 13] per example (`pack`):
+           S[v, ..., :F] = F_v, S[v, i, j, F:F + 12] = c2w_v[:3, :4] flattened row-major
+           and S[v, i, j, F + 12] = t, the same at every pixel (and t in every view).
+           This is the signal of the diffusion model.
   p_v      a world point p [3] in view v's camera frame, R_v^T (p - o_v); its pixel is
            pi_v(p) = (W/2 + f x / (-z), H/2 - f y / (-z)) of p_v = (x, y, z) (`project`,
            the inverse of `fdm.nerf.rays.camera_directions`).
@@ -17,14 +20,20 @@ Notation:
            torch's grid_sample(align_corners=False, padding_mode="border")).
   gamma    NeRF's positional encoding (`fdm.nerf.field.positional_encoding`, frequencies
            2^k, k < num_freqs) of p_v / position_scale.
+  temb     the embedded timestep [width], silu(Dense(s(t))) of the sinusoid s(t) of
+           width channels (`fdm.nn.layers.timestep_embedding`), as `fdm.nn.mlp.TimeMLP`.
 
 The field (Eq. 10; `PixelField`, pixelNeRF's ResnetFC): per view
-    h_v = Dense(gamma(p_v)),  then per view block  h_v <- ResBlock(h_v + Dense(f_v(p)))
-mean over the views, h = mean_v h_v, then the joint ResBlocks and the heads
+    h_v = Dense(gamma(p_v)),  then per view block
+    h_v <- ResBlock(h_v + Dense(f_v(p)) + Dense(temb))
+mean over the views, h = mean_v h_v, then the joint blocks h <- ResBlock(h + Dense(temb))
+and the heads
     sigma = softplus(Dense_1(h)),  c = sigmoid(Dense_3(h)),  g = Dense_G(h)
 (density, colour in [0, 1] and G rendered features; ResBlock(h) = h + Dense(relu(Dense(
-relu(h))))). Time enters only through the features (the encoder is conditioned on t);
-the brief's D6 (Dense(t-embedding) in every block) is not done: S would have to carry t.
+relu(h))))). t enters every block the way pixelNeRF injects its latent (the brief's D6),
+besides the features (the encoder is conditioned on t). time_mlp=False
+(model.pixelnerf.time_mlp) drops the Dense(temb) terms: t enters only through the
+features, the field of the checkpoints before D6 (the same params, t ignored).
 
 forward (Eq. 12; `render_signal`): the field of S volume-rendered from a camera c2w
 (`fdm.nerf.render.render_rays_channels`, one ray per pixel, `num_samples` bins between
@@ -34,14 +43,14 @@ near and far at their midpoints) with the values [c, g] composited onto the back
 denoise (Eq. 13-14; `SceneDenoiser`), with enc a `fdm.nn.unet.UNet` conditioned on t
 whose input is an image [H, W, 3] and a conditioning map [H, W, 3 + G + 1]:
     F_ctxt = enc_0([O^ctxt, 0])                          (the context, t = 0)
-    S_det  = (F_ctxt, phi^ctxt) in both slots             (V = 2: the context alone)
+    S_det  = (F_ctxt, phi^ctxt) in both slots, t = 0      (V = 2: the context alone)
     O_det  = render(S_det, phi^trgt) with det_samples bins: [2 c - 1, g, depth] (`conditioning`)
     F_trgt = enc_t([O^trgt_t, O_det])           (enc: the same network for both views)
-    S      = pack([F_ctxt, F_trgt], [phi^ctxt, phi^trgt])
+    S      = pack([F_ctxt, F_trgt], [phi^ctxt, phi^trgt], t)
 S_det repeats the context in the target's slot, so the mean over the views is exactly
-pixelNeRF conditioned on the context alone; the deterministic baseline
-(`deterministic=True`) returns S_det. Classifier-free guidance's null context is a zero
-context image (keep [B] bool).
+pixelNeRF conditioned on the context alone (`context_only`: S_det of an S); the
+deterministic baseline (`deterministic=True`) returns S_det. Classifier-free guidance's
+null context is a zero context image (keep [B] bool).
 
 Pure JAX and flax: imports nothing from fdm.models, fdm.train or the entry points.
 """
@@ -58,31 +67,39 @@ from fdm.nerf.field import positional_encoding
 from fdm.nerf.rays import generate_rays
 from fdm.nerf.render import ChannelRender, render_rays_channels
 from fdm.nerf.views import ViewGeometry
+from fdm.nn.layers import timestep_embedding
 from fdm.nn.unet import UNet
 
 CAMERA_CHANNELS = 12
+TIME_CHANNELS = 1
+EXTRA_CHANNELS = CAMERA_CHANNELS + TIME_CHANNELS      # S's channels after the F features
 RGB = 3
 
-# (S [B, V, H, W, F + 12], points [B, P, 3]) -> (values [B, P, 3 + G], density [B, P])
+# (S [B, V, H, W, F + 13], points [B, P, 3]) -> (values [B, P, 3 + G], density [B, P])
 SignalField = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def pack(features: jax.Array, c2w: jax.Array) -> jax.Array:
-    """S [..., V, H, W, F + 12] of feature maps [..., V, H, W, F] and cameras
-    [..., V, 4, 4] (module doc)."""
+def pack(features: jax.Array, c2w: jax.Array, t: jax.Array) -> jax.Array:
+    """S [..., V, H, W, F + 13] of feature maps [..., V, H, W, F], cameras
+    [..., V, 4, 4] and timesteps t [...] (module doc)."""
     camera = c2w[..., :3, :4].reshape(c2w.shape[:-2] + (CAMERA_CHANNELS,))
     camera = jnp.broadcast_to(camera[..., None, None, :],
                               features.shape[:-1] + (CAMERA_CHANNELS,))
-    return jnp.concatenate([features, camera.astype(features.dtype)], axis=-1)
+    time = jnp.broadcast_to(jnp.asarray(t)[..., None, None, None, None],
+                            features.shape[:-1] + (TIME_CHANNELS,))
+    return jnp.concatenate([features, camera.astype(features.dtype),
+                            time.astype(features.dtype)], axis=-1)
 
 
-def unpack(signal: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(feature maps [..., V, H, W, F], cameras c2w [..., V, 4, 4]) of S [..., V, H, W,
-    F + 12]."""
-    top = signal[..., 0, 0, -CAMERA_CHANNELS:].reshape(signal.shape[:-3] + (3, 4))
+def unpack(signal: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(feature maps [..., V, H, W, F], cameras c2w [..., V, 4, 4], timesteps t [...]) of
+    S [..., V, H, W, F + 13]."""
+    camera = signal[..., 0, 0, -EXTRA_CHANNELS:-TIME_CHANNELS]
+    top = camera.reshape(signal.shape[:-3] + (3, 4))
     bottom = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 0.0, 1.0], signal.dtype),
                               top.shape[:-2] + (1, 4))
-    return signal[..., :-CAMERA_CHANNELS], jnp.concatenate([top, bottom], axis=-2)
+    return (signal[..., :-EXTRA_CHANNELS], jnp.concatenate([top, bottom], axis=-2),
+            signal[..., 0, 0, 0, -1])
 
 
 def world_to_camera(c2w: jax.Array, points: jax.Array) -> jax.Array:
@@ -130,7 +147,8 @@ class ResBlock(nn.Module):
 
 
 class PixelField(nn.Module):
-    """The field of Eq. 10 (module doc): (S, world points) -> (values [c, g], sigma)."""
+    """The field of Eq. 10 (module doc): (S, world points) -> (values [c, g], sigma);
+    time_mlp: Dense(temb) in every block (False: t ignored, the field before D6)."""
     geometry: ViewGeometry
     det_features: int = 8
     width: int = 64
@@ -138,12 +156,27 @@ class PixelField(nn.Module):
     joint_blocks: int = 1
     num_freqs: int = 6
     position_scale: float = 4.0
+    time_mlp: bool = True
+
+    def embed_time(self, t: jax.Array) -> jax.Array | None:
+        """temb [B, width] of timesteps t [B] (module doc); None without time_mlp."""
+        if not self.time_mlp:
+            return None
+        return nn.silu(nn.Dense(self.width, name="time")(timestep_embedding(t, self.width)))
+
+    def add_time(self, hidden: jax.Array, temb: jax.Array | None, name: str) -> jax.Array:
+        """hidden [B, ..., width] + Dense(temb) (the Dense `name`), the same for every
+        view and point; hidden itself when temb is None."""
+        if temb is None:
+            return hidden
+        term = nn.Dense(self.width, name=name)(temb)
+        return hidden + jnp.expand_dims(term, tuple(range(1, hidden.ndim - 1)))
 
     @nn.compact
     def __call__(self, signal: jax.Array, points: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """S [B, V, H, W, F + 12], points [B, P, 3] -> (values [B, P, 3 + G], density
+        """S [B, V, H, W, F + 13], points [B, P, 3] -> (values [B, P, 3 + G], density
         [B, P] >= 0)."""
-        features, c2w = unpack(signal)
+        features, c2w, t = unpack(signal)
         b, num_views, h, w, f = features.shape
         local = world_to_camera(c2w, points[:, None])                       # [B, V, P, 3]
         xy = project(local, self.geometry).reshape(b * num_views, -1, 2)
@@ -151,11 +184,14 @@ class PixelField(nn.Module):
         sampled = sampled.reshape(local.shape[:-1] + (f,))                  # [B, V, P, F]
         code = positional_encoding(local / self.position_scale, 0, self.num_freqs)
         hidden = nn.Dense(self.width, name="position")(code)
+        temb = self.embed_time(t)
         for i in range(self.view_blocks):
             hidden = hidden + nn.Dense(self.width, name=f"feature_{i}")(sampled)
+            hidden = self.add_time(hidden, temb, f"view_time_{i}")
             hidden = ResBlock(self.width, name=f"view_block_{i}")(hidden)
         hidden = jnp.mean(hidden, axis=1)                                   # [B, P, width]
         for i in range(self.joint_blocks):
+            hidden = self.add_time(hidden, temb, f"joint_time_{i}")
             hidden = ResBlock(self.width, name=f"joint_block_{i}")(hidden)
         hidden = nn.relu(hidden)
         density = nn.softplus(nn.Dense(1, name="density")(hidden)[..., 0])
@@ -167,7 +203,7 @@ class PixelField(nn.Module):
 def render_signal(field: SignalField, signal: jax.Array, c2w: jax.Array,
                   geometry: ViewGeometry, num_samples: int,
                   det_features: int) -> ChannelRender:
-    """forward's rendering (Eq. 12, module doc) of S [B, V, H, W, F + 12] from cameras c2w
+    """forward's rendering (Eq. 12, module doc) of S [B, V, H, W, F + 13] from cameras c2w
     [B, 4, 4] by a field with G = det_features rendered features: ChannelRender with
     leading shape [B, H, W] (values [B, H, W, 3 + G])."""
     rays = generate_rays(c2w, geometry.height, geometry.width, geometry.focal)
@@ -211,14 +247,15 @@ class SceneDenoiser(nn.Module):
 
     def __call__(self, ctxt: View, x_t: jax.Array, phi_trgt: jax.Array, t: jax.Array,
                  keep: jax.Array | None = None) -> jax.Array:
-        """S [B, 2, H, W, F + 12] (Eq. 14) of the context (obs [B, H, W, 3], phi c2w
+        """S [B, 2, H, W, F + 13] (Eq. 14) of the context (obs [B, H, W, 3], phi c2w
         [B, 4, 4]), the noisy target x_t [B, H, W, 3] seen from phi_trgt [B, 4, 4] at t
         [B]; keep [B] bool or None: False replaces the context image by zeros."""
         geometry, g = self.field.geometry, self.field.det_features
         image = ctxt.obs if keep is None else jnp.where(keep[:, None, None, None], ctxt.obs, 0.0)
         zeros = jnp.zeros(image.shape[:-1] + (RGB + g + 1,), image.dtype)
         f_ctxt = self.encode(image, zeros, jnp.zeros_like(t))
-        det = pack(jnp.stack([f_ctxt, f_ctxt], 1), jnp.stack([ctxt.phi, ctxt.phi], 1))
+        det = pack(jnp.stack([f_ctxt, f_ctxt], 1), jnp.stack([ctxt.phi, ctxt.phi], 1),
+                   jnp.zeros(t.shape, f_ctxt.dtype))
         if self.deterministic:
             if self.is_initializing():       # forward renders with the field: make its params
                 self.field(det, jnp.zeros((det.shape[0], 1, 3), det.dtype))
@@ -226,9 +263,11 @@ class SceneDenoiser(nn.Module):
         o_det = conditioning(render_signal(self.field, det, phi_trgt, geometry,
                                            self.det_samples, g), geometry)
         f_trgt = self.encode(x_t, o_det, t)
-        return pack(jnp.stack([f_ctxt, f_trgt], 1), jnp.stack([ctxt.phi, phi_trgt], 1))
+        return pack(jnp.stack([f_ctxt, f_trgt], 1), jnp.stack([ctxt.phi, phi_trgt], 1), t)
 
 
 def context_only(signal: jax.Array) -> jax.Array:
-    """S_det of S [..., V, H, W, F + 12]: the context (slot 0) in every slot (module doc)."""
-    return jnp.broadcast_to(signal[..., :1, :, :, :], signal.shape)
+    """S_det of S [..., V, H, W, F + 13]: the context (slot 0) in every slot at t = 0
+    (module doc)."""
+    det = jnp.broadcast_to(signal[..., :1, :, :, :], signal.shape)
+    return det.at[..., -TIME_CHANNELS:].set(0.0)

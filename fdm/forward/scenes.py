@@ -9,8 +9,9 @@ Notation:
   phi      a camera c2w float32 [4, 4] on the toy scene's orbit (radius 4, elevation
            10-80 degrees, looking at the origin), drawn independently for the context,
            the target and the novel view (`fdm.data.scene_tuples`).
-  S        the conditioned field [2, H, W, F + 12] (`fdm.forward.pixelnerf`, module
-           doc): feature maps and cameras of the context and of the (noisy) target.
+  S        the conditioned field [2, H, W, F + 13] (`fdm.forward.pixelnerf`, module
+           doc): feature maps and cameras of the context and of the (noisy) target,
+           and the target's diffusion timestep t.
   forward  forward(S, phi) = 2 render(S, phi)_rgb - 1 (`SceneOperator`): the field
            volume-rendered at phi; its MLP is learned with the denoiser, so the operator
            holds the trained params['field'] (`SceneOperator.bind`).
@@ -68,7 +69,7 @@ import numpy as np
 
 from fdm.errors import UserError
 from fdm.forward.base import ObservationTuple
-from fdm.forward.pixelnerf import (RGB, CAMERA_CHANNELS, PixelField, SceneDenoiser,
+from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, PixelField, SceneDenoiser,
                                    context_only, render_signal)
 from fdm.nerf import cameras
 from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness
@@ -96,8 +97,8 @@ def geometry(size: int) -> ViewGeometry:
 
 
 def signal_shape(size: int, features: int) -> tuple[int, ...]:
-    """The shape of one S: [2, size, size, features + 12]."""
-    return (2, size, size, features + CAMERA_CHANNELS)
+    """The shape of one S: [2, size, size, features + 13]."""
+    return (2, size, size, features + EXTRA_CHANNELS)
 
 
 def ring_cameras() -> np.ndarray:
@@ -145,7 +146,7 @@ class SceneOperator:
 
     def render(self, signal: jax.Array, phi: jax.Array,
                num_samples: int | None = None) -> ChannelRender:
-        """The rendering [B, H, W, ...] of S [B, 2, H, W, F + 12] at cameras phi [B, 4, 4]
+        """The rendering [B, H, W, ...] of S [B, 2, H, W, F + 13] at cameras phi [B, 4, 4]
         with num_samples bins (None: the operator's)."""
         if self.field_params is None:
             raise UserError("the scenes' forward model renders with trained field params; "
@@ -155,7 +156,7 @@ class SceneOperator:
                              num_samples or self.num_samples, self.field.det_features)
 
     def apply(self, signal: jax.Array, phi: jax.Array) -> jax.Array:
-        """O [B, H, W, 3] in [-1, 1] of S [B, 2, H, W, F + 12] at phi [B, 4, 4] (Eq. 12)."""
+        """O [B, H, W, 3] in [-1, 1] of S [B, 2, H, W, F + 13] at phi [B, 4, 4] (Eq. 12)."""
         return 2.0 * self.render(signal, phi).values[..., :RGB] - 1.0
 
     def paste(self, obs: jax.Array, phi: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -201,7 +202,7 @@ def denoiser(size: int, features: int, det_features: int, det_samples: int, fiel
     """The SceneDenoiser of size x size views: enc a UNet (unet_kwargs: ch, ch_mult,
     num_res_blocks, attn_resolutions, num_groups) with out_ch = features, the PixelField
     with det_features rendered features (field_kwargs: width, view_blocks, joint_blocks,
-    num_freqs)."""
+    num_freqs, time_mlp)."""
     field = PixelField(geometry(size), det_features, **field_kwargs)
     return SceneDenoiser(UNet(out_ch=features, **unet_kwargs), field, det_samples,
                          deterministic)

@@ -89,7 +89,7 @@ Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
 time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups},
 pixelnerf.{features, det_features, width, view_blocks, joint_blocks, num_freqs,
-num_samples, det_samples}},
+num_samples, det_samples, time_mlp}},
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
 dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
 depth_smoothness_weight, distortion_weight}, eval.{batch_size, num_contexts,
@@ -114,7 +114,7 @@ from fdm.errors import UserError
 from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem, take_rows
 from fdm.host import to_host, write_npz_atomic
 from fdm.models.base import LossOutput, ModelFamily, decayed_adam
-from fdm.nn.mlp import TimeMLP
+from fdm.nn.mlp import TIME_CONDITIONINGS, TimeMLP
 from fdm.nn.unet import UNet
 
 NETWORKS = ("mlp", "unet", "pixelnerf")
@@ -161,6 +161,7 @@ DFM_RULES = {
     "model.mlp.width": rules.int_at_least(1),
     "model.mlp.depth": rules.int_at_least(1),
     "model.mlp.time_embed_dim": rules.int_at_least(2),
+    "model.mlp.time_conditioning": rules.one_of(*TIME_CONDITIONINGS),
     "model.unet.ch": rules.int_at_least(1),
     "model.unet.num_res_blocks": rules.int_at_least(1),
     "model.unet.num_groups": _num_groups_rule(),
@@ -172,6 +173,8 @@ DFM_RULES = {
     "model.pixelnerf.num_freqs": rules.int_at_least(0),
     "model.pixelnerf.num_samples": rules.int_at_least(1),
     "model.pixelnerf.det_samples": rules.int_at_least(1),
+    "model.pixelnerf.time_mlp": rules.rule(lambda v: isinstance(v, bool), "True or False",
+                                           None),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
@@ -454,7 +457,8 @@ def _build_network(m, problem):
     output_shape = problem.network_shape()
     if m.network == "mlp":
         return TimeMLP(out_dim=math.prod(output_shape), width=m.mlp.width, depth=m.mlp.depth,
-                       time_embed_dim=m.mlp.time_embed_dim)
+                       time_embed_dim=m.mlp.time_embed_dim,
+                       time_conditioning=m.mlp.time_conditioning)
     if m.network == "unet":
         if len(output_shape) != 3:
             raise UserError(f"model.network='unet' needs an image signal [H, W, C]; "

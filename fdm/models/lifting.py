@@ -53,6 +53,12 @@ Registration aids (issue 15; all off by default, which is the paper):
     registration, Adam at train.view_learning_rate) while the encoder regresses the
     table's cameras; then the paper's loss (`view_warmup_loss`). Evaluation adds the
     table's registration of the training views (pose_views_*).
+  model.view_gauge: 'free' (BARF) lets the table drift as a whole (a global rotation
+    and shift of scene and cameras renders the same, so training does not fix that
+    gauge); 'mean' renders the table's rows minus their mean over the training views
+    (`gauge_fixed_table`), which pins the cameras' average to the identity: the
+    convention of a recentred scene (LLFF `recenter_poses`), so that unaligned errors
+    measure the cameras, not the drift.
 
 Evaluation (`evaluate`): image metrics of the held-out views; pose-free, the pose
 metrics of `fdm.metrics.poses` (aligned and unaligned rotation errors, the best
@@ -136,6 +142,7 @@ LAYOUTS = ("octant", "quadrant")
 # Values of model.remat: "none", or "chunk" (the field rematerialised per model.remat_chunk
 # rays).
 REMATS = ("none", "chunk")
+VIEW_GAUGES = ("free", "mean")
 # Valid values of the keys configs/toy_scene.py:lifting_config declares (fdm.config_rules).
 LIFTING_RULES = {
     "model.camera_head": rules.one_of(*CAMERA_HEADS),
@@ -195,6 +202,7 @@ LIFTING_RULES = {
             v == 0 or (c.model.camera_head == "axis_angle" and not c.model.supervised)),
         -1, {"model.camera_head": "candidates"}),
     "train.view_learning_rate": rules.above(0.0),
+    "model.view_gauge": rules.one_of(*VIEW_GAUGES),
     "diffusion.prediction": rules.one_of("x0"),             # NeRF lifting predicts x0
     "train.encoder_learning_rate": rules.above(0.0),
     "train.lr_final_factor": rules.above(0.0),
@@ -281,6 +289,15 @@ def table_cameras(table: jax.Array) -> jax.Array:
     zeros = the identity, the average pose of a recentred scene), parameterised as the
     axis-angle head of Alg. 3 (`fdm.nerf.cameras.pose_from_axis_angle`)."""
     return cameras.pose_from_axis_angle(table[..., :3], table[..., 3:])
+
+
+def gauge_fixed_table(table: jax.Array, gauge: str) -> jax.Array:
+    """The camera table [N, 6] as rendered: as stored ('free'), or with its mean row
+    subtracted ('mean'): axis-angle and centre averaging to zero, the average camera at
+    the identity to first order in the rotations (model.view_gauge)."""
+    if gauge == "free":
+        return table
+    return table - jnp.mean(table, axis=0, keepdims=True)
 
 
 def view_warmup_loss(camera_loss: Callable, params, c2w_encoder: jax.Array,
@@ -545,8 +562,9 @@ class LiftingFamily(ModelFamily):
         x_t, t = self.noisy_input(x0, t, jax.random.fold_in(rng, 3))
         pred = self.predict_cameras(params, x_t, t, train, jax.random.fold_in(rng, 4))
         if VIEWS_KEY in params:
-            return view_warmup_loss(camera_loss, params, pred.c2w[:, 0],
-                                    params[VIEWS_KEY][index], step, int(m.view_warmup_steps))
+            rows = gauge_fixed_table(params[VIEWS_KEY], m.view_gauge)[index]
+            return view_warmup_loss(camera_loss, params, pred.c2w[:, 0], rows, step,
+                                    int(m.view_warmup_steps))
         if pred.c2w.shape[1] == 1:
             loss = jnp.mean(camera_loss(params, pred.c2w[:, 0]))
             return LossOutput(loss, {"recon": loss, "psnr": psnr_from_loss(loss)})
@@ -672,7 +690,8 @@ class LiftingFamily(ModelFamily):
         metrics = {**pose, **self._candidate_metrics(views, ev), **train_pose,
                    **frame_scalars(views, train_ev)}
         if VIEWS_KEY in params and len(self.scene.train_c2w) >= 3:
-            table_ev = poses.evaluate_poses(np.asarray(table_cameras(params[VIEWS_KEY])),
+            table = gauge_fixed_table(params[VIEWS_KEY], self.config.model.view_gauge)
+            table_ev = poses.evaluate_poses(np.asarray(table_cameras(table)),
                                             self.scene.train_c2w)
             metrics.update(pose_scalars(table_ev, "pose_views_"))
             panels["cameras_views"] = (self.scene.train_c2w, table_ev, "warm-up camera table")

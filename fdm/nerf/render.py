@@ -134,9 +134,14 @@ def composite(rgb: jax.Array, density: jax.Array, t_edges: jax.Array, t_mid: jax
     Returns:
       RenderOutput; depth = sum_i w_i t_mid_i + (1 - acc) far.
     """
-    out = composite_channels(rgb, density, t_edges, t_mid, directions,
-                             1.0 if white_background else 0.0)
-    return RenderOutput(out.values, out.depth, out.acc, out.weights, out.t_edges)
+    return _as_rgb(composite_channels(rgb, density, t_edges, t_mid, directions,
+                                      1.0 if white_background else 0.0))
+
+
+def _as_rgb(render: ChannelRender) -> RenderOutput:
+    """The RenderOutput of a 3-channel ChannelRender (values are the colours)."""
+    return RenderOutput(render.values, render.depth, render.acc, render.weights,
+                        render.t_edges)
 
 
 def sample_pdf(rng: Optional[jax.Array], t_edges: jax.Array, weights: jax.Array,
@@ -219,10 +224,8 @@ def render_rays(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
       near, far: depth bounds (scalars or [...]).
       rng: stratified-sampling key, or None for bin midpoints (evaluation).
     """
-    t_edges, t_mid = stratified_bins(rng, near, far, num_samples, rays.origins.shape[:-1],
-                                     lindisp, rays.origins.dtype)
-    rgb, density = _query(field_fn, rays, t_mid)
-    return composite(rgb, density, t_edges, t_mid, rays.directions, white_background)
+    return _as_rgb(render_rays_channels(field_fn, rays, near, far, num_samples, rng,
+                                        1.0 if white_background else 0.0, lindisp))
 
 
 def render_rays_channels(field_fn: FieldFn, rays: Rays, near, far, num_samples: int,
