@@ -193,4 +193,8 @@ def lifting_config(name: str, data: ml_collections.ConfigDict) -> ml_collections
     c.eval.landscape_size = 32               # loss on a pixel grid ~this many px on the short side
     c.eval.metric_weights = ""               # .npz of docs/METRICS.md: adds LPIPS when set
     c.eval.lpips_net = "alex"                # alex | vgg
+    # pose-free: eval views' cameras refined on the frozen NeRF (fdm.nerf.pose_refine),
+    # pose_refined_* and psnr_refined; Adam steps (0 = off) and its starting rate
+    c.eval.refine_steps = 0
+    c.eval.refine_learning_rate = 2e-3       # radians (and scene units) per step at first
     return c

@@ -130,7 +130,7 @@ from fdm.metrics import poses
 from fdm.models import lifting_semantic as semantic
 from fdm.models.base import LossOutput, ModelFamily, decayed_adam
 from fdm.models.lifting_scene import SCENE_FILE, SceneMeta, save as save_scene_meta, scene_meta
-from fdm.nerf import cameras, figures, render as render_lib
+from fdm.nerf import cameras, figures, pose_refine, render as render_lib
 from fdm.nerf.field import NeRFMLP, coarse_to_fine_alpha
 from fdm.nerf.views import (RenderSettings, ViewGeometry, crop_pixels, gather_pixels,
                              grid_pixels, pixel_xy, render_pixels, render_views, sample_pixels)
@@ -224,6 +224,8 @@ LIFTING_RULES = {
     "eval.landscape_offset_max_deg": rules.at_least(0.0),
     "eval.landscape_offset_step_deg": rules.above(0.0),
     "eval.landscape_size": rules.int_at_least(1),
+    "eval.refine_steps": rules.int_at_least(0),             # 0 = no test-time refinement
+    "eval.refine_learning_rate": rules.above(0.0),
 }
 NUM_SUMMARY_VIEWS = 4
 VIEWS_KEY = "views"   # params of the per-view camera table (model.view_warmup_steps > 0)
@@ -367,6 +369,7 @@ class LiftingFamily(ModelFamily):
         self.checkpoint_step = int(config.train.num_steps)
         self._jit_eval_step = jax.jit(self.eval_step)
         self._jit_render = jax.jit(self.render_cameras)
+        self._jit_refine = jax.jit(self.refine_cameras)
 
     @classmethod
     def inputs(cls, config, workdir: str | None = None) -> dict:
@@ -598,6 +601,16 @@ class LiftingFamily(ModelFamily):
         return {"c2w": pred.best(), "best": jnp.argmax(pred.scores, -1), "pseudo": pseudo,
                 "c2w_pseudo": take_candidate(pred.c2w, pseudo), "candidate_losses": losses}
 
+    def refine_cameras(self, params, x0, c2w, alpha=None) -> pose_refine.Refinement:
+        """Test-time refinement (`fdm.nerf.pose_refine`, BARF's protocol for held-out
+        views): cameras c2w [B,4,4] of views x0 [B,H,W,3] moved by eval.refine_steps Adam
+        steps at eval.refine_learning_rate on the frozen NeRF's `grid_loss` (every pixel
+        of the `pseudo_label_stride` grid), the field at coarse-to-fine alpha."""
+        e = self.config.eval
+        return pose_refine.refine_cameras(
+            lambda cams: self.grid_loss(x0, self.pseudo_label_stride(), alpha)(params, cams),
+            c2w, int(e.refine_steps), float(e.refine_learning_rate))
+
     def evaluate(self, params, batches, workdir, rng):
         """Metrics of the first eval.num_examples views of data.eval_split:
           psnr / ssim of renders from their predicted (pose-free) or true (supervised)
@@ -615,7 +628,9 @@ class LiftingFamily(ModelFamily):
         grid, the paper's classifier accuracy) and cam_region_acc (aligned predicted
         centre in the true camera's octant / quadrant).
         With the per-view warm-up (params['views']), pose_views_*: the camera table
-        against the true training cameras.
+        against the true training cameras. With eval.refine_steps > 0, the eval views'
+        cameras refined on the frozen NeRF (`_refined_evaluation`): pose_refined_*,
+        psnr_refined, ssim_refined and the figure cameras_refined.png.
         Writes DIR/eval/renders.png (truth, render, depth), cameras.png (eval views) and,
         pose-free, cameras_train.png (training views; cameras_views.png: the warm-up
         table), titled with the key numbers."""
@@ -689,6 +704,11 @@ class LiftingFamily(ModelFamily):
                   "cameras_train": (train_views["c2w_true"], train_ev, "training views")}
         metrics = {**pose, **self._candidate_metrics(views, ev), **train_pose,
                    **frame_scalars(views, train_ev)}
+        if int(self.config.eval.refine_steps) > 0 and ev is not None:
+            refined, refined_ev = self._refined_evaluation(params, views, train_ev)
+            metrics.update(refined)
+            panels["cameras_refined"] = (views["c2w_true"], refined_ev,
+                                         "eval views, refined")
         if VIEWS_KEY in params and len(self.scene.train_c2w) >= 3:
             table = gauge_fixed_table(params[VIEWS_KEY], self.config.model.view_gauge)
             table_ev = poses.evaluate_poses(np.asarray(table_cameras(table)),
@@ -696,6 +716,31 @@ class LiftingFamily(ModelFamily):
             metrics.update(pose_scalars(table_ev, "pose_views_"))
             panels["cameras_views"] = (self.scene.train_c2w, table_ev, "warm-up camera table")
         return metrics, panels
+
+    def _refined_evaluation(self, params, views, train_ev):
+        """(metrics, `poses.PoseEvaluation`) of the eval views' cameras after
+        `refine_cameras` from the encoder's ('c2w'), in batches of eval.batch_size:
+        pose_refined_* (`pose_scalars`), pose_refined_rot_err_deg_train_frame (mean,
+        _median; `train_frame_errors`), psnr_refined / ssim_refined of renders from the
+        refined cameras (BARF's novel-view protocol) and pose_refined_loss_ratio, the
+        mean over views of the refined over the starting `grid_loss`."""
+        alpha, size = self.alpha(self.checkpoint_step), int(self.config.eval.batch_size)
+        c2w, renders, ratio = [], [], []
+        for start in range(0, len(views["c2w"]), size):
+            x0 = jnp.asarray(2.0 * views["image"][start:start + size] - 1.0)
+            out = self._jit_refine(params, x0, jnp.asarray(views["c2w"][start:start + size]),
+                                   alpha)
+            c2w.append(np.asarray(out.c2w))
+            renders.append(np.asarray(self._render(params, out.c2w).rgb))
+            ratio.append(np.asarray(out.losses[-1] / out.losses[0]))
+        c2w = np.concatenate(c2w)
+        ev = poses.evaluate_poses(c2w, views["c2w_true"])
+        metrics = pose_scalars(ev, "pose_refined_")
+        metrics.update(train_frame_errors(train_ev, c2w, views["c2w_true"], "pose_refined_"))
+        metrics.update({k + "_refined": v for k, v in
+                        image_metrics(np.concatenate(renders), views["image"]).items()})
+        metrics["pose_refined_loss_ratio"] = float(np.mean(np.concatenate(ratio)))
+        return metrics, ev
 
     @staticmethod
     def _pose_metrics(views, prefix: str):
@@ -870,15 +915,24 @@ def pose_scalars(ev: poses.PoseEvaluation, prefix: str) -> dict[str, float]:
 def frame_scalars(views, train_ev: poses.PoseEvaluation | None) -> dict[str, float]:
     """pose_train_frame_offset_deg: the global rotation between the predicted and the true
     frame (of the training views' alignment; `poses.frame_offset_deg`), and
-    pose_rot_err_deg_train_frame (mean, _median): the eval views' errors in the frame
-    fitted on the training views (`poses.rot_err_in_frame`); {} without a training-view
-    evaluation."""
+    pose_rot_err_deg_train_frame (mean, _median) of `train_frame_errors` for the eval
+    views' 'c2w'; {} without a training-view evaluation."""
     if train_ev is None:
         return {}
-    err = poses.rot_err_in_frame(train_ev.alignment, views["c2w"], views["c2w_true"])
     return {"pose_train_frame_offset_deg": poses.frame_offset_deg(train_ev.alignment),
-            "pose_rot_err_deg_train_frame": float(np.mean(err)),
-            "pose_rot_err_deg_train_frame_median": float(np.median(err))}
+            **train_frame_errors(train_ev, views["c2w"], views["c2w_true"], "pose_")}
+
+
+def train_frame_errors(train_ev: poses.PoseEvaluation | None, c2w: np.ndarray,
+                       c2w_true: np.ndarray, prefix: str) -> dict[str, float]:
+    """prefix + rot_err_deg_train_frame (mean, _median): the errors of cameras c2w
+    [n,4,4] in the frame fitted on the training views (`poses.rot_err_in_frame`), where
+    the NeRF's gauge is fixed; {} without a training-view evaluation."""
+    if train_ev is None:
+        return {}
+    err = poses.rot_err_in_frame(train_ev.alignment, c2w, c2w_true)
+    return {prefix + "rot_err_deg_train_frame": float(np.mean(err)),
+            prefix + "rot_err_deg_train_frame_median": float(np.median(err))}
 
 
 def pose_caption(what: str, c2w_true: np.ndarray, ev: poses.PoseEvaluation | None) -> list:
