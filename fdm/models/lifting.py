@@ -111,6 +111,7 @@ landscape_* (`fdm.models.lifting_landscape`)}.
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable, Iterator
 
 import dm_pix
@@ -119,6 +120,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from fdm import config_rules as rules, viz
 from fdm.data import pipeline
@@ -726,7 +728,13 @@ class LiftingFamily(ModelFamily):
         mean over views of the refined over the starting `grid_loss`."""
         alpha, size = self.alpha(self.checkpoint_step), int(self.config.eval.batch_size)
         c2w, renders, ratio = [], [], []
-        for start in range(0, len(views["c2w"]), size):
+        num, began = len(views["c2w"]), time.time()
+        for start in range(0, num, size):
+            logging.info("refining the cameras of eval views %d-%d of %d (%d Adam steps)%s",
+                         start + 1, min(start + size, num), num,
+                         int(self.config.eval.refine_steps),
+                         " - compiling first" if start == 0 else
+                         f", ETA {(time.time() - began) * (num - start) / start / 60:.1f} min")
             x0 = jnp.asarray(2.0 * views["image"][start:start + size] - 1.0)
             out = self._jit_refine(params, x0, jnp.asarray(views["c2w"][start:start + size]),
                                    alpha)
