@@ -217,6 +217,8 @@ def test_evaluate_returns_finite_metrics_and_figures(family, trained, tmp_path):
     for key in ("pose_train_frame_offset_deg", "pose_rot_err_deg_train_frame",
                 "pose_rot_err_deg_train_frame_median"):
         assert 0.0 <= metrics[key] <= 180.0, key
+    assert metrics["pose_train_frame_scale"] >= 0.0
+    assert np.isfinite(metrics["pose_spread_ratio_train_frame"])
     assert "lpips" not in metrics and metrics["num_eval_views"] == 4
     for name in ("renders", "cameras", "cameras_train"):
         assert os.path.isfile(tmp_path / "eval" / f"{name}.png"), name

@@ -239,3 +239,23 @@ def test_frame_offset_is_the_global_rotation_and_held_out_views_score_in_the_tra
     err = poses.rot_err_in_frame(ev.alignment, nudged, true[held])
     assert err[0] == pytest.approx(2.0, abs=1e-6)
     np.testing.assert_allclose(err[1:], 0.0, atol=1e-5)
+
+
+def test_spread_ratio_in_the_train_frame_undoes_the_frame_scale():
+    """Predictions exact in a frame of 1.3x the true scale (a pose-free NeRF's own
+    gauge): the unaligned spread ratio of held-out views reads 1.3, in the training
+    views' frame 1.0; held-out centres pulled halfway to their centroid read 0.5 there,
+    the closed form s spread(c) / spread(d)."""
+    true = forward_facing(20, seed=5)
+    glob = Rotation.from_rotvec([0.0, np.radians(5.0), 0.0]).as_matrix()
+    pred = in_other_frame(true, scale=1.3, rot=glob, shift=np.array([0.2, -0.1, 0.0]))
+    train, held = slice(0, 14), slice(14, None)
+    ev = poses.evaluate_poses(pred[train], true[train])
+    assert poses.spread_ratio(pred[held], true[held]) == pytest.approx(1.3, rel=1e-9)
+    assert poses.spread_ratio_in_frame(ev.alignment, pred[held], true[held]) == pytest.approx(
+        1.0, rel=1e-9)
+    shrunk = pred[held].copy()
+    centres = shrunk[:, :3, 3]
+    shrunk[:, :3, 3] = centres.mean(0) + 0.5 * (centres - centres.mean(0))
+    assert poses.spread_ratio_in_frame(ev.alignment, shrunk, true[held]) == pytest.approx(
+        0.5, rel=1e-9)

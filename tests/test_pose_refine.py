@@ -103,7 +103,8 @@ def test_evaluate_reports_refined_poses_and_psnr(tmp_path):
     metrics = fam.evaluate(params, make_iterator(c, "eval"), str(tmp_path), jax.random.PRNGKey(1))
     for key in ("pose_refined_rot_err_deg", "pose_refined_rot_err_deg_unaligned_median",
                 "pose_refined_const_baseline_deg", "pose_refined_spread_ratio",
-                "pose_refined_rot_err_deg_train_frame", "psnr_refined", "ssim_refined",
+                "pose_refined_rot_err_deg_train_frame",
+                "pose_refined_spread_ratio_train_frame", "psnr_refined", "ssim_refined",
                 "pose_refined_loss_ratio"):
         assert np.isfinite(metrics[key]), key
     assert metrics["pose_refined_const_baseline_deg"] == metrics["pose_const_baseline_deg"]

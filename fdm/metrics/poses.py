@@ -40,7 +40,9 @@ Frames (`frame_offset_deg`, `rot_err_in_frame`): angle(G, I), the rotation betwe
 predictor's frame and the true one, is how much of an unaligned error one global
 rotation explains (pose-free cameras are registered only up to that gauge); held-out
 cameras can be scored in the frame fitted on other (training) views, which fits
-nothing to the views being scored.
+nothing to the views being scored; their centre spread likewise
+(`spread_ratio_in_frame`: the training fit's scale s replaces the equal-scale
+assumption of the unaligned ratio).
 
 Constant baseline (`best_constant_rotation`): R* = argmin_R mean_i angle(R, Q_i),
 the geodesic L1 mean of the true rotations. A predictor that outputs one pose for
@@ -223,6 +225,15 @@ def rot_err_in_frame(alignment: Alignment, c2w_pred: np.ndarray,
     fitted elsewhere (e.g. on the training views' predictions)."""
     aligned = alignment.apply(c2w_pred)
     return geodesic_deg(aligned[:, :3, :3], np.asarray(c2w_true, np.float64)[:, :3, :3])
+
+
+def spread_ratio_in_frame(alignment: Alignment, c2w_pred: np.ndarray,
+                          c2w_true: np.ndarray) -> float:
+    """spread(s G c_i + t) / spread(d_i) = s spread(c) / spread(d): the centre-spread ratio
+    of cameras [N, 4, 4] mapped by an alignment fitted elsewhere (e.g. on the training
+    views). Unlike `spread_ratio` it does not assume the predicted frame has the true
+    frame's scale: a pose-free NeRF fixes its own (in NDC, LLFF) and s carries it."""
+    return float(alignment.scale) * spread_ratio(c2w_pred, c2w_true)
 
 
 # ====================================================================== baseline

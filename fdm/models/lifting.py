@@ -723,8 +723,9 @@ class LiftingFamily(ModelFamily):
         """(metrics, `poses.PoseEvaluation`) of the eval views' cameras after
         `refine_cameras` from the encoder's ('c2w'), in batches of eval.batch_size:
         pose_refined_* (`pose_scalars`), pose_refined_rot_err_deg_train_frame (mean,
-        _median; `train_frame_errors`), psnr_refined / ssim_refined of renders from the
-        refined cameras (BARF's novel-view protocol) and pose_refined_loss_ratio, the
+        _median) and pose_refined_spread_ratio_train_frame (`train_frame_scalars`),
+        psnr_refined / ssim_refined of renders from the refined cameras (BARF's
+        novel-view protocol) and pose_refined_loss_ratio, the
         mean over views of the refined over the starting `grid_loss`."""
         alpha, size = self.alpha(self.checkpoint_step), int(self.config.eval.batch_size)
         c2w, renders, ratio = [], [], []
@@ -744,7 +745,7 @@ class LiftingFamily(ModelFamily):
         c2w = np.concatenate(c2w)
         ev = poses.evaluate_poses(c2w, views["c2w_true"])
         metrics = pose_scalars(ev, "pose_refined_")
-        metrics.update(train_frame_errors(train_ev, c2w, views["c2w_true"], "pose_refined_"))
+        metrics.update(train_frame_scalars(train_ev, c2w, views["c2w_true"], "pose_refined_"))
         metrics.update({k + "_refined": v for k, v in
                         image_metrics(np.concatenate(renders), views["image"]).items()})
         metrics["pose_refined_loss_ratio"] = float(np.mean(np.concatenate(ratio)))
@@ -922,25 +923,31 @@ def pose_scalars(ev: poses.PoseEvaluation, prefix: str) -> dict[str, float]:
 
 def frame_scalars(views, train_ev: poses.PoseEvaluation | None) -> dict[str, float]:
     """pose_train_frame_offset_deg: the global rotation between the predicted and the true
-    frame (of the training views' alignment; `poses.frame_offset_deg`), and
-    pose_rot_err_deg_train_frame (mean, _median) of `train_frame_errors` for the eval
-    views' 'c2w'; {} without a training-view evaluation."""
+    frame (of the training views' alignment; `poses.frame_offset_deg`),
+    pose_train_frame_scale: that alignment's scale s (true units per predicted unit), and
+    the `train_frame_scalars` of the eval views' 'c2w' (prefix pose_); {} without a
+    training-view evaluation."""
     if train_ev is None:
         return {}
     return {"pose_train_frame_offset_deg": poses.frame_offset_deg(train_ev.alignment),
-            **train_frame_errors(train_ev, views["c2w"], views["c2w_true"], "pose_")}
+            "pose_train_frame_scale": float(train_ev.alignment.scale),
+            **train_frame_scalars(train_ev, views["c2w"], views["c2w_true"], "pose_")}
 
 
-def train_frame_errors(train_ev: poses.PoseEvaluation | None, c2w: np.ndarray,
-                       c2w_true: np.ndarray, prefix: str) -> dict[str, float]:
-    """prefix + rot_err_deg_train_frame (mean, _median): the errors of cameras c2w
-    [n,4,4] in the frame fitted on the training views (`poses.rot_err_in_frame`), where
-    the NeRF's gauge is fixed; {} without a training-view evaluation."""
+def train_frame_scalars(train_ev: poses.PoseEvaluation | None, c2w: np.ndarray,
+                        c2w_true: np.ndarray, prefix: str) -> dict[str, float]:
+    """Cameras c2w [n,4,4] in the frame fitted on the training views, where the NeRF's
+    gauge is fixed: prefix + rot_err_deg_train_frame (mean, _median;
+    `poses.rot_err_in_frame`) and prefix + spread_ratio_train_frame
+    (`poses.spread_ratio_in_frame`, the spread ratio at the training fit's scale); {}
+    without a training-view evaluation."""
     if train_ev is None:
         return {}
     err = poses.rot_err_in_frame(train_ev.alignment, c2w, c2w_true)
     return {prefix + "rot_err_deg_train_frame": float(np.mean(err)),
-            prefix + "rot_err_deg_train_frame_median": float(np.median(err))}
+            prefix + "rot_err_deg_train_frame_median": float(np.median(err)),
+            prefix + "spread_ratio_train_frame":
+                poses.spread_ratio_in_frame(train_ev.alignment, c2w, c2w_true)}
 
 
 def pose_caption(what: str, c2w_true: np.ndarray, ev: poses.PoseEvaluation | None) -> list:
