@@ -218,7 +218,8 @@ def test_evaluate_returns_finite_metrics_and_figures(family, trained, tmp_path):
                 "pose_rot_err_deg_train_frame_median"):
         assert 0.0 <= metrics[key] <= 180.0, key
     assert metrics["pose_train_frame_scale"] >= 0.0
-    assert np.isfinite(metrics["pose_spread_ratio_train_frame"])
+    assert metrics["pose_spread_ratio_train_frame"] == pytest.approx(   # s x the unaligned ratio
+        metrics["pose_train_frame_scale"] * metrics["pose_spread_ratio"], rel=1e-12)
     assert "lpips" not in metrics and metrics["num_eval_views"] == 4
     for name in ("renders", "cameras", "cameras_train"):
         assert os.path.isfile(tmp_path / "eval" / f"{name}.png"), name
