@@ -21,13 +21,15 @@ the target and novel views, +35 % per step); x0, cosine T = 1000, O_hat clipped 
 [-1, 1], DDIM-50. Batch 8, 2400 steps at 5e-4 decayed to 5e-5, EMA 0.995: 8 GFLOP and
 about 0.75 s of one core per step (AMD EPYC, XLA:CPU; 0.86 steps/s measured on a core
 shared with another run), about 30 minutes of one free core; the data take about a
-minute, the evaluation one.
+minute, the evaluation about eight (32 contexts).
 
 Evaluation (eval.at_end): the eval losses; with the clean target given,
-given_target_psnr_ring over the 64 eval tuples; 8 DDIM-50 samples for each of 4 eval
+given_target_psnr_ring over the 64 eval tuples; 8 DDIM-50 samples for each of 32 eval
 contexts: psnr_trgt, psnr_trgt_best, psnr_trgt_mean, psnr_novel, sample_std_seen,
-sample_std_unseen, unseen_fraction (`fdm.forward.scenes`). samples/grid.png: per
-context the context view, the true scene at the 4 ring cameras, 8 samples at them.
+sample_std_unseen, unseen_fraction and the FID-style fd_pixels_trgt (`fdm.forward.scenes`;
+sessions 17-18 used 4 contexts, before fd_pixels_trgt). samples/grid.png: per context
+(the first eval.num_examples) the context view, the true scene at the 4 ring cameras,
+8 samples at them.
 
 Variants: 'deterministic' the pixelNeRF baseline (S from the context alone, same
 budget); 'smoke' a few steps of a tiny model on 8 x 8 views (tests).
@@ -57,7 +59,7 @@ def _scenes():
     c.train.ema_decay = 0.995                # half-life 140 steps: 0.999 lags a short run
     c.train.cond_weight = 1.0
     c.train.log_every, c.train.checkpoint_every, c.train.image_every = 50, 500, 1000
-    c.eval.batch_size, c.eval.num_contexts, c.eval.samples_per_context = 16, 4, 8
+    c.eval.batch_size, c.eval.num_contexts, c.eval.samples_per_context = 16, 32, 8
     c.eval.num_examples = 4
     return c
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 from configs.forward_scenes import get_config
 from fdm import data
@@ -25,7 +26,7 @@ from tests import helpers
 
 SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
-          "sample_std_unseen", "unseen_fraction"}
+          "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -339,6 +340,27 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert images.shape == (8, 8, 32, 3)
     assert problem.canvas_image(views.ctxt.obs).shape == images.shape
     assert problem.truth_image(batch["signal"]).shape == images.shape
+
+
+def test_pixel_distribution_score_against_scipy_and_blur():
+    rng = _rng(3)
+    mixing = rng.normal(size=(4, 12))
+    draw = lambda n, scale=1.0: np.tanh(rng.normal(0.0, scale, size=(n, 4)) @ mixing / 2)
+    truth = np.tanh(rng.normal(size=(60, 12)))
+    samples = np.tanh(rng.normal(0.2, 1.3, size=(90, 12)))
+    x, y = (samples + 1) / 2, (truth + 1) / 2
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    reference = (np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+                 - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+    scores = sc.pixel_distribution_scores(samples, truth)
+    assert scores["fd_pixels_trgt"] == pytest.approx(reference, rel=1e-6)
+    # images on a 4-dim manifold: samples like the truth, shrunk towards the mean, the mean
+    truth = draw(32)
+    fd = lambda s: sc.pixel_distribution_scores(s, truth)["fd_pixels_trgt"]
+    like, shrunk = fd(draw(256)), fd(draw(256, 0.5))
+    blurred = fd(np.repeat(truth.mean(0, keepdims=True), 256, 0))
+    assert like < shrunk < blurred and blurred > 5 * like
+    assert sc.pixel_distribution_scores(samples, truth[:1]) == {}
 
 
 # ------------------------------------------------------------------ family and configs
