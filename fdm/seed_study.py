@@ -1,11 +1,35 @@
 """Seed studies: train N seeds of one config, evaluate each, report how many succeed.
 
-A claim about learning ("segmentation masks emerge") is a rate over seeds, never one
-run. `run_study` trains every seed in its own workdir `DIR/seed_{s}/` by calling the
-normal entry point `python -m experiments.main` as subprocesses, so each seed is
-exactly what a user gets from the command line with `--config.train.seed=s` (model
-init and training noise; `data.seed` is untouched, so the data stay the same). The
-user's `--config.*` overrides are forwarded verbatim to every subprocess.
+A claim about learning ("segmentation masks emerge", "the cameras register") is a rate
+over seeds, never one run. `run_study` trains every seed in its own workdir
+`DIR/seed_{s}/` by calling the normal entry point `python -m experiments.main` as
+subprocesses, so each seed is exactly what a user gets from the command line with
+`--config.train.seed=s` (model init and training noise; `data.seed` is untouched, so
+the data stay the same). The user's `--config.*` overrides are forwarded verbatim to
+every subprocess.
+
+Criteria. What "a seed succeeds" means depends on the family (`criterion_for`, from
+`model.family`); a `Criterion` names the per-seed columns read from results.json, the
+trivial baselines, the headline metric (the `@N` columns of --eval_at legs and the
+"seed s done" line), the rule, its thresholds and the word of the count:
+  * SEGMENTATION (every family but NeRF lifting): seg_iou >= min_iou (percent, default
+    70) and > the centre-prior baseline; "segments: k of n seeds". None (unknown)
+    without seg_iou (a DDPM).
+  * REGISTRATION (`model.family` "nerf_lifting", e.g. configs/lego.py:cpu): the aligned
+    median rotation error of the held-out cameras pose_rot_err_deg_median <=
+    max_pose_err (degrees, default 10) and, when min_psnr is given, psnr >= min_psnr;
+    "registers: k of n seeds". None without pose_rot_err_deg_median (supervised runs).
+The thresholds live in the `Study` (--min_iou, --max_pose_err, --min_psnr) and are
+recorded in seed_study.json with the criterion's name.
+
+Label-free selection (--select_by=KEY, "-KEY": lower is better). The success criteria
+use labels (masks, true cameras) a user of a new scene does not have. `select_summary`
+names the seed with the best value of a results.json KEY among the seeds that have it
+(ties: the lower seed) and whether it succeeds, and counts exactly over all pairs of
+those seeds how often the better of the two succeeds ("best of 2 by psnr registers in 6
+of 6 pairs"): the rate of the protocol "train 2 seeds, keep the best by KEY". On Lego
+the held-out psnr (renders from the encoder's own cameras, no pose labels) is such a
+KEY: failed registrations render worse.
 
 Legs. A seed is a chain of legs, each "train to step N, then `--mode=evaluate`":
 one per `--eval_at` step (trained with `--config.train.num_steps=N`) and the final
@@ -16,15 +40,18 @@ kept as `results_step{N}.json`; the final leg's stays `results.json`.
 
 Resuming. A leg is done when its results file exists with "step" equal to the leg's
 step; done legs are skipped, so rerunning the same command only does what is missing
-(an interrupted training resumes from its checkpoint by itself). `timing.json`
+(an interrupted training resumes from its checkpoint by itself). Once the final leg is
+done nothing more runs in that seed: a missing intermediate leg is reported unavailable,
+as it is when the newest checkpoint is past its step. So finished runs can be studied
+in place: make `DIR/seed_{s}` a symlink to a workdir whose results.json has "step" ==
+train.num_steps and the study only reads it (nothing in it is written). `timing.json`
 accumulates the wall time of the subprocesses, so a resumed study still reports the
 total. Subprocess output is appended to `DIR/seed_{s}/log.txt`.
 
 Report. `build_row` turns one seed's result dicts into a row (None where a family
 does not write a key), `summarise` gives mean / sample std per numeric column, the
-trivial baselines and "k of n seeds segment" (seg_iou >= min_iou and > the
-centre-prior baseline), `render_markdown` makes the table; `run_study` writes
-`DIR/seed_study.json` and `DIR/seed_study.md`.
+trivial baselines, "k of n seeds" and the selection, `render_markdown` makes the
+table; `run_study` writes `DIR/seed_study.json` and `DIR/seed_study.md`.
 
 Everything above `run_seed` is pure (or only reads files); the runner is a thread pool
 around `subprocess.run`, at most `parallel` seeds at once. This module needs no JAX.
@@ -55,7 +82,8 @@ LOG_FILE = "log.txt"
 STUDY_JSON = "seed_study.json"
 STUDY_MD = "seed_study.md"
 MISSING = "–"
-# Per-seed metric columns read from results.json (in table order after the seg_iou@N).
+# Segmentation: per-seed metric columns read from results.json (in table order; the
+# seg_iou@N columns follow seg_iou), the baselines, the criterion and the legend.
 METRICS = ("seg_iou", "seg_iou_per_image", "seg_ari", "mask_entropy", "mask_shift_error",
            "eval_loss")
 BASELINES = ("baseline_all_fg_iou", "baseline_centre_iou", "baseline_mask_prior_iou")
@@ -63,6 +91,26 @@ CRITERION = "seg_iou >= {min_iou:g} and > the centre prior"
 LEGEND = ("seg_iou: global fg IoU (%, the paper's protocol); seg_iou@N: at step N; "
           "mask_shift_error: label-free translation-equivariance error of the masks "
           "(lower is better); train min: wall time of the training subprocesses.")
+# Registration (NeRF lifting, fdm/models/lifting.py `evaluate`): the same for poses.
+POSE_METRICS = ("psnr", "psnr_refined", "pose_rot_err_deg_median",
+                "pose_refined_rot_err_deg_median", "pose_train_rot_err_deg_median",
+                "pose_spread_ratio", "cam_region_acc")
+POSE_BASELINES = ("mean_image_psnr", "pose_const_baseline_deg")
+POSE_LEGEND = ("psnr: held-out views rendered from the encoder's predicted cameras (dB, no "
+               "pose labels used); psnr_refined: after test-time camera refinement; "
+               "pose_rot_err_deg_median: median rotation error (deg) of the held-out "
+               "cameras after the similarity alignment to the true ones (@N: at step N); "
+               "pose_refined_/pose_train_: of the refined held-out / the training "
+               "cameras; pose_spread_ratio: predicted / true camera-centre spread "
+               "(~1; far below: collapsed); cam_region_acc: aligned centres in the true "
+               "camera's octant / quadrant; baselines: mean_image_psnr (the mean training image), "
+               "pose_const_baseline_deg (one constant rotation); train min: wall time of "
+               "the training subprocesses.")
+LIFTING_FAMILIES = ("nerf_lifting", "lifting")   # model.family values scored by REGISTRATION
+# results.json keys computed without labels (masks, true cameras): --select_by on one
+# of them is a protocol a user can apply to a new scene.
+LABEL_FREE_KEYS = ("psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "eval_loss",
+                   "mask_entropy", "mask_shift_error", "cam_cls_acc")
 
 
 # ---- input -------------------------------------------------------------------------------
@@ -116,6 +164,47 @@ def parse_min_iou(value: float) -> float:
         raise UserError(f"bad --min_iou={value}; pass a percentage in [0, 100] like seg_iou, "
                         "e.g. --min_iou=70")
     return float(value)
+
+
+def parse_max_pose_err(value: float) -> float:
+    """--max_pose_err in degrees; UserError unless a finite number > 0."""
+    if value is None or not 0 < value < math.inf:
+        raise UserError(f"bad --max_pose_err={value}; pass the largest median rotation "
+                        "error (degrees > 0) that counts as registered, e.g. --max_pose_err=10")
+    return float(value)
+
+
+def parse_min_psnr(value: Optional[float]) -> Optional[float]:
+    """--min_psnr in dB, None when not given; UserError unless a finite number >= 0."""
+    if value is None:
+        return None
+    if not 0 <= value < math.inf:
+        raise UserError(f"bad --min_psnr={value}; pass a PSNR in dB >= 0 that a registered "
+                        "seed must also reach, e.g. --min_psnr=19, or leave it out")
+    return float(value)
+
+
+class Selection(NamedTuple):
+    """--select_by: the results.json key seeds are picked by, and its direction."""
+    key: str
+    higher_is_better: bool = True
+
+    def flag(self) -> str:
+        """The --select_by value: 'key', or '-key' when lower is better."""
+        return self.key if self.higher_is_better else f"-{self.key}"
+
+
+def parse_select_by(text: Optional[str]) -> Optional[Selection]:
+    """'' -> None (off); 'psnr' -> higher is better; '-eval_loss' -> lower is better."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    key = text[1:] if text.startswith("-") else text
+    if not re.fullmatch(r"[A-Za-z_][\w.@]*", key):
+        raise UserError(f"bad --select_by={text}; pass a results.json key, e.g. "
+                        "--select_by=psnr (higher is better) or --select_by=-eval_loss "
+                        "(a leading '-': lower is better)")
+    return Selection(key, not text.startswith("-"))
 
 
 def config_overrides(argv: Sequence[str]) -> list[str]:
@@ -231,7 +320,7 @@ def main_command(config_arg: str, directory: str, seed: int, overrides: Sequence
     return cmd
 
 
-# ---- report ------------------------------------------------------------------------------
+# ---- criteria ----------------------------------------------------------------------------
 
 def _number(results: Optional[dict], key: str) -> Optional[float]:
     """results[key] when it is a finite number, else None."""
@@ -250,32 +339,134 @@ def segments(results: Optional[dict], min_iou: float) -> Optional[bool]:
     return iou >= min_iou and (centre is None or iou > centre)
 
 
-def at_column(step: int) -> str:
-    """Column name of the seg_iou of an --eval_at step."""
-    return f"seg_iou@{step}"
+def registers(results: Optional[dict], max_pose_err: float,
+              min_psnr: Optional[float] = None) -> Optional[bool]:
+    """pose_rot_err_deg_median <= max_pose_err and (min_psnr given) psnr >= min_psnr;
+    None without pose_rot_err_deg_median (a missing psnr fails a min_psnr)."""
+    err = _number(results, "pose_rot_err_deg_median")
+    if err is None:
+        return None
+    if min_psnr is not None:
+        psnr = _number(results, "psnr")
+        if psnr is None or psnr < min_psnr:
+            return False
+    return err <= max_pose_err
 
 
-def numeric_columns(eval_at: Sequence[int] = ()) -> list[str]:
-    """The numeric columns of a row, in table order."""
-    return ["seg_iou", *[at_column(n) for n in eval_at], *METRICS[1:], "train_min"]
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """What "a seed succeeds" means for a family, and the columns that show it.
+
+    metrics: the per-seed columns read from results.json, in table order (the @N
+    columns of --eval_at legs follow `headline`); baselines: trivial-baseline keys,
+    reported once; headline: the metric of the @N columns and of the "seed s done"
+    line; rule(results, **thresholds) -> True / False / None (unknown); description:
+    the "(criterion: ...)" of the summary line; success: the name of the success column
+    and of the count ("segments: k of n seeds")."""
+    name: str
+    metrics: tuple[str, ...]
+    baselines: tuple[str, ...]
+    headline: str
+    rule: Callable[..., Optional[bool]]
+    thresholds: tuple[tuple[str, Optional[float]], ...]
+    description: str
+    legend: str
+    success: str
+
+    def succeeds(self, results: Optional[dict]) -> Optional[bool]:
+        """Whether a seed with these final results succeeds; None when unknown."""
+        return self.rule(results, **dict(self.thresholds))
+
+
+def segmentation(min_iou: float = 70.0) -> Criterion:
+    """The segmentation criterion (`segments`) at min_iou percent."""
+    return Criterion("segmentation", METRICS, BASELINES, "seg_iou", segments,
+                     (("min_iou", float(min_iou)),), CRITERION.format(min_iou=min_iou),
+                     LEGEND, "segments")
+
+
+def registration(max_pose_err: float = 10.0, min_psnr: Optional[float] = None) -> Criterion:
+    """The registration criterion (`registers`) at max_pose_err degrees (and min_psnr dB)."""
+    description = f"pose_rot_err_deg_median <= {max_pose_err:g} deg" + (
+        "" if min_psnr is None else f" and psnr >= {min_psnr:g}")
+    return Criterion("registration", POSE_METRICS, POSE_BASELINES, "pose_rot_err_deg_median",
+                     registers, (("max_pose_err", float(max_pose_err)),
+                                 ("min_psnr", None if min_psnr is None else float(min_psnr))),
+                     description, POSE_LEGEND, "registers")
+
+
+SEGMENTATION = segmentation()
+REGISTRATION = registration()
+CRITERIA = {"segmentation": segmentation, "registration": registration}
+
+
+def criterion_for(family: str, min_iou: float = 70.0, max_pose_err: float = 10.0,
+                  min_psnr: Optional[float] = None) -> Criterion:
+    """REGISTRATION (max_pose_err, min_psnr) for a NeRF-lifting model.family, else
+    SEGMENTATION (min_iou)."""
+    if str(family) in LIFTING_FAMILIES:
+        return registration(max_pose_err, min_psnr)
+    return segmentation(min_iou)
+
+
+def check_threshold_flags(criterion: Criterion, given: Sequence[str], family: str) -> None:
+    """UserError when a threshold flag in `given` (names without '--') is not one of the
+    criterion's: it would be silently ignored."""
+    own = [name for name, _ in criterion.thresholds]
+    for name in given:
+        if name not in own:
+            raise UserError(f"--{name} does not apply to model.family={family!r} (criterion "
+                            f"{criterion.name}: {', '.join('--' + n for n in own)}); drop "
+                            f"--{name}")
+
+
+def document_criterion(study: dict) -> Criterion:
+    """The criterion a seed_study.json document was scored by (its "criterion" and
+    "thresholds"; segmentation at the summary's min_iou when it has none)."""
+    name = study.get("criterion") or "segmentation"
+    thresholds = study.get("thresholds") or {"min_iou": study["summary"].get("min_iou", 70.0)}
+    return CRITERIA[name](**thresholds)
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def at_column(step: int, criterion: Criterion = SEGMENTATION) -> str:
+    """Column name of the headline metric of an --eval_at step (seg_iou@N)."""
+    return f"{criterion.headline}@{step}"
+
+
+def numeric_columns(eval_at: Sequence[int] = (),
+                    criterion: Criterion = SEGMENTATION) -> list[str]:
+    """The numeric columns of a row, in table order (the @N columns after the headline)."""
+    cut = criterion.metrics.index(criterion.headline) + 1
+    return [*criterion.metrics[:cut], *[at_column(n, criterion) for n in eval_at],
+            *criterion.metrics[cut:], "train_min"]
 
 
 def build_row(seed: int, final: Optional[dict], at_steps: Optional[dict] = None,
               timing: Optional[dict] = None, min_iou: float = 70.0,
-              error: Optional[str] = None) -> dict:
-    """One seed's row: metrics of the final results (None where missing), seg_iou@N of
-    each --eval_at results, wall times (min), the baselines, segments (None when
-    unknown, False for a failed seed), status and error."""
+              error: Optional[str] = None, criterion: Optional[Criterion] = None,
+              extra: Sequence[str] = ()) -> dict:
+    """One seed's row: the criterion's metrics of the final results (None where
+    missing), the headline of each --eval_at results (@N), wall times (min), the
+    baselines, the `extra` keys (--select_by) and the success column (None when
+    unknown, False for a failed seed), status and error. criterion: default
+    segmentation at min_iou."""
+    criterion = criterion or segmentation(min_iou)
     timing = timing or {}
     row = {"seed": int(seed), "status": "failed" if error else "ok", "error": error,
            "step": (final or {}).get("step")}
-    row.update({k: _number(final, k) for k in METRICS})
-    row.update({at_column(n): _number(r, "seg_iou") for n, r in sorted((at_steps or {}).items())})
+    row.update({k: _number(final, k) for k in criterion.metrics})
+    row.update({at_column(n, criterion): _number(r, criterion.headline)
+                for n, r in sorted((at_steps or {}).items())})
     for key, column in (("train_wall_s", "train_min"), ("eval_wall_s", "eval_min")):
         seconds = _number(timing, key)
         row[column] = None if seconds is None else seconds / 60
-    row.update({k: _number(final, k) for k in BASELINES if _number(final, k) is not None})
-    row["segments"] = False if error else segments(final, min_iou)
+    row.update({k: _number(final, k) for k in criterion.baselines
+                if _number(final, k) is not None})
+    for key in extra:
+        row.setdefault(key, _number(final, key))
+    row[criterion.success] = False if error else criterion.succeeds(final)
     return row
 
 
@@ -285,21 +476,63 @@ def _mean_std(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
-def summarise(rows: Sequence[dict], eval_at: Sequence[int] = (), min_iou: float = 70.0) -> dict:
+def rank_by(rows: Sequence[dict], selection: Selection) -> list[dict]:
+    """The rows that have selection.key, best first (ties: the lower seed first)."""
+    sign = -1.0 if selection.higher_is_better else 1.0
+    have = [r for r in rows if r.get(selection.key) is not None]
+    return sorted(have, key=lambda r: (sign * r[selection.key], r["seed"]))
+
+
+def best_of(ranked_success: Sequence[Optional[bool]], k: int = 2) -> tuple[int, int]:
+    """(subsets whose best member succeeds, all subsets) over the k-subsets of seeds
+    ranked best first: the seed at rank i is the best of the C(n-1-i, k-1) subsets
+    drawn from it and the seeds below it."""
+    n = len(ranked_success)
+    hits = sum(math.comb(n - 1 - i, k - 1) for i, ok in enumerate(ranked_success) if ok is True)
+    return hits, math.comb(n, k)
+
+
+def select_summary(rows: Sequence[dict], selection: Optional[Selection],
+                   success: str) -> Optional[dict]:
+    """--select_by: the best seed by selection.key among the rows that have it, its
+    value and success, and best_of_2 = {"succeed", "pairs"} over all pairs of those
+    seeds (None below 2); None when off."""
+    if selection is None:
+        return None
+    ranked = rank_by(rows, selection)
+    best = ranked[0] if ranked else {}
+    pairs = None
+    if len(ranked) >= 2:
+        hits, total = best_of([r.get(success) for r in ranked], 2)
+        pairs = {"succeed": hits, "pairs": total}
+    return {"key": selection.key, "higher_is_better": selection.higher_is_better,
+            "label_free": selection.key in LABEL_FREE_KEYS, "candidates": len(ranked),
+            "seed": best.get("seed"), "value": best.get(selection.key),
+            "succeeds": best.get(success), "best_of_2": pairs}
+
+
+def summarise(rows: Sequence[dict], eval_at: Sequence[int] = (), min_iou: float = 70.0,
+              criterion: Optional[Criterion] = None,
+              selection: Optional[Selection] = None) -> dict:
     """Mean/std of each numeric column over the seeds that have it, the baselines of the
-    first row that has them, and how many seeds segment."""
+    first row that has them, how many seeds succeed (under the criterion's success
+    word, e.g. "segments") and the --select_by pick. criterion: default segmentation
+    at min_iou."""
+    criterion = criterion or segmentation(min_iou)
     stats = {c: _mean_std([r[c] for r in rows if r.get(c) is not None])
-             for c in numeric_columns(eval_at)}
+             for c in numeric_columns(eval_at, criterion)}
     baselines, baselines_seed = {}, None
     for row in rows:
-        if any(k in row for k in BASELINES):
-            baselines = {k: row[k] for k in BASELINES if k in row}
+        if any(row.get(k) is not None for k in criterion.baselines):
+            baselines = {k: row[k] for k in criterion.baselines if row.get(k) is not None}
             baselines_seed = row["seed"]
             break
     return {"stats": stats, "baselines": baselines, "baselines_seed": baselines_seed,
-            "segments": sum(r.get("segments") is True for r in rows), "seeds": len(rows),
-            "failed": [r["seed"] for r in rows if r.get("status") == "failed"],
-            "min_iou": min_iou, "criterion": CRITERION.format(min_iou=min_iou)}
+            criterion.success: sum(r.get(criterion.success) is True for r in rows),
+            "seeds": len(rows), "failed": [r["seed"] for r in rows if r.get("status") == "failed"],
+            **dict(criterion.thresholds), "criterion": criterion.description,
+            "criterion_name": criterion.name, "success": criterion.success,
+            "selection": select_summary(rows, selection, criterion.success)}
 
 
 def fmt(value) -> str:
@@ -319,20 +552,44 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
     return out + ["| " + " | ".join(cells) + " |" for cells in lines]
 
 
-def segments_line(summary: dict) -> str:
-    """'segments: k of n seeds (criterion: ...)'."""
-    return (f"segments: {summary['segments']} of {summary['seeds']} seeds "
+def success_line(summary: dict) -> str:
+    """'segments: k of n seeds (criterion: ...)' (or 'registers: ...')."""
+    word = summary.get("success", "segments")
+    return (f"{word}: {summary[word]} of {summary['seeds']} seeds "
             f"(criterion: {summary['criterion']})")
+
+
+def selection_lines(summary: dict) -> list[str]:
+    """'selected by psnr (label-free, higher is better): seed 2 (psnr 19.8), registers:
+    yes' and 'best of 2 by psnr registers in 6 of 6 pairs'; [] without --select_by."""
+    sel, word = summary.get("selection"), summary.get("success", "segments")
+    if not sel:
+        return []
+    key = sel["key"]
+    how = ("label-free, " if sel["label_free"] else "") + \
+        f"{'higher' if sel['higher_is_better'] else 'lower'} is better"
+    if sel["seed"] is None:
+        return [f"selected by {key} ({how}): no seed has {key}"]
+    verdict = "unknown" if sel["succeeds"] is None else fmt(sel["succeeds"])
+    out = [f"selected by {key} ({how}): seed {sel['seed']} ({key} {fmt(sel['value'])}), "
+           f"{word}: {verdict}"]
+    if sel["best_of_2"]:
+        out.append(f"best of 2 by {key} {word} in {sel['best_of_2']['succeed']} of "
+                   f"{sel['best_of_2']['pairs']} pairs")
+    return out
 
 
 def render_markdown(study: dict) -> str:
     """The study as markdown: per-seed table, mean/std table, baselines, k-of-n line,
-    failures and the command line. `study` as written to seed_study.json."""
+    the --select_by pick, failures and the command line. `study` as written to
+    seed_study.json (its criterion: `document_criterion`)."""
     rows, summary, eval_at = study["rows"], study["summary"], study.get("eval_at", [])
-    columns = numeric_columns(eval_at)
-    header = ["seed", *[c.replace("_min", " min") for c in columns], "segments"]
+    criterion = document_criterion(study)
+    columns = numeric_columns(eval_at, criterion)
+    header = ["seed", *["train min" if c == "train_min" else c for c in columns],
+              criterion.success]
     seed_lines = [[str(r["seed"]), *[fmt(r.get(c)) for c in columns],
-                   "failed" if r.get("status") == "failed" else fmt(r.get("segments"))]
+                   "failed" if r.get("status") == "failed" else fmt(r.get(criterion.success))]
                   for r in rows]
     stats = summary["stats"]
     stat_lines = [[name, *[fmt(stats[c][name]) for c in columns]] for name in ("mean", "std")]
@@ -344,7 +601,10 @@ def render_markdown(study: dict) -> str:
     if summary["baselines"]:
         cells = ", ".join(f"{k} {fmt(v)}" for k, v in summary["baselines"].items())
         out += [f"Trivial baselines (seed {summary['baselines_seed']}): {cells}", ""]
-    out += [segments_line(summary), "", LEGEND, ""]
+    out += [success_line(summary), ""]
+    for line in selection_lines(summary):
+        out += [line, ""]
+    out += [criterion.legend, ""]
     for r in rows:
         if r.get("status") == "failed":
             out += [f"seed {r['seed']} failed: {r.get('error')}", ""]
@@ -365,11 +625,20 @@ class Study:
     num_steps: int                # train.num_steps after the overrides
     eval_at: tuple = ()
     overrides: tuple = ()         # the --config.* arguments, verbatim
-    min_iou: float = 70.0
+    min_iou: float = 70.0         # segmentation: seg_iou threshold (percent)
     parallel: int = 1
     at_end_key: bool = True       # the config has eval.at_end
     command: str = ""
     pin_cores: bool = True        # parallel > 1: each running seed gets its own CPU cores
+    family: str = ""              # model.family: picks the criterion (`criterion_for`)
+    max_pose_err: float = 10.0    # registration: pose_rot_err_deg_median threshold (deg)
+    min_psnr: Optional[float] = None  # registration: psnr threshold (dB), None = none
+    select_by: Optional[Selection] = None  # --select_by, None = off
+
+    @property
+    def criterion(self) -> Criterion:
+        """The success criterion of this study's family and thresholds."""
+        return criterion_for(self.family, self.min_iou, self.max_pose_err, self.min_psnr)
 
 
 class SeedOutcome(NamedTuple):
@@ -469,25 +738,44 @@ def _run_leg(study: Study, seed: int, leg: Leg, log: Callable[[str], None],
                 f"see {log_path}")
     if not leg.final:
         write_json(results, os.path.join(directory, leg.results_name))
-        log(f"seed {seed}: step {leg.step} done: {at_column(leg.step)} "
-            f"{fmt(_number(results, 'seg_iou'))}")
+        criterion = study.criterion
+        log(f"seed {seed}: step {leg.step} done: {at_column(leg.step, criterion)} "
+            f"{fmt(_number(results, criterion.headline))}")
     return None
+
+
+def recorded_seed(directory: str) -> Optional[int]:
+    """train.seed of the config.json a run wrote in `directory`, None without one."""
+    value = ((read_json(os.path.join(directory, "config.json")) or {}).get("train") or {}
+             ).get("seed")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_seed(study: Study, seed: int, log: Callable[[str], None] = print,
              cores: Sequence[int] = ()) -> SeedOutcome:
     """Runs the legs of one seed that are not done yet (on `cores`); stops at the first
-    failure."""
+    failure. Once the final leg is done nothing runs: a seed directory holding
+    finished results (e.g. a symlink to an earlier run) is only read."""
     directory = seed_dir(study.workdir, seed)
+    if os.path.islink(directory) and not os.path.isdir(directory):
+        return SeedOutcome(None, {}, {}, f"{directory} links to the missing "
+                           f"{os.readlink(directory)}; fix or remove the link", False)
     os.makedirs(directory, exist_ok=True)
+    recorded = recorded_seed(directory)
+    if recorded is not None and recorded != seed:
+        log(f"seed {seed}: note: {directory}/config.json has train.seed={recorded} "
+            f"(reported as seed {seed})")
     error, ran = None, False
+    final_done = leg_done(directory, plan_legs(study.num_steps)[-1])
     for leg in plan_legs(study.num_steps, study.eval_at):
         if leg_done(directory, leg):
             continue
         ckpt = latest_checkpoint_step(directory)
-        if not leg.final and ckpt is not None and ckpt > leg.step:
-            log(f"seed {seed}: checkpoint at step {ckpt} is past {leg.step}; "
-                f"{at_column(leg.step)} unavailable (use a fresh --workdir to get it)")
+        if not leg.final and (final_done or (ckpt is not None and ckpt > leg.step)):
+            past = "the final results exist" if final_done else \
+                f"checkpoint at step {ckpt} is past {leg.step}"
+            log(f"seed {seed}: {past}; {at_column(leg.step, study.criterion)} unavailable "
+                "(use a fresh --workdir to get it)")
             continue
         ran = True
         try:
@@ -503,14 +791,19 @@ def run_seed(study: Study, seed: int, log: Callable[[str], None] = print,
     return SeedOutcome(final, at_steps, timing, error, ran)
 
 
-def _done_line(seed: int, outcome: SeedOutcome, directory: str) -> str:
-    """'seed 3 done: seg_iou 71.2 (12.3 min)' or 'seed 3 FAILED: ...'."""
+def _done_line(seed: int, outcome: SeedOutcome, directory: str,
+               criterion: Criterion = SEGMENTATION) -> str:
+    """'seed 3 done: seg_iou 71.2 (12.3 min)' (the criterion's headline; no minutes
+    without timing.json, e.g. a linked earlier run) or 'seed 3 FAILED: ...'."""
     if outcome.error:
         return f"seed {seed} FAILED: {outcome.error} (log: {os.path.join(directory, LOG_FILE)})"
-    minutes = sum(_number(outcome.timing, k) or 0.0 for k in ("train_wall_s", "eval_wall_s")) / 60
-    note = "" if outcome.ran else ", already complete"
-    return f"seed {seed} done: seg_iou {fmt(_number(outcome.final, 'seg_iou'))} " \
-           f"({minutes:.1f} min{note})"
+    walls = [_number(outcome.timing, k) for k in ("train_wall_s", "eval_wall_s")]
+    minutes = sum(w or 0.0 for w in walls) / 60
+    notes = ([] if all(w is None for w in walls) else [f"{minutes:.1f} min"]) + \
+        ([] if outcome.ran else ["already complete"])
+    value = fmt(_number(outcome.final, criterion.headline))
+    return f"seed {seed} done: {criterion.headline} {value}" + (
+        f" ({', '.join(notes)})" if notes else "")
 
 
 def eta_minutes(durations: Sequence[float], remaining: int, parallel: int) -> Optional[float]:
@@ -521,14 +814,20 @@ def eta_minutes(durations: Sequence[float], remaining: int, parallel: int) -> Op
 
 
 def study_document(study: Study, outcomes: dict) -> dict:
-    """seed_study.json: the rows, the summary, the command line and the config."""
-    rows = [build_row(s, o.final, o.at_steps, o.timing, study.min_iou, o.error)
-            for s, o in sorted(outcomes.items())]
+    """seed_study.json: the rows, the summary, the criterion (name, thresholds), the
+    --select_by key, the command line and the config."""
+    criterion, selection = study.criterion, study.select_by
+    extra = (selection.key,) if selection else ()
+    rows = [build_row(s, o.final, o.at_steps, o.timing, study.min_iou, o.error, criterion,
+                      extra) for s, o in sorted(outcomes.items())]
     return {"config": study.config_name, "config_file": study.config_arg,
             "workdir": study.workdir, "seeds": list(study.seeds), "eval_at": list(study.eval_at),
             "num_steps": study.num_steps, "overrides": list(study.overrides),
-            "min_iou": study.min_iou, "command": study.command, "rows": rows,
-            "summary": summarise(rows, study.eval_at, study.min_iou)}
+            "family": study.family, "criterion": criterion.name,
+            "thresholds": dict(criterion.thresholds), "min_iou": study.min_iou,
+            "select_by": selection.flag() if selection else "",
+            "command": study.command, "rows": rows,
+            "summary": summarise(rows, study.eval_at, study.min_iou, criterion, selection)}
 
 
 def run_study(study: Study, out: Callable[[str], None] = print) -> int:
@@ -553,7 +852,7 @@ def run_study(study: Study, out: Callable[[str], None] = print) -> int:
             outcomes[seed] = outcome
             if outcome.ran:
                 durations.append(wall)
-            log(_done_line(seed, outcome, seed_dir(study.workdir, seed)))
+            log(_done_line(seed, outcome, seed_dir(study.workdir, seed), study.criterion))
             remaining = len(study.seeds) - len(outcomes)
             eta = eta_minutes(durations, remaining, study.parallel)
             log(f"study: {len(outcomes)} of {len(study.seeds)} seeds finished"

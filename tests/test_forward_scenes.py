@@ -26,7 +26,8 @@ from tests import helpers
 
 SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
-          "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt"}
+          "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
+          "fd_pixels_mean_image", "fd_pixels_real"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -342,25 +343,39 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert problem.truth_image(batch["signal"]).shape == images.shape
 
 
-def test_pixel_distribution_score_against_scipy_and_blur():
+def test_pooled_pixels_against_a_loop():
+    images = _rng(4).uniform(-1, 1, size=(3, 17, 20, 3))
+    pooled = sc.pooled_pixels(images)                    # factor 2, the odd row dropped
+    slow = np.array([[[images[k, 2 * i:2 * i + 2, 2 * j:2 * j + 2, c].mean()
+                       for c in range(3)] for j in range(10) for i in range(8)]
+                     for k in range(3)])
+    np.testing.assert_allclose(pooled.reshape(3, 8, 10, 3).transpose(0, 2, 1, 3).reshape(3, -1, 3),
+                               (slow + 1) / 2, atol=1e-12)
+    assert sc.pooled_pixels(images[:, :7, :7]).shape == (3, 7 * 7 * 3)
+
+
+def test_pixel_distribution_scores_against_scipy_and_blur():
     rng = _rng(3)
-    mixing = rng.normal(size=(4, 12))
-    draw = lambda n, scale=1.0: np.tanh(rng.normal(0.0, scale, size=(n, 4)) @ mixing / 2)
-    truth = np.tanh(rng.normal(size=(60, 12)))
-    samples = np.tanh(rng.normal(0.2, 1.3, size=(90, 12)))
-    x, y = (samples + 1) / 2, (truth + 1) / 2
-    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    reference = (np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+    mixing = rng.normal(size=(4, 8 * 8 * 3))
+    draw = lambda n, scale=1.0: np.tanh(rng.normal(0.0, scale, size=(n, 4)) @ mixing / 4
+                                        ).reshape(n, 8, 8, 3)
+    real, n = draw(3 * 40), 40
+    fd = lambda s: sc.pixel_distribution_scores(s, real, n)
+    samples = draw(300, 1.3)
+    x, r = (samples.reshape(300, -1) + 1) / 2, (real.reshape(120, -1) + 1) / 2
+    s1, s2 = np.cov(x, rowvar=False), np.cov(r, rowvar=False)
+    reference = (np.sum((x.mean(0) - r.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
                  - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
-    scores = sc.pixel_distribution_scores(samples, truth)
-    assert scores["fd_pixels_trgt"] == pytest.approx(reference, rel=1e-6)
-    # images on a 4-dim manifold: samples like the truth, shrunk towards the mean, the mean
-    truth = draw(32)
-    fd = lambda s: sc.pixel_distribution_scores(s, truth)["fd_pixels_trgt"]
-    like, shrunk = fd(draw(256)), fd(draw(256, 0.5))
-    blurred = fd(np.repeat(truth.mean(0, keepdims=True), 256, 0))
-    assert like < shrunk < blurred and blurred > 5 * like
-    assert sc.pixel_distribution_scores(samples, truth[:1]) == {}
+    scores = fd(samples)
+    assert scores["fd_pixels_trgt"] == pytest.approx(reference, rel=1e-5)
+    assert scores["fd_pixels_mean_image"] == pytest.approx(np.trace(s2), rel=1e-9)
+    first = np.isin(np.arange(120) % n, np.arange(20))
+    assert scores["fd_pixels_real"] == pytest.approx(
+        sc.fid.fid_from_features(r[first], r[~first]), rel=1e-9)
+    # samples like the real views, shrunk towards their mean, the mean itself
+    like, shrunk = fd(draw(300))["fd_pixels_trgt"], fd(draw(300, 0.5))["fd_pixels_trgt"]
+    assert like < shrunk < scores["fd_pixels_mean_image"]
+    assert sc.pixel_distribution_scores(samples, real[:9], 3) == {}
 
 
 # ------------------------------------------------------------------ family and configs

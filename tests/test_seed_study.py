@@ -1,8 +1,11 @@
 """Seed studies (fdm/seed_study.py, experiments/seed_study.py): the pure pieces on
-hand-made inputs, the runner with a fake subprocess, and one end-to-end study of a
+hand-made inputs (both criteria, --select_by), the runner with a fake subprocess
+(including seed directories linked to finished runs), and one end-to-end study of a
 tiny FDM through the command line (train, evaluate at a step, resume)."""
+import itertools
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -46,6 +49,38 @@ def test_parse_parallel_and_min_iou():
     for bad in (-1, 101):
         with pytest.raises(UserError, match="--min_iou"):
             ss.parse_min_iou(bad)
+
+
+def test_parse_max_pose_err_and_min_psnr():
+    assert ss.parse_max_pose_err(10) == 10.0 and ss.parse_max_pose_err(0.5) == 0.5
+    for bad in (0, -3, float("nan"), float("inf"), None):
+        with pytest.raises(UserError, match="--max_pose_err"):
+            ss.parse_max_pose_err(bad)
+    assert ss.parse_min_psnr(None) is None and ss.parse_min_psnr(19) == 19.0
+    assert ss.parse_min_psnr(0) == 0.0
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="--min_psnr"):
+            ss.parse_min_psnr(bad)
+
+
+def test_parse_select_by():
+    assert ss.parse_select_by("") is None and ss.parse_select_by(None) is None
+    assert ss.parse_select_by(" psnr ") == ss.Selection("psnr", True)
+    assert ss.parse_select_by("-eval_loss") == ss.Selection("eval_loss", False)
+    assert ss.parse_select_by("-eval_loss").flag() == "-eval_loss"
+    assert ss.parse_select_by("psnr").flag() == "psnr"
+    for bad in ("-", "--psnr", "1psnr", "ps nr", "+psnr"):
+        with pytest.raises(UserError, match="--select_by"):
+            ss.parse_select_by(bad)
+
+
+def test_threshold_flags_of_the_other_criterion_are_rejected():
+    ss.check_threshold_flags(ss.SEGMENTATION, ["min_iou"], "fdm")
+    ss.check_threshold_flags(ss.REGISTRATION, ["max_pose_err", "min_psnr"], "nerf_lifting")
+    with pytest.raises(UserError, match="--min_psnr does not apply to model.family='fdm'"):
+        ss.check_threshold_flags(ss.SEGMENTATION, ["min_psnr"], "fdm")
+    with pytest.raises(UserError, match="--min_iou .*--max_pose_err, --min_psnr"):
+        ss.check_threshold_flags(ss.REGISTRATION, ["min_iou"], "nerf_lifting")
 
 
 def test_config_overrides_are_collected_verbatim():
@@ -177,6 +212,266 @@ def test_render_markdown():
     assert "seed 0 failed: evaluate exited with code 1: x" in md
 
 
+def test_segmentation_output_is_unchanged():
+    """The segmentation study renders exactly as before the criteria existed."""
+    rows = _rows()
+    summary = ss.summarise(rows, [50], 70)
+    assert ss.summarise(rows, [50], 70, ss.SEGMENTATION) == summary
+    assert summary["criterion"] == "seg_iou >= 70 and > the centre prior"
+    assert summary["min_iou"] == 70 and summary["selection"] is None
+    assert [r["segments"] for r in rows] == [False, True, False]
+    assert all("registers" not in r for r in rows)
+    assert ss.numeric_columns([50]) == ["seg_iou", "seg_iou@50", "seg_iou_per_image", "seg_ari",
+                                        "mask_entropy", "mask_shift_error", "eval_loss",
+                                        "train_min"]
+    md = ss.render_markdown({"config": "shapes", "config_file": "configs/shapes.py",
+                             "eval_at": [50], "rows": rows, "summary": summary})
+    assert md == SEGMENTATION_MD
+    outcome = ss.SeedOutcome(FULL, {}, {"train_wall_s": 120.0, "eval_wall_s": 12.0}, None, True)
+    assert ss._done_line(0, outcome, "d") == "seed 0 done: seg_iou 75.0 (2.2 min)"
+    assert ss._done_line(0, outcome._replace(ran=False), "d") == \
+        "seed 0 done: seg_iou 75.0 (2.2 min, already complete)"
+
+
+SEGMENTATION_MD = """## Seed study: shapes (configs/shapes.py), seeds 0,1,2
+
+| seed | seg_iou | seg_iou@50 | seg_iou_per_image | seg_ari | mask_entropy | mask_shift_error | eval_loss | train min | segments |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| 0 | – | – | – | – | – | – | – | – | failed |
+| 1 | 75.0 | 40.0 | 70.0 | 0.5 | 0.3 | 0.05 | 0.04 | 1 | yes |
+| 2 | 65.0 | 50.0 | 70.0 | 0.5 | 0.3 | 0.05 | 0.04 | 3 | no |
+
+| over seeds | seg_iou | seg_iou@50 | seg_iou_per_image | seg_ari | mask_entropy | mask_shift_error | eval_loss | train min |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| mean | 70.0 | 45.0 | 70.0 | 0.5 | 0.3 | 0.05 | 0.04 | 2 |
+| std | 7.07 | 7.07 | 0 | 0 | 0 | 0 | 0 | 1.41 |
+| n | 2 | 2 | 2 | 2 | 2 | 2 | 2 | 2 |
+
+Trivial baselines (seed 1): baseline_all_fg_iou 30.0, baseline_centre_iou 60.0
+
+segments: 1 of 3 seeds (criterion: seg_iou >= 70 and > the centre prior)
+
+""" + ss.LEGEND + """
+
+seed 0 failed: evaluate exited with code 1: x
+"""
+
+
+# Lifting results.json (the keys of fdm/models/lifting.py `evaluate`), from Lego runs.
+LEGO = {"step": 6000, "config": "lego_cpu", "psnr": 19.75, "psnr_refined": 20.67,
+        "pose_rot_err_deg_median": 6.66, "pose_refined_rot_err_deg_median": 4.95,
+        "pose_train_rot_err_deg_median": 4.25, "pose_spread_ratio": 1.01,
+        "cam_region_acc": 0.92, "mean_image_psnr": 14.53, "pose_const_baseline_deg": 80.49}
+LEGO_FAILED = dict(LEGO, psnr=17.07, psnr_refined=17.84, pose_rot_err_deg_median=138.6,
+                   pose_refined_rot_err_deg_median=141.9, pose_train_rot_err_deg_median=125.8,
+                   pose_spread_ratio=0.49, cam_region_acc=0.88)
+
+
+def test_registers_criterion():
+    assert ss.registers(LEGO, 10) is True
+    assert ss.registers(LEGO_FAILED, 10) is False
+    assert ss.registers(dict(LEGO, pose_rot_err_deg_median=10.0), 10) is True   # at the threshold
+    assert ss.registers(dict(LEGO, pose_rot_err_deg_median=10.01), 10) is False
+    assert ss.registers(LEGO, 5) is False
+    assert ss.registers(LEGO, 10, min_psnr=19.75) is True                       # at the threshold
+    assert ss.registers(LEGO, 10, min_psnr=19.8) is False
+    assert ss.registers(LEGO_FAILED, 10, min_psnr=15) is False                  # psnr is not enough
+    no_psnr = {k: v for k, v in LEGO.items() if k != "psnr"}
+    assert ss.registers(no_psnr, 10) is True and ss.registers(no_psnr, 10, 15) is False
+    assert ss.registers({"psnr": 30.0}, 10) is None        # supervised: no pose metrics
+    assert ss.registers(dict(LEGO, pose_rot_err_deg_median=float("nan")), 10) is None
+    assert ss.registers(None, 10) is None
+    assert ss.REGISTRATION.succeeds(LEGO) is True
+    assert ss.registration(10, 20).succeeds(LEGO) is False
+    assert ss.REGISTRATION.succeeds(FULL) is None and ss.SEGMENTATION.succeeds(LEGO) is None
+
+
+def test_criterion_for():
+    for family in ("nerf_lifting", "lifting"):
+        assert ss.criterion_for(family) == ss.REGISTRATION
+        assert ss.criterion_for(family).success == "registers"
+    for family in ("fdm", "ddpm", "fdm_given_masks", "dfm", ""):
+        assert ss.criterion_for(family) == ss.SEGMENTATION
+        assert ss.criterion_for(family).success == "segments"
+    seg = ss.criterion_for("fdm", min_iou=55, max_pose_err=3, min_psnr=20)
+    assert seg.thresholds == (("min_iou", 55.0),) and seg.description == CRITERION_55
+    reg = ss.criterion_for("nerf_lifting", min_iou=55, max_pose_err=5, min_psnr=19.5)
+    assert dict(reg.thresholds) == {"max_pose_err": 5.0, "min_psnr": 19.5}
+    assert reg.description == "pose_rot_err_deg_median <= 5 deg and psnr >= 19.5"
+    assert ss.REGISTRATION.description == "pose_rot_err_deg_median <= 10 deg"
+    assert ss.REGISTRATION.headline == "pose_rot_err_deg_median"
+    assert ss.REGISTRATION.metrics == (
+        "psnr", "psnr_refined", "pose_rot_err_deg_median", "pose_refined_rot_err_deg_median",
+        "pose_train_rot_err_deg_median", "pose_spread_ratio", "cam_region_acc")
+    assert ss.REGISTRATION.baselines == ("mean_image_psnr", "pose_const_baseline_deg")
+    assert ss.SEGMENTATION.metrics == ss.METRICS and ss.SEGMENTATION.baselines == ss.BASELINES
+    study = ss.Study(config_arg="c.py", config_name="x", workdir="w", seeds=(0,), num_steps=1,
+                     family="nerf_lifting", max_pose_err=7.0)
+    assert study.criterion == ss.registration(7.0)
+
+
+CRITERION_55 = "seg_iou >= 55 and > the centre prior"
+
+
+def _lego_rows(criterion=ss.REGISTRATION, extra=()):
+    return [ss.build_row(0, LEGO, {3000: dict(LEGO, pose_rot_err_deg_median=30.0)},
+                         {"train_wall_s": 600}, criterion=criterion, extra=extra),
+            ss.build_row(1, LEGO_FAILED, {3000: None}, {}, criterion=criterion, extra=extra),
+            ss.build_row(2, None, {3000: None}, {}, error="train exited with code 1: x",
+                         criterion=criterion, extra=extra),
+            ss.build_row(3, {"step": 6000, "psnr": 25.0}, {}, criterion=criterion, extra=extra)]
+
+
+def test_registration_rows_and_summary():
+    rows = _lego_rows()
+    assert [r["registers"] for r in rows] == [True, False, False, None]
+    assert all("segments" not in r and "seg_iou" not in r for r in rows)
+    assert rows[0]["pose_rot_err_deg_median"] == 6.66 and rows[0]["psnr"] == 19.75
+    assert rows[0]["pose_rot_err_deg_median@3000"] == 30.0
+    assert rows[1]["pose_rot_err_deg_median@3000"] is None
+    assert rows[0]["mean_image_psnr"] == 14.53 and rows[0]["train_min"] == 10.0
+    assert rows[3]["pose_spread_ratio"] is None and "mean_image_psnr" not in rows[3]
+    assert ss.numeric_columns([3000], ss.REGISTRATION) == [
+        "psnr", "psnr_refined", "pose_rot_err_deg_median", "pose_rot_err_deg_median@3000",
+        "pose_refined_rot_err_deg_median", "pose_train_rot_err_deg_median",
+        "pose_spread_ratio", "cam_region_acc", "train_min"]
+    summary = ss.summarise(rows, [3000], criterion=ss.REGISTRATION)
+    assert summary["registers"] == 1 and summary["seeds"] == 4 and summary["failed"] == [2]
+    assert "segments" not in summary and "min_iou" not in summary
+    assert summary["max_pose_err"] == 10.0 and summary["min_psnr"] is None
+    assert summary["criterion_name"] == "registration" and summary["success"] == "registers"
+    assert summary["stats"]["psnr"]["n"] == 3
+    assert summary["stats"]["pose_rot_err_deg_median"]["mean"] == pytest.approx(72.63)
+    assert summary["baselines"] == {"mean_image_psnr": 14.53, "pose_const_baseline_deg": 80.49}
+    strict = ss.summarise(_lego_rows(ss.registration(10, 20)), [3000],
+                          criterion=ss.registration(10, 20))
+    assert strict["registers"] == 0 and strict["min_psnr"] == 20.0
+
+
+def _lego_document(criterion=ss.REGISTRATION, selection=None):
+    rows = _lego_rows(criterion, (selection.key,) if selection else ())
+    return {"config": "lego_cpu", "config_file": "configs/lego.py:cpu", "eval_at": [3000],
+            "criterion": criterion.name, "thresholds": dict(criterion.thresholds),
+            "rows": rows, "summary": ss.summarise(rows, [3000], criterion=criterion,
+                                                  selection=selection)}
+
+
+def test_render_markdown_registration():
+    md = ss.render_markdown(_lego_document(ss.registration(10, 19)))
+    lines = md.splitlines()
+    assert ("registers: 1 of 4 seeds (criterion: pose_rot_err_deg_median <= 10 deg and "
+            "psnr >= 19)") in lines
+    assert "segments" not in md and "seg_iou" not in md
+    assert lines[2].startswith("| seed | psnr | psnr_refined | pose_rot_err_deg_median | "
+                               "pose_rot_err_deg_median@3000 | pose_refined_rot_err_deg_median")
+    assert lines[2].endswith("| train min | registers |")
+    assert next(l for l in lines if l.startswith("| 0 |")).endswith("| yes |")
+    assert next(l for l in lines if l.startswith("| 1 |")).endswith("| no |")
+    assert next(l for l in lines if l.startswith("| 2 |")).endswith("| failed |")
+    assert next(l for l in lines if l.startswith("| 3 |")).endswith(f"| {ss.MISSING} |")
+    assert ("Trivial baselines (seed 0): mean_image_psnr 14.5, pose_const_baseline_deg 80.5"
+            in lines)
+    assert ss.POSE_LEGEND in lines and ss.LEGEND not in lines
+    assert not any(l.startswith(("selected by", "best of")) for l in lines)
+    default = ss.render_markdown(_lego_document())
+    assert "registers: 1 of 4 seeds (criterion: pose_rot_err_deg_median <= 10 deg)" in default
+    done = ss.SeedOutcome(LEGO, {}, {}, None, False)
+    assert ss._done_line(0, done, "d", ss.REGISTRATION) == \
+        "seed 0 done: pose_rot_err_deg_median 6.66 (already complete)"
+
+
+# ---- label-free selection --------------------------------------------------------------------
+
+def test_select_by_higher_is_better():
+    doc = _lego_document(selection=ss.Selection("psnr", True))
+    sel = doc["summary"]["selection"]
+    # Seed 3 (psnr 25, unknown registration) is best; seed 2 (failed) has no psnr.
+    assert sel["seed"] == 3 and sel["value"] == 25.0 and sel["succeeds"] is None
+    assert sel["candidates"] == 3 and sel["label_free"] is True
+    # Pairs of {0, 1, 3}: the better by psnr registers only in (0, 1).
+    assert sel["best_of_2"] == {"succeed": 1, "pairs": 3}
+    lines = ss.render_markdown(doc).splitlines()
+    assert ("selected by psnr (label-free, higher is better): seed 3 (psnr 25.0), "
+            "registers: unknown") in lines
+    assert "best of 2 by psnr registers in 1 of 3 pairs" in lines
+    only_lego = ss.select_summary(_lego_rows()[:2], ss.Selection("psnr"), "registers")
+    assert only_lego["seed"] == 0 and only_lego["succeeds"] is True
+    assert only_lego["best_of_2"] == {"succeed": 1, "pairs": 1}
+
+
+def test_select_by_lower_is_better():
+    rows = _rows()    # segmentation: seed 0 failed; eval_loss 0.04 for seeds 1 and 2
+    rows[2]["eval_loss"] = 0.03
+    sel = ss.select_summary(rows, ss.Selection("eval_loss", False), "segments")
+    assert sel["seed"] == 2 and sel["succeeds"] is False and sel["higher_is_better"] is False
+    assert sel["best_of_2"] == {"succeed": 0, "pairs": 1}
+    rows[2]["eval_loss"] = 0.05
+    sel = ss.select_summary(rows, ss.Selection("eval_loss", False), "segments")
+    assert sel["seed"] == 1 and sel["succeeds"] is True
+    assert sel["best_of_2"] == {"succeed": 1, "pairs": 1}
+    rows[2]["eval_loss"] = 0.04               # a tie: the lower seed
+    assert ss.select_summary(rows, ss.Selection("eval_loss", False), "segments")["seed"] == 1
+    summary = ss.summarise(rows, [50], 70, selection=ss.Selection("eval_loss", False))
+    lines = ss.selection_lines(summary)
+    assert lines == ["selected by eval_loss (label-free, lower is better): seed 1 "
+                     "(eval_loss 0.04), segments: yes",
+                     "best of 2 by eval_loss segments in 1 of 1 pairs"]
+    labelled = ss.summarise(rows, [50], 70, selection=ss.Selection("seg_iou", True))
+    assert ss.selection_lines(labelled)[0].startswith(
+        "selected by seg_iou (higher is better): seed 1")   # not label-free: not called so
+
+
+def test_select_by_without_the_key():
+    rows = _lego_rows(extra=("ssim",))
+    assert all(r["ssim"] is None for r in rows)
+    summary = ss.summarise(rows, criterion=ss.REGISTRATION, selection=ss.Selection("ssim"))
+    assert summary["selection"]["seed"] is None and summary["selection"]["best_of_2"] is None
+    assert ss.selection_lines(summary) == [
+        "selected by ssim (label-free, higher is better): no seed has ssim"]
+    one = ss.summarise(rows[:1], criterion=ss.REGISTRATION, selection=ss.Selection("psnr"))
+    assert one["selection"]["seed"] == 0 and one["selection"]["best_of_2"] is None
+    assert len(ss.selection_lines(one)) == 1
+
+
+def _slow_best_of_2(rows, key, higher, success):
+    """Every pair by brute force: the pick is the better value, the lower seed on a tie."""
+    have = [r for r in rows if r.get(key) is not None]
+    hits = 0
+    for a, b in itertools.combinations(have, 2):
+        if a[key] == b[key]:
+            pick = a if a["seed"] < b["seed"] else b
+        elif (a[key] > b[key]) == higher:
+            pick = a
+        else:
+            pick = b
+        hits += pick.get(success) is True
+    return {"succeed": hits, "pairs": len(have) * (len(have) - 1) // 2}
+
+
+def test_best_of_2_counts_every_pair():
+    rng = random.Random(0)
+    for trial in range(300):
+        n = rng.randint(0, 9)
+        seeds = rng.sample(range(40), n)
+        rows = [{"seed": s, "psnr": rng.choice([None, 17.0, 18.5, 19.6, 20.0, rng.random()]),
+                 "registers": rng.choice([True, False, None])} for s in seeds]
+        for higher in (True, False):
+            sel = ss.select_summary(rows, ss.Selection("psnr", higher), "registers")
+            have = [r for r in rows if r["psnr"] is not None]
+            want = _slow_best_of_2(rows, "psnr", higher, "registers")
+            assert sel["best_of_2"] == (want if len(have) >= 2 else None), (trial, rows)
+            if have:
+                best = max(have, key=lambda r: ((r["psnr"] if higher else -r["psnr"]), -r["seed"]))
+                assert sel["seed"] == best["seed"]
+    # Lego: two registered seeds at 19.6-20.0 dB and one failure at 17-18.6 dB.
+    rows = [{"seed": 0, "psnr": 19.6, "registers": True}, {"seed": 1, "psnr": 20.0,
+            "registers": True}, {"seed": 2, "psnr": 18.6, "registers": False}]
+    assert ss.select_summary(rows, ss.Selection("psnr"), "registers")["best_of_2"] == {
+        "succeed": 3, "pairs": 3}
+    # Triples of ranks 0-3: three hold rank 0 (succeeds); {1, 2, 3} is picked as rank 1.
+    assert ss.best_of([True, False, True, None], 3) == (3, 4)
+
+
 def test_last_error_line():
     assert ss.last_error_line("a\nerror: bad key; fix it\nI0 shutdown\n") == "error: bad key; fix it"
     tb = ("Traceback (most recent call last):\n  File x\nValueError: nope\n"
@@ -190,7 +485,8 @@ def test_last_error_line():
 
 def _fake_call(calls, fail_seed=None):
     """A stand-in for `ss.call`: train makes checkpoints/<num_steps>, evaluate writes
-    results.json at the newest checkpoint; seed `fail_seed` fails its first evaluate."""
+    results.json at the newest checkpoint; seed `fail_seed` fails its first evaluate.
+    `calls` collects (seed, mode, num_steps)."""
     def call(cmd, log_path, env, cores=()):
         args = dict(a.split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
         workdir, seed = args["--workdir"], int(args["--config.train.seed"])
@@ -263,6 +559,72 @@ def test_leg_behind_the_checkpoint_is_skipped(tmp_path, monkeypatch):
     assert any("unavailable" in l for l in lines)
 
 
+def _tree(directory):
+    """{path: (mtime, size, link target)} of everything under `directory`."""
+    out = {}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            out[path] = (st.st_mtime_ns, st.st_size,
+                         os.readlink(path) if os.path.islink(path) else None)
+    return out
+
+
+def test_linked_finished_runs_are_only_reported(tmp_path, monkeypatch):
+    """DIR/seed_{s} -> finished lifting workdirs (results.json at train.num_steps): no
+    subprocess runs, nothing in them is written, the study reports registration."""
+    runs = {}
+    for seed, results, trained_with in ((0, LEGO, 0), (4, LEGO_FAILED, 2),
+                                        (7, dict(LEGO, psnr=19.9), 7)):
+        run = tmp_path / "runs" / f"lego_s{seed}"
+        (run / "checkpoints" / "6000").mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "config.json").write_text(json.dumps({"train": {"seed": trained_with}}))
+        runs[seed] = run
+    study = _study(tmp_path, seeds=(0, 4, 7), num_steps=6000, eval_at=(3000,),
+                   family="nerf_lifting", select_by=ss.Selection("psnr"), overrides=())
+    os.makedirs(study.workdir)
+    for seed, run in runs.items():
+        os.symlink(run, ss.seed_dir(study.workdir, seed))
+    (runs[7] / "checkpoints" / "6000").rmdir()    # no checkpoints: still nothing retrains
+    before = _tree(str(tmp_path / "runs"))
+    calls, lines = [], []
+    monkeypatch.setattr(ss, "call", _fake_call(calls))
+    assert ss.run_study(study, out=lines.append) == 0
+    assert calls == [] and _tree(str(tmp_path / "runs")) == before
+    assert all(os.path.islink(ss.seed_dir(study.workdir, s)) for s in runs)
+    assert "seed 0 done: pose_rot_err_deg_median 6.66 (already complete)" in lines
+    assert any(l.startswith("seed 4: note: ") and "train.seed=2" in l for l in lines)
+    assert sum("pose_rot_err_deg_median@3000 unavailable" in l for l in lines) == 3
+    doc = ss.read_json(os.path.join(study.workdir, "seed_study.json"))
+    assert doc["criterion"] == "registration" and doc["family"] == "nerf_lifting"
+    assert doc["thresholds"] == {"max_pose_err": 10.0, "min_psnr": None}
+    assert doc["select_by"] == "psnr"
+    assert [r["registers"] for r in doc["rows"]] == [True, False, True]
+    assert doc["summary"]["registers"] == 2
+    assert doc["summary"]["selection"]["seed"] == 7
+    assert doc["summary"]["selection"]["best_of_2"] == {"succeed": 3, "pairs": 3}
+    md = (tmp_path / "study" / "seed_study.md").read_text()
+    assert "registers: 2 of 3 seeds (criterion: pose_rot_err_deg_median <= 10 deg)" in md
+    assert "selected by psnr (label-free, higher is better): seed 7 (psnr 19.9), registers: yes" \
+        in md
+    assert "best of 2 by psnr registers in 3 of 3 pairs" in md
+
+
+def test_dangling_seed_link_fails_that_seed(tmp_path, monkeypatch):
+    calls, lines = [], []
+    monkeypatch.setattr(ss, "call", _fake_call(calls))
+    study = _study(tmp_path, seeds=(0, 1), eval_at=())
+    os.makedirs(study.workdir)
+    os.symlink(tmp_path / "gone", ss.seed_dir(study.workdir, 0))
+    assert ss.run_study(study, out=lines.append) == 1
+    assert [c[0] for c in calls] == [1, 1] and not (tmp_path / "gone").exists()
+    doc = ss.read_json(os.path.join(study.workdir, "seed_study.json"))
+    assert doc["rows"][0]["status"] == "failed" and "links to the missing" in doc["rows"][0]["error"]
+    assert doc["rows"][1]["segments"] is True
+
+
 # ---- command line --------------------------------------------------------------------------
 
 def _study_command(*args):
@@ -280,6 +642,13 @@ BAD_INPUT = {
     "garbage_seeds": (["--config=configs/shapes.py", "--seeds=two"], "--seeds"),
     "parallel": (["--config=configs/shapes.py", "--seeds=2", "--parallel=0"], "--parallel"),
     "eval_at": (["--config=configs/shapes.py", "--seeds=2", "--eval_at=3000"], "--eval_at"),
+    "max_pose_err": (["--config=configs/lego.py:cpu", "--seeds=2", "--max_pose_err=0"],
+                     "--max_pose_err"),
+    "min_psnr": (["--config=configs/lego.py:cpu", "--seeds=2", "--min_psnr=-3"], "--min_psnr"),
+    "foreign_threshold": (["--config=configs/shapes.py", "--seeds=2", "--max_pose_err=5"],
+                          "--max_pose_err"),
+    "select_by": (["--config=configs/lego.py:cpu", "--seeds=2", "--select_by=-"],
+                  "--select_by"),
 }
 
 
