@@ -1,12 +1,23 @@
 """Seed study: `python -m experiments.seed_study --config=configs/NAME.py --workdir=DIR --seeds=5`.
 
-  [--parallel=1] [--nopin_cores] [--min_iou=70] [--eval_at=300,1000] [--config.key=value ...]
+  [--parallel=1] [--nopin_cores] [--eval_at=300,1000] [--select_by=[-]KEY]
+  [--min_iou=70 | --max_pose_err=10 [--min_psnr=19]] [--config.key=value ...]
 
 Trains seeds 0..N-1 (or --seeds=3,7,9) of any config, each in DIR/seed_{s}/ through
 `python -m experiments.main` subprocesses (--config.train.seed=s and the --config.*
 overrides given here), evaluates each (and at every --eval_at step), resumably, and
 writes DIR/seed_study.json and DIR/seed_study.md: per-seed metrics, mean/std, the
-trivial baselines and "segments: k of n seeds". The logic is `fdm.seed_study`.
+trivial baselines and "k of n seeds" succeed. The logic is `fdm.seed_study`.
+
+The criterion follows model.family: NeRF lifting (configs/lego.py:cpu, ...) counts
+"registers: k of n seeds" (pose_rot_err_deg_median <= --max_pose_err degrees, and
+psnr >= --min_psnr when given); every other family "segments: k of n seeds" (seg_iou
+>= --min_iou and > the centre prior). A threshold flag of the other criterion is an
+error. --select_by=KEY (a results.json key; -KEY: lower is better) adds the label-free
+pick: the seed with the best KEY, whether it succeeds, and in how many pairs of seeds
+the better by KEY succeeds (e.g. --select_by=psnr on Lego). A seed directory that
+already holds final results (say a symlink DIR/seed_2 -> an earlier run's workdir) is
+only reported, never retrained or written.
 
 Thin, like experiments/main.py: bad input ends with ONE line on stderr and exit code 2
 before anything is written; a failed seed is reported and the others go on; the exit
@@ -26,11 +37,22 @@ _SEEDS = flags.DEFINE_string(
     "seeds", None, "N (seeds 0..N-1) or a comma list such as 3,7,9; sets train.seed.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Seeds trained at the same time.")
 _MIN_IOU = flags.DEFINE_float(
-    "min_iou", 70.0, "A seed segments when seg_iou (percent) >= this and > the centre prior.")
+    "min_iou", 70.0, "Segmentation: a seed segments when seg_iou (percent) >= this and > "
+    "the centre prior.")
 _PIN_CORES = flags.DEFINE_bool(
     "pin_cores", True, "With --parallel > 1, give each running seed its own CPU cores.")
 _EVAL_AT = flags.DEFINE_string(
     "eval_at", "", "Comma list of steps < train.num_steps also evaluated (seg_iou@N).")
+_MAX_POSE_ERR = flags.DEFINE_float(
+    "max_pose_err", 10.0, "NeRF lifting: a seed registers when pose_rot_err_deg_median "
+    "(degrees) <= this.")
+_MIN_PSNR = flags.DEFINE_float(
+    "min_psnr", None, "NeRF lifting: a registered seed must also reach this held-out psnr "
+    "(dB); default: not required.")
+_SELECT_BY = flags.DEFINE_string(
+    "select_by", "", "A results.json key to pick the best seed by (higher is better; "
+    "-KEY: lower is better), e.g. psnr or -eval_loss; reports the pick and best-of-2.")
+THRESHOLD_FLAGS = ("min_iou", "max_pose_err", "min_psnr")
 
 
 def _config_arg() -> str:
@@ -46,6 +68,13 @@ def study_from_flags() -> seed_study.Study:
     seeds = seed_study.parse_seeds(_SEEDS.value)
     parallel = seed_study.parse_parallel(_PARALLEL.value)
     min_iou = seed_study.parse_min_iou(_MIN_IOU.value)
+    max_pose_err = seed_study.parse_max_pose_err(_MAX_POSE_ERR.value)
+    min_psnr = seed_study.parse_min_psnr(_MIN_PSNR.value)
+    select_by = seed_study.parse_select_by(_SELECT_BY.value)
+    family = str(config.get("model", {}).get("family", ""))
+    seed_study.check_threshold_flags(
+        seed_study.criterion_for(family, min_iou, max_pose_err, min_psnr),
+        [name for name in THRESHOLD_FLAGS if flags.FLAGS[name].present], family)
     num_steps = int(config.train.num_steps)
     eval_at = seed_study.parse_eval_at(_EVAL_AT.value, num_steps)
     overrides = seed_study.config_overrides(sys.argv)
@@ -56,7 +85,8 @@ def study_from_flags() -> seed_study.Study:
         seeds=tuple(seeds), num_steps=num_steps, eval_at=tuple(eval_at),
         overrides=tuple(overrides), min_iou=min_iou, parallel=parallel,
         at_end_key="at_end" in config.get("eval", {}), command=command,
-        pin_cores=_PIN_CORES.value)
+        pin_cores=_PIN_CORES.value, family=family, max_pose_err=max_pose_err,
+        min_psnr=min_psnr, select_by=select_by)
 
 
 def main(argv: list[str]) -> None:

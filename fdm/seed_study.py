@@ -106,7 +106,7 @@ POSE_LEGEND = ("psnr: held-out views rendered from the encoder's predicted camer
                "camera's octant / quadrant; baselines: mean_image_psnr (the mean training image), "
                "pose_const_baseline_deg (one constant rotation); train min: wall time of "
                "the training subprocesses.")
-LIFTING_FAMILIES = ("nerf_lifting", "lifting")   # model.family values scored by REGISTRATION
+LIFTING_FAMILIES = ("nerf_lifting",)   # model.family values scored by REGISTRATION
 # results.json keys computed without labels (masks, true cameras): --select_by on one
 # of them is a protocol a user can apply to a new scene.
 LABEL_FREE_KEYS = ("psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "eval_loss",
