@@ -27,7 +27,7 @@ from tests import helpers
 SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
-          "fd_pixels_mean_image", "fd_pixels_real"}
+          "fd_pixels_mean_image"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -369,13 +369,10 @@ def test_pixel_distribution_scores_against_scipy_and_blur():
     scores = fd(samples)
     assert scores["fd_pixels_trgt"] == pytest.approx(reference, rel=1e-5)
     assert scores["fd_pixels_mean_image"] == pytest.approx(np.trace(s2), rel=1e-9)
-    first = np.isin(np.arange(120) % n, np.arange(20))
-    assert scores["fd_pixels_real"] == pytest.approx(
-        sc.fid.fid_from_features(r[first], r[~first]), rel=1e-9)
     # samples like the real views, shrunk towards their mean, the mean itself
     like, shrunk = fd(draw(300))["fd_pixels_trgt"], fd(draw(300, 0.5))["fd_pixels_trgt"]
     assert like < shrunk < scores["fd_pixels_mean_image"]
-    assert sc.pixel_distribution_scores(samples, real[:9], 3) == {}
+    assert sc.pixel_distribution_scores(samples, real[:3], 1) == {}
 
 
 # ------------------------------------------------------------------ family and configs
