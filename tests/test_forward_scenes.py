@@ -27,7 +27,7 @@ from tests import helpers
 SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
-          "fd_pixels_mean_image"}
+          "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -337,6 +337,12 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert sc.psnr(views.trgt.obs, views.trgt.obs).min() >= 99.0
     np.testing.assert_allclose(sc.psnr(np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 3))),
                                -10 * np.log10(0.25))                # mse 1/4 on [0, 1]
+    _, surface, seen = sc.unpack_truth(batch["signal"])
+    trgt = np.asarray(problem.operator.apply(jnp.asarray(signal), views.trgt.phi), np.float64)
+    for key, mask in (("rmse_trgt_seen", seen), ("rmse_trgt_unseen", surface & ~seen)):
+        errors = [(trgt[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
+                  for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
+        assert scores[key] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-4)
     images = problem.render(signal)
     assert images.shape == (8, 8, 32, 3)
     assert problem.canvas_image(views.ctxt.obs).shape == images.shape

@@ -44,6 +44,10 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   sample_std_unseen  the same over its surface pixels that are not seen
   unseen_fraction    the fraction of surface pixels not seen (background pixels are
                      neither)
+  rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
+                     target's seen pixels (all samples, all channels): whether the
+                     context's pixels reach the render (the deterministic model too)
+  rmse_trgt_unseen   the same over its unseen surface pixels
   fd_pixels_trgt     FID-style (`pixel_distribution_scores`): the Frechet distance
                      (`fdm.metrics.fid`) between the N M target renders and the 3 N real
                      views of the N tuples (context, target, novel: views of the same
@@ -261,16 +265,23 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
     _, surface, seen = unpack_truth(truth)
     std = np.mean(np.std(trgt, axis=1), axis=-1)                               # [N, H, W]
     unseen = surface & ~seen
-    mean_over = lambda mask: float(np.sum(std * mask) / max(np.sum(mask), 1))
+    sq_err = np.mean(np.square((trgt - views.trgt.obs[:, None]) / 2.0), axis=(1, -1))
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
     return {**pixel_distribution_scores(trgt.reshape((n * m,) + trgt.shape[2:]), real, n),
             "psnr_trgt": float(np.mean(per_sample)),
             "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
             "psnr_trgt_mean": float(np.mean(psnr(trgt.mean(1), views.trgt.obs))),
             "psnr_novel": float(np.mean(psnr(novel, views.novel.obs[:, None]))),
-            "sample_std_seen": mean_over(seen),
-            "sample_std_unseen": mean_over(unseen),
+            "sample_std_seen": _masked_mean(std, seen),
+            "sample_std_unseen": _masked_mean(std, unseen),
+            "rmse_trgt_seen": float(np.sqrt(_masked_mean(sq_err, seen))),
+            "rmse_trgt_unseen": float(np.sqrt(_masked_mean(sq_err, unseen))),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(surface), 1))}
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of values [N, H, W] over the pixels where mask [N, H, W] (0 if none)."""
+    return float(np.sum(values * mask) / max(np.sum(mask), 1))
 
 
 def pooled_pixels(images: np.ndarray) -> np.ndarray:
