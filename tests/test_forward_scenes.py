@@ -27,7 +27,8 @@ from tests import helpers
 SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_trgt",
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
-          "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen"}
+          "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
+          "rmse_context_warp_seen", "rmse_mean_image_seen", "rmse_mean_image_unseen"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -266,7 +267,7 @@ def test_tuples_are_analytic_renders_deterministic_by_seed():
         assert first[key].dtype == np.float32
         assert not np.array_equal(first[key], other[key])
         assert not np.array_equal(first[key], train[key])
-    assert first["signal"].shape == (8, 8, 8, 3 * sc.NUM_RING + 2)
+    assert first["signal"].shape == (8, 8, 8, 3 * sc.NUM_RING + 5)
     for view in ("ctxt", "trgt", "novel"):
         assert first[view].shape == (8, 8, 8, 3) and first[f"{view}_phi"].shape == (8, 4, 4)
         assert np.all(np.abs(first[view]) <= 1.0)
@@ -276,8 +277,10 @@ def test_tuples_are_analytic_renders_deterministic_by_seed():
     analytic = jax.jit(scene_family.render_scenes, static_argnums=2)(
         scenes, jnp.asarray(first["trgt_phi"]), 8)
     np.testing.assert_allclose(first["trgt"], 2.0 * analytic - 1.0, atol=1e-4)
-    ring, surface, seen = sc.unpack_truth(first["signal"])
+    truth = sc.unpack_truth(first["signal"])
+    ring, surface, seen = truth.ring, truth.surface, truth.seen
     assert ring.shape == (8, sc.NUM_RING, 8, 8, 3) and np.all(seen <= surface)
+    assert truth.warp.shape == (8, 8, 8, 3) and np.all(np.abs(truth.warp) <= 1.0)
     np.testing.assert_allclose(sc.render_truth(first["signal"])[:, :, :8], ring[:, 0])
     hit = first["trgt"].min(-1) < 1.0                          # the analytic hits: not white
     assert np.mean(surface == hit) > 0.97                      # the march misses grazing rays
@@ -295,13 +298,21 @@ def test_the_forward_layer_uses_the_toy_scene_geometry():
 def test_a_target_seen_from_its_own_camera_is_seen_everywhere_on_its_surface():
     scenes = scene_family.sample_scenes(jax.random.PRNGKey(0), 4)
     c2w = jnp.asarray(toy_scene.sample_cameras(4, 0, "train"))
-    masks = jax.jit(scene_tuples.seen_masks, static_argnums=3)
-    surface, seen = masks(scenes, c2w, c2w, 12)
+    masks = jax.jit(scene_tuples.context_visibility, static_argnums=3)
+    surface, seen, xy = masks(scenes, c2w, c2w, 12)
+    centres = np.stack(np.meshgrid(np.arange(12) + 0.5, np.arange(12) + 0.5), -1)
+    hit = np.asarray(surface)
+    np.testing.assert_allclose(np.asarray(xy)[hit], np.broadcast_to(centres, xy.shape)[hit],
+                               atol=1e-3)       # a hit point projects onto its own pixel
     assert np.asarray(surface).mean() > 0.1
     np.testing.assert_array_equal(seen, surface)
     behind = cameras.look_at(-c2w[:, :3, 3])                      # the opposite camera
-    _, seen_behind = masks(scenes, c2w, behind, 12)
+    _, seen_behind, _ = masks(scenes, c2w, behind, 12)
     assert np.asarray(seen_behind).sum() < 0.5 * np.asarray(surface).sum()
+    views, _, warp, _, _ = scene_tuples._tuples(scenes, jnp.stack([c2w] * 3, 1),
+                                                jnp.asarray(sc.ring_cameras()), 12)
+    np.testing.assert_allclose(np.asarray(warp)[hit], np.asarray(views)[:, 1][hit],
+                               atol=1e-3)       # the context warped onto itself
 
 
 def test_bad_data_options_are_user_errors():
@@ -337,10 +348,17 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert sc.psnr(views.trgt.obs, views.trgt.obs).min() >= 99.0
     np.testing.assert_allclose(sc.psnr(np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 3))),
                                -10 * np.log10(0.25))                # mse 1/4 on [0, 1]
-    _, surface, seen = sc.unpack_truth(batch["signal"])
+    truth = sc.unpack_truth(batch["signal"])
+    seen, unseen = truth.seen, truth.surface & ~truth.seen
     trgt = np.asarray(problem.operator.apply(jnp.asarray(signal), views.trgt.phi), np.float64)
-    for key, mask in (("rmse_trgt_seen", seen), ("rmse_trgt_unseen", surface & ~seen)):
-        errors = [(trgt[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
+    real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])
+    mean_view = np.broadcast_to(real.mean(0), trgt.shape)
+    for key, images, mask in (("rmse_trgt_seen", trgt, seen),
+                              ("rmse_trgt_unseen", trgt, unseen),
+                              ("rmse_context_warp_seen", truth.warp, seen),
+                              ("rmse_mean_image_seen", mean_view, seen),
+                              ("rmse_mean_image_unseen", mean_view, unseen)):
+        errors = [(images[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
                   for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
         assert scores[key] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-4)
     images = problem.render(signal)
@@ -437,4 +455,4 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     assert results["step"] == 1 and 0.0 <= results["unseen_fraction"] <= 1.0
     assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
-    assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 2)
+    assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 5)

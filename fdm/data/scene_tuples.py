@@ -10,11 +10,13 @@ Example i of a split of N (`load`):
   views   'ctxt', 'trgt', 'novel' float32 [S, S, 3] in [-1, 1] (S = data.image_size),
           `toy_scene.render_primitives` with the toy scene's field of view (white
           background), 'ctxt_phi', 'trgt_phi', 'novel_phi' the cameras;
-  signal  the truth of `fdm.forward.scenes.pack_truth` [S, S, 3 K + 2]: the scene's views
-          at the K RING cameras and the target's surface and seen masks (`seen_masks`).
+  signal  the truth of `fdm.forward.scenes.pack_truth` [S, S, 3 K + 5]: the scene's views
+          at the K RING cameras, the context warped to the target (`context_visibility`:
+          the context view bilinearly sampled where each target pixel's hit point X
+          projects into it) and the target's surface and seen masks.
 Options: num_train, num_eval, seed.
 
-Visibility (`seen_masks`), by ray marching the primitives' inside tests (MARCH_STEPS
+Visibility (`context_visibility`), by ray marching the primitives' inside tests (MARCH_STEPS
 samples): a target pixel is a surface pixel when a sample of its ray over [near, far] is
 inside a primitive; its first such sample is the hit point X; X is seen by the context
 when it projects into the context image (in front of the camera) and no sample of the
@@ -32,7 +34,7 @@ import numpy as np
 from fdm.data import scene_family, toy_scene
 from fdm.errors import UserError
 from fdm.forward import scenes as sc
-from fdm.forward.pixelnerf import project, world_to_camera
+from fdm.forward.pixelnerf import project, sample_features, world_to_camera
 from fdm.nerf.rays import generate_rays
 
 SPLIT_STREAMS = {"train": 0, "eval": 1}
@@ -58,10 +60,12 @@ def _inside(scenes: scene_family.SceneParams, points: jax.Array) -> jax.Array:
     return jnp.any(in_s, -1) | jnp.any(in_b, -1)
 
 
-def seen_masks(scenes: scene_family.SceneParams, c2w_trgt: jax.Array, c2w_ctxt: jax.Array,
-               size: int) -> tuple[jax.Array, jax.Array]:
-    """(surface, seen) bool [N, size, size] of the target views c2w_trgt [N, 4, 4] of
-    scenes [N] for the contexts c2w_ctxt [N, 4, 4] (module doc)."""
+def context_visibility(scenes: scene_family.SceneParams, c2w_trgt: jax.Array,
+                       c2w_ctxt: jax.Array, size: int
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(surface, seen bool [N, size, size], xy [N, size, size, 2]) of the target views
+    c2w_trgt [N, 4, 4] of scenes [N] for the contexts c2w_ctxt [N, 4, 4] (module doc); xy
+    the context pixel (centres at +1/2) of each target pixel's hit point."""
     geo = sc.geometry(size)
     rays = generate_rays(c2w_trgt, size, size, geo.focal)
     n = c2w_trgt.shape[0]
@@ -81,24 +85,27 @@ def seen_masks(scenes: scene_family.SceneParams, c2w_trgt: jax.Array, c2w_ctxt: 
     segment = eye[:, :, None] + frac[..., None] * (point - eye)[:, :, None]
     blocked = jnp.any(_inside(scenes, segment.reshape(n, -1, 3)).reshape(frac.shape), -1)
     shape = (n, size, size)
-    return surface.reshape(shape), (surface & in_image & ~blocked).reshape(shape)
+    return (surface.reshape(shape), (surface & in_image & ~blocked).reshape(shape),
+            xy.reshape(shape + (2,)))
 
 
 @functools.partial(jax.jit, static_argnums=3)
 def _tuples(scenes: scene_family.SceneParams, c2w: jax.Array, ring: jax.Array, size: int):
     """(views [N, 3, S, S, 3], the parts of the truth: views at the ring cameras [K, 4, 4]
-    [N, K, S, S, 3], surface and seen [N, S, S]) of scenes [N] seen by cameras c2w
-    [N, 3, 4, 4]."""
+    [N, K, S, S, 3], the context warped to the target [N, S, S, 3], surface and seen [N, S,
+    S]) of scenes [N] seen by cameras c2w [N, 3, 4, 4]."""
     views = _render(scenes, c2w, size)
-    ring = jnp.broadcast_to(ring, (c2w.shape[0],) + ring.shape)
-    surface, seen = seen_masks(scenes, c2w[:, 1], c2w[:, 0], size)
-    return views, _render(scenes, ring, size), surface, seen
+    n = c2w.shape[0]
+    ring = jnp.broadcast_to(ring, (n,) + ring.shape)
+    surface, seen, xy = context_visibility(scenes, c2w[:, 1], c2w[:, 0], size)
+    warp = sample_features(views[:, 0], xy.reshape(n, -1, 2)).reshape(views[:, 0].shape)
+    return views, _render(scenes, ring, size), warp, surface, seen
 
 
 def load(root, image_size, split: str, num_train: int, num_eval: int,
          seed: int) -> dict[str, np.ndarray]:
     """The split's scene tuples (module doc): every view [N, S, S, 3] with its camera
-    [N, 4, 4], 'signal' [N, S, S, 3 K + 2]."""
+    [N, 4, 4], 'signal' [N, S, S, 3 K + 5]."""
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 4:
         raise UserError(f"data.image_size={image_size!r} is invalid for scenes; use an "
                         "integer >= 4 (square views)")
@@ -112,9 +119,9 @@ def load(root, image_size, split: str, num_train: int, num_eval: int,
     parts = [_tuples(jax.tree_util.tree_map(lambda a: a[i:i + RENDER_CHUNK], scenes),
                      jnp.asarray(c2w[i:i + RENDER_CHUNK]), ring, image_size)
              for i in range(0, num, RENDER_CHUNK)]
-    views, ring, surface, seen = (np.concatenate([np.asarray(p[j]) for p in parts])
-                                  for j in range(4))
-    out = {"signal": sc.pack_truth(ring, surface, seen)}
+    views, ring, warp, surface, seen = (np.concatenate([np.asarray(p[j]) for p in parts])
+                                        for j in range(5))
+    out = {"signal": sc.pack_truth(ring, warp, surface, seen)}
     for k, view in enumerate(VIEWS):
         out[view] = views[:, k].astype(np.float32)
         out[f"{view}_phi"] = c2w[:, k].astype(np.float32)

@@ -16,12 +16,15 @@ Notation:
            volume-rendered at phi; its MLP is learned with the denoiser, so the operator
            holds the trained params['field'] (`SceneOperator.bind`).
   truth    what evaluation knows of the true scene (the data's 'signal', made by
-           `fdm.data.scene_tuples`), one array [H, W, 3 K + 2] (`pack_truth`): its
+           `fdm.data.scene_tuples`), one array [H, W, 3 K + 5] (`pack_truth`): its
            analytic views at the K = 4 RING cameras (`ring_cameras`: azimuths 45 + 90 k
            degrees at 30 degrees elevation, the same world cameras for every scene) in
-           channels 3k .. 3k + 2, then two masks of the target view's pixels: surface
-           (the pixel's ray hits a primitive) and seen (its first hit point lies inside
-           the context's image and nothing occludes it from the context camera).
+           channels 3k .. 3k + 2, the context warped to the target view (channels 3 K ..
+           3 K + 2: the context image, bilinearly sampled where each target pixel's first
+           hit point projects into it; meaningful where seen), then two masks of the
+           target view's pixels: surface (the pixel's ray hits a primitive) and seen (its
+           first hit point lies inside the context's image and nothing occludes it from
+           the context camera). `Truth` holds them apart.
 
 Regularisers (`regularizers`; weights of `RegularizerWeights`, 0 = off; supp. Eq. 7-10):
   loss_cond             ||O_det,rgb - O^trgt||^2 (mean), O_det the render of the context-only
@@ -48,6 +51,11 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
                      target's seen pixels (all samples, all channels): whether the
                      context's pixels reach the render (the deterministic model too)
   rmse_trgt_unseen   the same over its unseen surface pixels
+  rmse_context_warp_seen  the oracle of the seen pixels: the same RMSE of the context
+                     warped to the target with the true geometry (truth): what copying the
+                     context's colours along the true surface scores there
+  rmse_mean_image_seen, rmse_mean_image_unseen  the baseline that uses no context: the
+                     mean real view (as fd_pixels_mean_image) over the same pixels
   fd_pixels_trgt     FID-style (`pixel_distribution_scores`): the Frechet distance
                      (`fdm.metrics.fid`) between the N M target renders and the 3 N real
                      views of the N tuples (context, target, novel: views of the same
@@ -132,23 +140,35 @@ def ring_cameras() -> np.ndarray:
     return np.asarray(cameras.look_at(jnp.asarray(eye, jnp.float32)), np.float32)
 
 
-def pack_truth(ring_views: np.ndarray, surface: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """truth float32 [N, H, W, 3 K + 2] (module doc) of the views at the RING cameras
-    [N, K, H, W, 3] in [-1, 1] and the target's masks surface, seen bool [N, H, W]."""
+@dataclasses.dataclass(frozen=True)
+class Truth:
+    """What evaluation knows of N true scenes (module doc), numpy."""
+    ring: np.ndarray       # [N, K, H, W, 3] their views at the RING cameras, in [-1, 1]
+    warp: np.ndarray       # [N, H, W, 3] the context's colour at each target pixel's hit
+                           # point (meaningful where seen)
+    surface: np.ndarray    # bool [N, H, W]
+    seen: np.ndarray       # bool [N, H, W]
+
+
+def pack_truth(ring_views: np.ndarray, warp: np.ndarray, surface: np.ndarray,
+               seen: np.ndarray) -> np.ndarray:
+    """truth float32 [N, H, W, 3 K + 5] (module doc) of the views at the RING cameras
+    [N, K, H, W, 3] in [-1, 1], the context warped to the target [N, H, W, 3] and the
+    target's masks surface, seen bool [N, H, W]."""
     n, k, h, w, c = ring_views.shape
     views = np.transpose(ring_views, (0, 2, 3, 1, 4)).reshape(n, h, w, k * c)
     masks = np.stack([surface, seen], -1).astype(np.float32)
-    return np.concatenate([views, masks], -1).astype(np.float32)
+    return np.concatenate([views, warp, masks], -1).astype(np.float32)
 
 
-def unpack_truth(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ring views [N, K, H, W, 3], surface, seen bool [N, H, W]) of truth [N, H, W,
-    3 K + 2] (`pack_truth`)."""
+def unpack_truth(truth: np.ndarray) -> Truth:
+    """The `Truth` of truth [N, H, W, 3 K + 5] (`pack_truth`)."""
     truth = np.asarray(truth)
     n, h, w, _ = truth.shape
     views = truth[..., :NUM_RING * RGB].reshape(n, h, w, NUM_RING, RGB)
-    return (np.transpose(views, (0, 3, 1, 2, 4)), truth[..., -2] > 0.5,
-            truth[..., -1] > 0.5)
+    return Truth(ring=np.transpose(views, (0, 3, 1, 2, 4)),
+                 warp=truth[..., NUM_RING * RGB:(NUM_RING + 1) * RGB],
+                 surface=truth[..., -2] > 0.5, seen=truth[..., -1] > 0.5)
 
 
 # ------------------------------------------------------------------ forward model
@@ -254,7 +274,7 @@ def psnr(images: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
           truth: np.ndarray) -> dict[str, float]:
     """The scores (module doc) of samples signals [N, M, ...] of the N eval tuples `views`
-    (numpy) with their truth [N, H, W, 3 K + 2]."""
+    (numpy) with their truth [N, H, W, 3 K + 5]."""
     signals = np.asarray(signals)
     n, m = signals.shape[:2]
     flat = signals.reshape((n * m,) + signals.shape[2:])
@@ -262,11 +282,12 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
         (n, m) + views.trgt.obs.shape[1:])
     novel = _render_at(operator, flat, np.repeat(views.novel.phi, m, 0)).reshape(trgt.shape)
     per_sample = psnr(trgt, views.trgt.obs[:, None])
-    _, surface, seen = unpack_truth(truth)
+    true = unpack_truth(truth)
     std = np.mean(np.std(trgt, axis=1), axis=-1)                               # [N, H, W]
-    unseen = surface & ~seen
-    sq_err = np.mean(np.square((trgt - views.trgt.obs[:, None]) / 2.0), axis=(1, -1))
+    seen, unseen = true.seen, true.surface & ~true.seen
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
+    mean_image = np.broadcast_to(real.mean(0), views.trgt.obs.shape)[:, None]
+    rmse = lambda images, mask: _masked_rmse(images, views.trgt.obs, mask)
     return {**pixel_distribution_scores(trgt.reshape((n * m,) + trgt.shape[2:]), real, n),
             "psnr_trgt": float(np.mean(per_sample)),
             "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
@@ -274,14 +295,24 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "psnr_novel": float(np.mean(psnr(novel, views.novel.obs[:, None]))),
             "sample_std_seen": _masked_mean(std, seen),
             "sample_std_unseen": _masked_mean(std, unseen),
-            "rmse_trgt_seen": float(np.sqrt(_masked_mean(sq_err, seen))),
-            "rmse_trgt_unseen": float(np.sqrt(_masked_mean(sq_err, unseen))),
-            "unseen_fraction": float(np.sum(unseen) / max(np.sum(surface), 1))}
+            "rmse_trgt_seen": rmse(trgt, seen),
+            "rmse_trgt_unseen": rmse(trgt, unseen),
+            "rmse_context_warp_seen": rmse(true.warp[:, None], seen),
+            "rmse_mean_image_seen": rmse(mean_image, seen),
+            "rmse_mean_image_unseen": rmse(mean_image, unseen),
+            "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1))}
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
     """Mean of values [N, H, W] over the pixels where mask [N, H, W] (0 if none)."""
     return float(np.sum(values * mask) / max(np.sum(mask), 1))
+
+
+def _masked_rmse(images: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """RMSE on [0, 1] of images [N, M, H, W, 3] (M per truth) against truth [N, H, W, 3]
+    over the pixels where mask [N, H, W], all M images and channels."""
+    square = np.mean(np.square((images - truth[:, None]) / 2.0), axis=(1, -1))
+    return float(np.sqrt(_masked_mean(square, mask)))
 
 
 def pooled_pixels(images: np.ndarray) -> np.ndarray:
@@ -324,9 +355,9 @@ def render(operator: SceneOperator, signals: np.ndarray) -> np.ndarray:
 
 
 def render_truth(truth: np.ndarray) -> np.ndarray:
-    """True scenes truth [N, H, W, 3 K + 2] as images [N, H, 4 W, 3]: their views at the
+    """True scenes truth [N, H, W, 3 K + 5] as images [N, H, 4 W, 3]: their views at the
     RING cameras."""
-    return _side_by_side(unpack_truth(truth)[0])
+    return _side_by_side(unpack_truth(truth).ring)
 
 
 def canvas_image(canvas: np.ndarray) -> np.ndarray:
@@ -346,6 +377,6 @@ def _side_by_side(views: np.ndarray) -> np.ndarray:
 def score_given_target(operator: SceneOperator, signals: np.ndarray,
                        truth: np.ndarray) -> dict[str, float]:
     """given_target_psnr_ring (module doc) of S [N, ...] against the truth [N, H, W,
-    3 K + 2]."""
+    3 K + 5]."""
     return {"given_target_psnr_ring": float(np.mean(
         psnr(render(operator, signals), render_truth(truth))))}
