@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/shapes
 DEMO_CONFIG ?= configs/shapes.py
+# The default suite is compile-bound: one pytest-xdist worker per core, whole files per
+# worker (their module fixtures train once). `make test TEST_WORKERS=0` runs in-process.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-slow benchmark clean
 
@@ -20,7 +23,7 @@ demo: install
 	$(PY) -m experiments.main --config=$(DEMO_CONFIG) --workdir=$(WORKDIR)
 
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
