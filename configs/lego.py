@@ -24,8 +24,8 @@ showed are needed at this size: from 29 deg median rotation error (paper
 settings) to 16 deg (BARF) to 9.6 deg (BARF + the encoder at the NeRF's rate);
 restricting training to t < 50 broke registration (148 deg). 6000 steps instead
 of 4000 (session 12): PSNR 19.1 -> 20.0 and 9.6 -> 6.5 deg median; 8000 instead of
-6000 (session 22, seeds 0 and 4-7): the registered runs' held-out PSNR 18.8-19.9 ->
-20.4-20.8 dB, over the issue's bar unrefined (registration rate unchanged). Add
+6000 (session 22, seeds 0-2 and 4-7): 6 of 7 register (5 of 7 at 6000), their held-out
+PSNR 20.0-21.0 dB (was 18.8-19.9; the supervised bar at 8000 steps is 23.2 - 3). Add
 `--config.model.supervised=True '--config.model.coarse_to_fine=(0,0)'` for the
 posed baseline at the same size.
 """
