@@ -28,7 +28,8 @@ SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_t
           "psnr_trgt_best", "psnr_trgt_mean", "psnr_novel", "sample_std_seen",
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
           "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
-          "rmse_context_warp_seen", "rmse_mean_image_seen", "rmse_mean_image_unseen"}
+          "rmse_context_warp_seen", "rmse_depth_warp_seen", "rmse_mean_image_seen",
+          "rmse_mean_image_unseen"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -145,6 +146,25 @@ def test_projection_inverts_the_rays_and_is_a_pinhole():
     k = np.array([[geo.focal, 0, -8.0], [0, -geo.focal, -8.0], [0, 0, -1.0]])  # OpenGL: -z
     homogeneous = (k @ cam.T).T
     np.testing.assert_allclose(homogeneous[:, :2] / homogeneous[:, 2:], xy[0], atol=1e-4)
+
+
+def test_warping_the_context_along_a_depth_is_a_pinhole_shift():
+    """A plane at z = 0 seen from above by the target and by a context moved sideways by
+    4 / f: every target pixel lands one pixel to the left in the context (closed form),
+    the first column clamped at the border; the context's own camera is the identity."""
+    geo = sc.geometry(8)
+    trgt = np.eye(4, dtype=np.float32)[None]
+    trgt[0, 2, 3] = 4.0
+    ctxt = trgt.copy()
+    ctxt[0, 0, 3] = 4.0 / geo.focal
+    image = _rng(5).uniform(-1, 1, size=(1, 8, 8, 3)).astype(np.float32)
+    r = rays.generate_rays(jnp.asarray(trgt), 8, 8, geo.focal)
+    depth = r.origins[..., 2] / -r.directions[..., 2]                     # hits z = 0
+    warp = np.asarray(sc.warp_context(image, ctxt, trgt, depth, geo))
+    shifted = np.concatenate([image[:, :, :1], image[:, :, :-1]], axis=2)
+    np.testing.assert_allclose(warp, shifted, atol=1e-4)
+    np.testing.assert_allclose(sc.warp_context(image, trgt, trgt, depth + 0.7, geo), image,
+                               atol=1e-4)
 
 
 def test_pack_unpack_and_the_context_only_signal():
@@ -361,6 +381,13 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
         errors = [(images[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
                   for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
         assert scores[key] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-4)
+    depth = problem.operator.render(jnp.asarray(signal), views.trgt.phi).depth
+    warp = np.asarray(sc.warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi, depth,
+                                      problem.operator.field.geometry))
+    errors = [(warp[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
+              for i, y, x in zip(*np.nonzero(seen)) for c in range(3)]
+    assert scores["rmse_depth_warp_seen"] == pytest.approx(np.sqrt(np.mean(np.square(errors))),
+                                                           rel=1e-4)
     images = problem.render(signal)
     assert images.shape == (8, 8, 32, 3)
     assert problem.canvas_image(views.ctxt.obs).shape == images.shape

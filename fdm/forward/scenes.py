@@ -54,6 +54,12 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   rmse_context_warp_seen  the oracle of the seen pixels: the same RMSE of the context
                      warped to the target with the true geometry (truth): what copying the
                      context's colours along the true surface scores there
+  rmse_depth_warp_seen  the same RMSE of the context warped to the target along the
+                     model's own geometry (`warp_context`: each target pixel's rendered
+                     depth point, projected into the context camera, looks up the context
+                     image): near rmse_context_warp_seen, the model's depth is right where
+                     the context sees and its colour path is what loses the context's
+                     pixels; near rmse_trgt_seen or above, its geometry is
   rmse_mean_image_seen, rmse_mean_image_unseen  the baseline that uses no context: the
                      mean real view (as fd_pixels_mean_image) over the same pixels
   fd_pixels_trgt     FID-style (`pixel_distribution_scores`): the Frechet distance
@@ -98,10 +104,12 @@ import numpy as np
 from fdm.errors import UserError
 from fdm.forward.base import ObservationTuple
 from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, PixelField, SceneDenoiser,
-                                   context_only, render_signal)
+                                   context_only, project, render_signal, sample_features,
+                                   world_to_camera)
 from fdm.metrics import fid
 from fdm.nerf import cameras
 from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness
+from fdm.nerf.rays import generate_rays
 from fdm.nerf.render import ChannelRender
 from fdm.nerf.views import ViewGeometry
 from fdm.nn.unet import UNet
@@ -259,6 +267,29 @@ def _apply(operator: SceneOperator, signal: jax.Array, phi: jax.Array) -> jax.Ar
     return operator.apply(signal, phi)
 
 
+def warp_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
+                 depth: jax.Array, geometry: ViewGeometry) -> jax.Array:
+    """The context images [N, H, W, 3] looked up (bilinear, border-clamped) where each
+    pixel of the target views c2w_trgt [N, 4, 4] projects into the context cameras
+    c2w_ctxt [N, 4, 4] at its depth [N, H, W] along the target ray (o + depth d, the
+    rays of `fdm.nerf.rays.generate_rays`): [N, H, W, 3]."""
+    n, h, w = depth.shape
+    rays = generate_rays(c2w_trgt, h, w, geometry.focal)
+    points = rays.origins + depth[..., None] * rays.directions             # [N, H, W, 3]
+    xy = project(world_to_camera(c2w_ctxt, points.reshape(n, -1, 3)), geometry)
+    return sample_features(context, xy).reshape(context.shape)
+
+
+@jax.jit
+def _depth_warp(operator: SceneOperator, signal: jax.Array, views: ObservationTuple,
+                ) -> jax.Array:
+    """`warp_context` [N, H, W, 3] of the contexts of `views` [N] along the depth of
+    S [N, ...] rendered at the targets."""
+    depth = operator.render(signal, views.trgt.phi).depth
+    return warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi, depth,
+                        operator.field.geometry)
+
+
 def _render_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     """forward(S, c2w) [N, H, W, 3] of signals [N, ...] at cameras c2w [N, 4, 4]."""
     return np.asarray(_apply(operator, jnp.asarray(signals), jnp.asarray(c2w, jnp.float32)))
@@ -298,9 +329,21 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_trgt_seen": rmse(trgt, seen),
             "rmse_trgt_unseen": rmse(trgt, unseen),
             "rmse_context_warp_seen": rmse(true.warp[:, None], seen),
+            "rmse_depth_warp_seen": rmse(_sample_depth_warps(operator, signals, views), seen),
             "rmse_mean_image_seen": rmse(mean_image, seen),
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1))}
+
+
+def _sample_depth_warps(operator: SceneOperator, signals: np.ndarray,
+                        views: ObservationTuple) -> np.ndarray:
+    """`warp_context` [N, M, H, W, 3] of each of the M samples signals [N, M, ...] of
+    the N tuples `views` along its own depth at the target."""
+    n, m = signals.shape[:2]
+    repeat = jax.tree_util.tree_map(lambda a: jnp.repeat(jnp.asarray(a), m, 0), views)
+    flat = jnp.asarray(signals.reshape((n * m,) + signals.shape[2:]))
+    return np.asarray(_depth_warp(operator, flat, repeat)).reshape(
+        (n, m) + views.trgt.obs.shape[1:])
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
