@@ -200,8 +200,11 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
         num_freqs=6,        # positional-encoding frequencies of the view-frame points
         num_samples=32,     # bins per ray of forward(S, phi)
         det_samples=16,     # bins per ray of O_det
-        time_mlp=True))     # Dense(t-embedding) in every ResnetFC block (brief D6); False:
+        time_mlp=True,      # Dense(t-embedding) in every ResnetFC block (brief D6); False:
                             # t only through the features (the field before D6)
+        image_features=False))  # True: each view's image (the context, O^trgt_t) appended
+                            # to its feature map, so the field reads the colour at the
+                            # projected point itself (F + 3 channels in S)
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000

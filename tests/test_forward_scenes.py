@@ -29,7 +29,7 @@ SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_t
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
           "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
           "rmse_context_warp_seen", "rmse_depth_warp_seen", "rmse_mean_image_seen",
-          "rmse_mean_image_unseen"}
+          "rmse_mean_image_unseen", "opacity_seen", "opacity_background"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -165,6 +165,20 @@ def test_warping_the_context_along_a_depth_is_a_pinhole_shift():
     np.testing.assert_allclose(warp, shifted, atol=1e-4)
     np.testing.assert_allclose(sc.warp_context(image, trgt, trgt, depth + 0.7, geo), image,
                                atol=1e-4)
+
+
+def test_surface_depth_of_a_thin_translucent_layer_is_its_depth():
+    """All density in one bin (optical depth 0.4 there, opacity 1 - e^-0.4 = 0.33): the
+    surface depth is that bin's midpoint, where render.depth is pulled towards far by
+    the missed mass; a ray that hits nothing gets far."""
+    edges = jnp.broadcast_to(jnp.linspace(2.0, 6.0, 9), (2, 9))
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    density = jnp.zeros((2, 8)).at[0, 3].set(0.4 / 0.5)                   # bin length 0.5
+    r = render.composite_channels(jnp.zeros((2, 8, 1)), density, edges, mids,
+                                  jnp.asarray([[0.0, 0.0, -1.0]] * 2))
+    np.testing.assert_allclose(r.acc, [1.0 - np.exp(-0.4), 0.0], rtol=1e-6)
+    np.testing.assert_allclose(sc.surface_depth(r, 6.0), [3.75, 6.0], rtol=1e-6)
+    assert float(r.depth[0]) > 5.0
 
 
 def test_pack_unpack_and_the_context_only_signal():
@@ -355,6 +369,22 @@ def smoke():
     return config, family, params, batch, ObservationTuple.from_batch(batch)
 
 
+def _opacity_from_densities(operator, signal, c2w) -> np.ndarray:
+    """1 - exp(-sum_i sigma_i delta_i) [N, H, W]: the field's densities at the bin
+    midpoints of each target ray, delta_i the bin length times |d| (float64)."""
+    geo, n = operator.field.geometry, signal.shape[0]
+    ray = rays.generate_rays(jnp.asarray(c2w), geo.height, geo.width, geo.focal)
+    edges = np.linspace(geo.near, geo.far, operator.num_samples + 1)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    points = (np.asarray(ray.origins)[..., None, :]
+              + mids[:, None] * np.asarray(ray.directions)[..., None, :])
+    _, density = operator.field.apply({"params": operator.field_params}, jnp.asarray(signal),
+                                      jnp.asarray(points.reshape(n, -1, 3), jnp.float32))
+    density = np.asarray(density, np.float64).reshape(points.shape[:-1])
+    delta = np.diff(edges) * np.linalg.norm(np.asarray(ray.directions), axis=-1)[..., None]
+    return 1.0 - np.exp(-np.sum(density * delta, axis=-1))
+
+
 def test_scores_of_identical_samples_and_of_the_truth(smoke):
     config, family, params, batch, views = smoke
     problem = family.problem.bound(params)
@@ -381,13 +411,20 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
         errors = [(images[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
                   for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
         assert scores[key] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-4)
-    depth = problem.operator.render(jnp.asarray(signal), views.trgt.phi).depth
-    warp = np.asarray(sc.warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi, depth,
+    render = problem.operator.render(jnp.asarray(signal), views.trgt.phi)
+    weights, edges = np.asarray(render.weights, np.float64), np.asarray(render.t_edges)
+    midpoints = 0.5 * (edges[..., 1:] + edges[..., :-1])
+    hit_depth = np.sum(weights * midpoints, -1) / np.sum(weights, -1)
+    warp = np.asarray(sc.warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi,
+                                      jnp.asarray(hit_depth, jnp.float32),
                                       problem.operator.field.geometry))
     errors = [(warp[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
               for i, y, x in zip(*np.nonzero(seen)) for c in range(3)]
     assert scores["rmse_depth_warp_seen"] == pytest.approx(np.sqrt(np.mean(np.square(errors))),
                                                            rel=1e-4)
+    opacity = _opacity_from_densities(problem.operator, signal, views.trgt.phi)
+    for key, mask in (("opacity_seen", seen), ("opacity_background", ~truth.surface)):
+        assert scores[key] == pytest.approx(opacity[mask].mean(), rel=1e-4, abs=1e-6)
     images = problem.render(signal)
     assert images.shape == (8, 8, 32, 3)
     assert problem.canvas_image(views.ctxt.obs).shape == images.shape
@@ -474,6 +511,32 @@ def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context
     out = jax.jit(lambda p: det.loss_fn(p, batch, jax.random.PRNGKey(1), True))(params)
     assert {"loss_depth_smoothness", "loss_distortion"} <= set(out.scalars)
     assert "loss_cond" not in out.scalars and np.isfinite(float(out.loss))
+
+
+def test_image_features_put_each_views_image_into_s(smoke):
+    """model.pixelnerf.image_features: S's feature maps end with the context image
+    (slot 0) and the noisy target (slot 1), the clean one when the target is given; the
+    loss is finite and the sampler returns S of the new shape."""
+    _, _, _, batch, views = smoke
+    config = get_config("smoke")
+    config.model.pixelnerf.image_features = True
+    check_config(config)
+    family = get_family(config)
+    params = jax.jit(family.init_params)(jax.random.PRNGKey(0), batch)
+    f = config.model.pixelnerf.features
+    assert family.problem.signal_shape == (2, 8, 8, f + 3 + pn.EXTRA_CHANNELS)
+    x_t = views.trgt.obs * 0.5
+    signal = jax.jit(family.predict_signal)(params, views.ctxt, x_t, views.trgt.phi,
+                                            jnp.full((8,), 3, jnp.int32))
+    features, _, _ = pn.unpack(signal)
+    np.testing.assert_array_equal(features[:, 0, ..., f:], views.ctxt.obs)
+    np.testing.assert_array_equal(features[:, 1, ..., f:], x_t)
+    given = jax.jit(family.given_target_signal)(params, views)          # clean target, t = 0
+    np.testing.assert_array_equal(pn.unpack(given)[0][:, 1, ..., f:], views.trgt.obs)
+    out = jax.jit(lambda p: family.loss_fn(p, batch, jax.random.PRNGKey(1), True))(params)
+    assert np.isfinite(float(out.loss))
+    sample = family.sample_signals(params, views, jax.random.PRNGKey(2))
+    assert sample.shape == (8,) + family.problem.signal_shape
 
 
 def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_path):

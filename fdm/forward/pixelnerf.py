@@ -47,6 +47,10 @@ whose input is an image [H, W, 3] and a conditioning map [H, W, 3 + G + 1]:
     O_det  = render(S_det, phi^trgt) with det_samples bins: [2 c - 1, g, depth] (`conditioning`)
     F_trgt = enc_t([O^trgt_t, O_det])           (enc: the same network for both views)
     S      = pack([F_ctxt, F_trgt], [phi^ctxt, phi^trgt], t)
+With image_features (model.pixelnerf.image_features) each feature map also carries its
+view's image, F_ctxt = [enc_0(...), O^ctxt] and F_trgt = [enc_t(...), O^trgt_t] (F + 3
+channels), so the field reads the colour at the projected point f_v(p) directly, as
+image-based renderers (GRF, IBRNet) do, instead of through what enc keeps of it.
 S_det repeats the context in the target's slot, so the mean over the views is exactly
 pixelNeRF conditioned on the context alone (`context_only`: S_det of an S); the
 deterministic baseline (`deterministic=True`) returns S_det. Classifier-free guidance's
@@ -234,16 +238,27 @@ class SceneDenoiser(nn.Module):
 
     encoder: enc_t, a UNet with out_ch = F and input channels 3 + (3 + G + 1);
     field: the PixelField (the learned part of forward, which binds params['field']);
-    det_samples: the bins of O_det's rendering; deterministic: return S_det."""
+    det_samples: the bins of O_det's rendering; deterministic: return S_det;
+    image_features: append each view's image to its feature map (module doc)."""
     encoder: UNet
     field: PixelField
     det_samples: int = 16
     deterministic: bool = False
+    image_features: bool = False
+
+    @property
+    def signal_features(self) -> int:
+        """The channels of each view's feature map in S: F, plus 3 with image_features."""
+        return self.encoder.out_ch + (RGB if self.image_features else 0)
 
     def encode(self, image: jax.Array, cond: jax.Array, t: jax.Array) -> jax.Array:
-        """enc_t: feature maps [B, H, W, F] of images [B, H, W, 3] with conditioning maps
-        [B, H, W, 3 + G + 1] at timesteps t [B]."""
-        return self.encoder(jnp.concatenate([image, cond], axis=-1), t)
+        """The feature maps [B, H, W, F (+ 3)] of images [B, H, W, 3] with conditioning maps
+        [B, H, W, 3 + G + 1] at timesteps t [B]: enc_t, and the image itself appended when
+        image_features."""
+        features = self.encoder(jnp.concatenate([image, cond], axis=-1), t)
+        if self.image_features:
+            features = jnp.concatenate([features, image.astype(features.dtype)], axis=-1)
+        return features
 
     def __call__(self, ctxt: View, x_t: jax.Array, phi_trgt: jax.Array, t: jax.Array,
                  keep: jax.Array | None = None) -> jax.Array:

@@ -123,7 +123,7 @@ def _scenes(config) -> ForwardProblem:
                         "fdm.forward.get_problem('scenes', config)")
     m, p, size = config.model, config.model.pixelnerf, int(config.data.image_size)
     network = scenes.denoiser(
-        size, p.features, p.det_features, p.det_samples,
+        size, p.features, p.det_features, p.det_samples, bool(p.image_features),
         dict(width=p.width, view_blocks=p.view_blocks, joint_blocks=p.joint_blocks,
              num_freqs=p.num_freqs, time_mlp=bool(p.time_mlp)),
         dict(ch=m.unet.ch, ch_mult=tuple(m.unet.ch_mult), num_res_blocks=m.unet.num_res_blocks,
@@ -136,7 +136,7 @@ def _scenes(config) -> ForwardProblem:
     def build(op: scenes.SceneOperator) -> ForwardProblem:
         part = lambda fn, *args: functools.partial(fn, op, *args)
         return ForwardProblem(
-            operator=op, signal_shape=scenes.signal_shape(size, p.features),
+            operator=op, signal_shape=scenes.signal_shape(size, network.signal_features),
             score=part(scenes.score), render=part(scenes.render),
             canvas_image=scenes.canvas_image,
             score_given_target=part(scenes.score_given_target),

@@ -55,11 +55,17 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
                      warped to the target with the true geometry (truth): what copying the
                      context's colours along the true surface scores there
   rmse_depth_warp_seen  the same RMSE of the context warped to the target along the
-                     model's own geometry (`warp_context`: each target pixel's rendered
-                     depth point, projected into the context camera, looks up the context
-                     image): near rmse_context_warp_seen, the model's depth is right where
-                     the context sees and its colour path is what loses the context's
-                     pixels; near rmse_trgt_seen or above, its geometry is
+                     model's own geometry (`warp_context`: each target pixel's
+                     `surface_depth` point, projected into the context camera, looks up
+                     the context image): near rmse_context_warp_seen, the model's depth is
+                     right where the context sees and its colour path is what loses the
+                     context's pixels; near rmse_trgt_seen or above, its geometry is the
+                     limit
+  opacity_seen       the target render's opacity (acc, 1 - the background's weight),
+                     mean over samples, averaged over the target's seen pixels (near 1:
+                     opaque surfaces; well below 1: a semi-transparent fog)
+  opacity_background the same over the target's background pixels (truth: no surface);
+                     near 0 when the model leaves empty space empty
   rmse_mean_image_seen, rmse_mean_image_unseen  the baseline that uses no context: the
                      mean real view (as fd_pixels_mean_image) over the same pixels
   fd_pixels_trgt     FID-style (`pixel_distribution_scores`): the Frechet distance
@@ -135,7 +141,8 @@ def geometry(size: int) -> ViewGeometry:
 
 
 def signal_shape(size: int, features: int) -> tuple[int, ...]:
-    """The shape of one S: [2, size, size, features + 13]."""
+    """The shape of one S: [2, size, size, features + 13] (features: the channels of
+    each view's feature map, `SceneDenoiser.signal_features`)."""
     return (2, size, size, features + EXTRA_CHANNELS)
 
 
@@ -247,15 +254,17 @@ def regularizers(operator: SceneOperator, weights: RegularizerWeights, det_sampl
     return out
 
 
-def denoiser(size: int, features: int, det_features: int, det_samples: int, field_kwargs: dict,
-             unet_kwargs: dict, deterministic: bool) -> SceneDenoiser:
+def denoiser(size: int, features: int, det_features: int, det_samples: int,
+             image_features: bool, field_kwargs: dict, unet_kwargs: dict,
+             deterministic: bool) -> SceneDenoiser:
     """The SceneDenoiser of size x size views: enc a UNet (unet_kwargs: ch, ch_mult,
-    num_res_blocks, attn_resolutions, num_groups) with out_ch = features, the PixelField
-    with det_features rendered features (field_kwargs: width, view_blocks, joint_blocks,
+    num_res_blocks, attn_resolutions, num_groups) with out_ch = features, the views'
+    images appended to the feature maps when image_features, the PixelField with
+    det_features rendered features (field_kwargs: width, view_blocks, joint_blocks,
     num_freqs, time_mlp)."""
     field = PixelField(geometry(size), det_features, **field_kwargs)
     return SceneDenoiser(UNet(out_ch=features, **unet_kwargs), field, det_samples,
-                         deterministic)
+                         deterministic, image_features)
 
 
 # ------------------------------------------------------------------ scores and figures
@@ -282,12 +291,23 @@ def warp_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
 
 @jax.jit
 def _depth_warp(operator: SceneOperator, signal: jax.Array, views: ObservationTuple,
-                ) -> jax.Array:
-    """`warp_context` [N, H, W, 3] of the contexts of `views` [N] along the depth of
-    S [N, ...] rendered at the targets."""
-    depth = operator.render(signal, views.trgt.phi).depth
-    return warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi, depth,
-                        operator.field.geometry)
+                ) -> tuple[jax.Array, jax.Array]:
+    """(`warp_context` [N, H, W, 3] of the contexts of `views` [N] along the depth of
+    S [N, ...] rendered at the targets, that render's opacity [N, H, W])."""
+    render = operator.render(signal, views.trgt.phi)
+    geo = operator.field.geometry
+    return (warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi,
+                         surface_depth(render, geo.far), geo), render.acc)
+
+
+def surface_depth(render: ChannelRender, far: float) -> jax.Array:
+    """The expected termination depth given that the ray terminates, sum_i w_i t_i / acc
+    [...], of a rendering whose depth counts the missed mass (1 - acc) at far
+    (`fdm.nerf.render.composite_channels`); far where nothing is hit (acc < 1e-6).
+    Unlike render.depth it does not pull a partly transparent surface towards far."""
+    acc = render.acc
+    hit = acc > 1e-6
+    return jnp.where(hit, (render.depth - (1.0 - acc) * far) / jnp.where(hit, acc, 1.0), far)
 
 
 def _render_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:
@@ -319,6 +339,8 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
     mean_image = np.broadcast_to(real.mean(0), views.trgt.obs.shape)[:, None]
     rmse = lambda images, mask: _masked_rmse(images, views.trgt.obs, mask)
+    depth_warp, opacity = _sample_depth_warps(operator, signals, views)
+    opacity = opacity.mean(1)                                                   # [N, H, W]
     return {**pixel_distribution_scores(trgt.reshape((n * m,) + trgt.shape[2:]), real, n),
             "psnr_trgt": float(np.mean(per_sample)),
             "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
@@ -329,21 +351,25 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_trgt_seen": rmse(trgt, seen),
             "rmse_trgt_unseen": rmse(trgt, unseen),
             "rmse_context_warp_seen": rmse(true.warp[:, None], seen),
-            "rmse_depth_warp_seen": rmse(_sample_depth_warps(operator, signals, views), seen),
+            "rmse_depth_warp_seen": rmse(depth_warp, seen),
+            "opacity_seen": _masked_mean(opacity, seen),
+            "opacity_background": _masked_mean(opacity, ~true.surface),
             "rmse_mean_image_seen": rmse(mean_image, seen),
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1))}
 
 
 def _sample_depth_warps(operator: SceneOperator, signals: np.ndarray,
-                        views: ObservationTuple) -> np.ndarray:
-    """`warp_context` [N, M, H, W, 3] of each of the M samples signals [N, M, ...] of
-    the N tuples `views` along its own depth at the target."""
+                        views: ObservationTuple) -> tuple[np.ndarray, np.ndarray]:
+    """(`warp_context` [N, M, H, W, 3] of each of the M samples signals [N, M, ...] of
+    the N tuples `views` along its own depth at the target, the opacity of that render
+    [N, M, H, W])."""
     n, m = signals.shape[:2]
     repeat = jax.tree_util.tree_map(lambda a: jnp.repeat(jnp.asarray(a), m, 0), views)
     flat = jnp.asarray(signals.reshape((n * m,) + signals.shape[2:]))
-    return np.asarray(_depth_warp(operator, flat, repeat)).reshape(
-        (n, m) + views.trgt.obs.shape[1:])
+    warp, acc = _depth_warp(operator, flat, repeat)
+    return (np.asarray(warp).reshape((n, m) + views.trgt.obs.shape[1:]),
+            np.asarray(acc).reshape((n, m) + views.trgt.obs.shape[1:-1]))
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
