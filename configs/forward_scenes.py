@@ -28,7 +28,8 @@ given_target_psnr_ring over the 64 eval tuples; 8 DDIM-50 samples for each of 32
 contexts: psnr_trgt, psnr_trgt_best, psnr_trgt_mean, psnr_novel, sample_std_seen,
 sample_std_unseen, rmse_trgt_seen, rmse_trgt_unseen (with the baselines
 rmse_context_warp_seen and rmse_mean_image_seen / _unseen, and the geometry
-diagnostics rmse_depth_warp_seen, opacity_seen, opacity_background), unseen_fraction and the FID-style fd_pixels_trgt
+diagnostics rmse_depth_warp_seen, rmse_weights_warp_seen, opacity_seen,
+opacity_background), unseen_fraction and the FID-style fd_pixels_trgt
 (`fdm.forward.scenes`; sessions 17-18 used 4 contexts, before fd_pixels_trgt).
 samples/grid.png: per context (the first eval.num_examples) the context view, the true
 scene at the 4 ring cameras, 8 samples at them.

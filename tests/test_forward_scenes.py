@@ -29,7 +29,8 @@ SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_t
           "sample_std_unseen", "unseen_fraction", "fd_pixels_trgt",
           "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
           "rmse_context_warp_seen", "rmse_depth_warp_seen", "rmse_mean_image_seen",
-          "rmse_mean_image_unseen", "opacity_seen", "opacity_background"}
+          "rmse_mean_image_unseen", "rmse_weights_warp_seen", "opacity_seen",
+          "opacity_background"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -165,6 +166,11 @@ def test_warping_the_context_along_a_depth_is_a_pinhole_shift():
     np.testing.assert_allclose(warp, shifted, atol=1e-4)
     np.testing.assert_allclose(sc.warp_context(image, trgt, trgt, depth + 0.7, geo), image,
                                atol=1e-4)
+    edges = jnp.broadcast_to(jnp.asarray([2.5, 3.5, 4.5, 5.5]), (1, 8, 8, 4))
+    weights = jnp.broadcast_to(jnp.asarray([0.0, 0.3, 0.0]), (1, 8, 8, 3))  # all at depth 4
+    layer = render.ChannelRender(None, None, jnp.sum(weights, -1), weights, edges)
+    np.testing.assert_allclose(sc.composite_context(image, ctxt, trgt, layer, geo), shifted,
+                               atol=1e-4)                        # opacity 0.3 divided out
 
 
 def test_surface_depth_of_a_thin_translucent_layer_is_its_depth():
@@ -422,6 +428,19 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
               for i, y, x in zip(*np.nonzero(seen)) for c in range(3)]
     assert scores["rmse_depth_warp_seen"] == pytest.approx(np.sqrt(np.mean(np.square(errors))),
                                                            rel=1e-4)
+    blend = np.zeros_like(warp)                       # the same bins, a loop over pixels
+    geo = problem.operator.field.geometry
+    ray = rays.generate_rays(jnp.asarray(views.trgt.phi), geo.height, geo.width, geo.focal)
+    origins, directions = np.asarray(ray.origins), np.asarray(ray.directions)
+    for i, y, x in zip(*np.nonzero(seen)):
+        points = origins[i, y, x] + midpoints[i, y, x, :, None] * directions[i, y, x]
+        xy = pn.project(pn.world_to_camera(views.ctxt.phi[i:i + 1], jnp.asarray(points[None],
+                                                                               jnp.float32)), geo)
+        colours = np.asarray(pn.sample_features(views.ctxt.obs[i:i + 1], xy))[0]   # [S, 3]
+        blend[i, y, x] = weights[i, y, x] @ colours / weights[i, y, x].sum()
+    errors = (blend - views.trgt.obs)[seen] / 2.0
+    assert scores["rmse_weights_warp_seen"] == pytest.approx(np.sqrt(np.mean(errors ** 2)),
+                                                             rel=1e-4)
     opacity = _opacity_from_densities(problem.operator, signal, views.trgt.phi)
     for key, mask in (("opacity_seen", seen), ("opacity_background", ~truth.surface)):
         assert scores[key] == pytest.approx(opacity[mask].mean(), rel=1e-4, abs=1e-6)

@@ -61,6 +61,12 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
                      right where the context sees and its colour path is what loses the
                      context's pixels; near rmse_trgt_seen or above, its geometry is the
                      limit
+  rmse_weights_warp_seen  the same RMSE of the context's colours at every bin of the
+                     target ray composited with the model's own weights and divided by its
+                     opacity (`composite_context`): the render of this depth
+                     distribution with perfect colours, opaque. Against rmse_trgt_seen it
+                     tells the depth distribution (this) from the colour head and the
+                     transparency (what the render loses beyond it; opacity_seen)
   opacity_seen       the target render's opacity (acc, 1 - the background's weight),
                      mean over samples, averaged over the target's seen pixels (near 1:
                      opaque surfaces; well below 1: a semi-transparent fog)
@@ -289,15 +295,43 @@ def warp_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
     return sample_features(context, xy).reshape(context.shape)
 
 
+def composite_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
+                      render: ChannelRender, geometry: ViewGeometry) -> jax.Array:
+    """The context images [N, H, W, 3] looked up where every bin midpoint of each target
+    ray (c2w_trgt [N, 4, 4]) projects into the context camera c2w_ctxt [N, 4, 4],
+    composited with the render's own weights [N, H, W, S] (its t_edges: bins without
+    stratification, as evaluation renders) and divided by its opacity:
+    sum_i w_i ctxt(pi(p_i)) / acc [N, H, W, 3] (zero where acc < 1e-6). The render a
+    field with this depth distribution would give with the context's colours, opaque."""
+    n, h, w, num = render.weights.shape
+    mids = 0.5 * (render.t_edges[..., 1:] + render.t_edges[..., :-1])           # [N, H, W, S]
+    rays = generate_rays(c2w_trgt, h, w, geometry.focal)
+    points = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
+    xy = project(world_to_camera(c2w_ctxt, points.reshape(n, -1, 3)), geometry)
+    colours = sample_features(context, xy).reshape(n, h, w, num, context.shape[-1])
+    acc = render.acc[..., None]
+    blend = jnp.sum(render.weights[..., None] * colours, axis=-2)
+    return jnp.where(acc > 1e-6, blend / jnp.maximum(acc, 1e-6), 0.0)
+
+
+@flax.struct.dataclass
+class GeometryProbes:
+    """What the model's own geometry does with the context's colours, per target pixel
+    (module doc: rmse_depth_warp_seen, rmse_weights_warp_seen, opacity_*)."""
+    depth_warp: jax.Array      # [..., H, W, 3] `warp_context` along `surface_depth`
+    weights_warp: jax.Array    # [..., H, W, 3] `composite_context`
+    opacity: jax.Array         # [..., H, W] the render's acc
+
+
 @jax.jit
-def _depth_warp(operator: SceneOperator, signal: jax.Array, views: ObservationTuple,
-                ) -> tuple[jax.Array, jax.Array]:
-    """(`warp_context` [N, H, W, 3] of the contexts of `views` [N] along the depth of
-    S [N, ...] rendered at the targets, that render's opacity [N, H, W])."""
+def _geometry_probes(operator: SceneOperator, signal: jax.Array,
+                     views: ObservationTuple) -> GeometryProbes:
+    """The GeometryProbes [N] of S [N, ...] rendered at the targets of `views` [N]."""
     render = operator.render(signal, views.trgt.phi)
-    geo = operator.field.geometry
-    return (warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi,
-                         surface_depth(render, geo.far), geo), render.acc)
+    geo, ctxt = operator.field.geometry, views.ctxt
+    return GeometryProbes(
+        warp_context(ctxt.obs, ctxt.phi, views.trgt.phi, surface_depth(render, geo.far), geo),
+        composite_context(ctxt.obs, ctxt.phi, views.trgt.phi, render, geo), render.acc)
 
 
 def surface_depth(render: ChannelRender, far: float) -> jax.Array:
@@ -339,8 +373,8 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
     mean_image = np.broadcast_to(real.mean(0), views.trgt.obs.shape)[:, None]
     rmse = lambda images, mask: _masked_rmse(images, views.trgt.obs, mask)
-    depth_warp, opacity = _sample_depth_warps(operator, signals, views)
-    opacity = opacity.mean(1)                                                   # [N, H, W]
+    probes = _sample_geometry_probes(operator, signals, views)
+    opacity = probes.opacity.mean(1)                                            # [N, H, W]
     return {**pixel_distribution_scores(trgt.reshape((n * m,) + trgt.shape[2:]), real, n),
             "psnr_trgt": float(np.mean(per_sample)),
             "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
@@ -351,7 +385,8 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_trgt_seen": rmse(trgt, seen),
             "rmse_trgt_unseen": rmse(trgt, unseen),
             "rmse_context_warp_seen": rmse(true.warp[:, None], seen),
-            "rmse_depth_warp_seen": rmse(depth_warp, seen),
+            "rmse_depth_warp_seen": rmse(probes.depth_warp, seen),
+            "rmse_weights_warp_seen": rmse(probes.weights_warp, seen),
             "opacity_seen": _masked_mean(opacity, seen),
             "opacity_background": _masked_mean(opacity, ~true.surface),
             "rmse_mean_image_seen": rmse(mean_image, seen),
@@ -359,17 +394,16 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1))}
 
 
-def _sample_depth_warps(operator: SceneOperator, signals: np.ndarray,
-                        views: ObservationTuple) -> tuple[np.ndarray, np.ndarray]:
-    """(`warp_context` [N, M, H, W, 3] of each of the M samples signals [N, M, ...] of
-    the N tuples `views` along its own depth at the target, the opacity of that render
-    [N, M, H, W])."""
+def _sample_geometry_probes(operator: SceneOperator, signals: np.ndarray,
+                            views: ObservationTuple) -> GeometryProbes:
+    """The GeometryProbes (numpy, [N, M, ...]) of each of the M samples signals [N, M, ...]
+    of the N tuples `views` at its target."""
     n, m = signals.shape[:2]
     repeat = jax.tree_util.tree_map(lambda a: jnp.repeat(jnp.asarray(a), m, 0), views)
     flat = jnp.asarray(signals.reshape((n * m,) + signals.shape[2:]))
-    warp, acc = _depth_warp(operator, flat, repeat)
-    return (np.asarray(warp).reshape((n, m) + views.trgt.obs.shape[1:]),
-            np.asarray(acc).reshape((n, m) + views.trgt.obs.shape[1:-1]))
+    probes = _geometry_probes(operator, flat, repeat)
+    return jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((n, m) + a.shape[1:]),
+                                  probes)
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
