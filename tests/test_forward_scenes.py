@@ -173,20 +173,6 @@ def test_warping_the_context_along_a_depth_is_a_pinhole_shift():
                                atol=1e-4)                        # opacity 0.3 divided out
 
 
-def test_surface_depth_of_a_thin_translucent_layer_is_its_depth():
-    """All density in one bin (optical depth 0.4 there, opacity 1 - e^-0.4 = 0.33): the
-    surface depth is that bin's midpoint, where render.depth is pulled towards far by
-    the missed mass; a ray that hits nothing gets far."""
-    edges = jnp.broadcast_to(jnp.linspace(2.0, 6.0, 9), (2, 9))
-    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
-    density = jnp.zeros((2, 8)).at[0, 3].set(0.4 / 0.5)                   # bin length 0.5
-    r = render.composite_channels(jnp.zeros((2, 8, 1)), density, edges, mids,
-                                  jnp.asarray([[0.0, 0.0, -1.0]] * 2))
-    np.testing.assert_allclose(r.acc, [1.0 - np.exp(-0.4), 0.0], rtol=1e-6)
-    np.testing.assert_allclose(sc.surface_depth(r, 6.0), [3.75, 6.0], rtol=1e-6)
-    assert float(r.depth[0]) > 5.0
-
-
 def test_pack_unpack_and_the_context_only_signal():
     rng = _rng(4)
     features = jnp.asarray(rng.normal(size=(3, 2, 4, 4, 5)), jnp.float32)

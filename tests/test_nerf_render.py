@@ -180,3 +180,18 @@ def test_nerf_mlp_paper_size_and_ranges():
     p2 = jax.jit(no_view.init)(jax.random.PRNGKey(0), x)
     rgb2, density2 = jax.jit(no_view.apply)(p2, x)
     assert rgb2.shape == (2, 5, 3) and np.all(density2 >= 0)
+
+
+def test_surface_depth_of_a_thin_translucent_layer_is_its_depth():
+    """All density in one bin (optical depth 0.4 there, opacity 1 - e^-0.4 = 0.33): the
+    surface depth is that bin's midpoint, where render.depth is pulled towards far by
+    the missed mass; a ray that hits nothing gets far."""
+    edges = jnp.broadcast_to(jnp.linspace(2.0, 6.0, 9), (2, 9))
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    density = jnp.zeros((2, 8)).at[0, 3].set(0.4 / 0.5)                   # bin length 0.5
+    r = render.composite_channels(jnp.zeros((2, 8, 1)), density, edges, mids,
+                                  jnp.asarray([[0.0, 0.0, -1.0]] * 2))
+    # float32: 1 - exp(-0.4) and (depth - (1 - acc) far) / acc each lose a few ulps
+    np.testing.assert_allclose(r.acc, [1.0 - np.exp(-0.4), 0.0], rtol=1e-5)
+    np.testing.assert_allclose(render.surface_depth(r, 6.0), [3.75, 6.0], rtol=1e-5)
+    assert float(r.depth[0]) > 5.0

@@ -56,11 +56,11 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
                      context's colours along the true surface scores there
   rmse_depth_warp_seen  the same RMSE of the context warped to the target along the
                      model's own geometry (`warp_context`: each target pixel's
-                     `surface_depth` point, projected into the context camera, looks up
-                     the context image): near rmse_context_warp_seen, the model's depth is
-                     right where the context sees and its colour path is what loses the
-                     context's pixels; near rmse_trgt_seen or above, its geometry is the
-                     limit
+                     `fdm.nerf.render.surface_depth` point, projected into the context
+                     camera, looks up the context image): near rmse_context_warp_seen,
+                     the model's depth is right where the context sees and its colour
+                     path is what loses the context's pixels; near rmse_trgt_seen or
+                     above, its geometry is the limit
   rmse_weights_warp_seen  the same RMSE of the context's colours at every bin of the
                      target ray composited with the model's own weights and divided by its
                      opacity (`composite_context`): the render of this depth
@@ -122,7 +122,7 @@ from fdm.metrics import fid
 from fdm.nerf import cameras
 from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness
 from fdm.nerf.rays import generate_rays
-from fdm.nerf.render import ChannelRender
+from fdm.nerf.render import ChannelRender, surface_depth
 from fdm.nerf.views import ViewGeometry
 from fdm.nn.unet import UNet
 
@@ -282,17 +282,26 @@ def _apply(operator: SceneOperator, signal: jax.Array, phi: jax.Array) -> jax.Ar
     return operator.apply(signal, phi)
 
 
+def _context_along_rays(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
+                        depths: jax.Array, geometry: ViewGeometry) -> jax.Array:
+    """The context images [N, H, W, C] looked up (bilinear, border-clamped) where the
+    points at depths [N, H, W, K] along each target pixel's ray (o + depth d, the rays of
+    `fdm.nerf.rays.generate_rays` of c2w_trgt [N, 4, 4]) project into the context
+    cameras c2w_ctxt [N, 4, 4]: [N, H, W, K, C]."""
+    n, h, w, k = depths.shape
+    rays = generate_rays(c2w_trgt, h, w, geometry.focal)
+    points = rays.origins[..., None, :] + depths[..., None] * rays.directions[..., None, :]
+    xy = project(world_to_camera(c2w_ctxt, points.reshape(n, -1, 3)), geometry)
+    return sample_features(context, xy).reshape(n, h, w, k, context.shape[-1])
+
+
 def warp_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
                  depth: jax.Array, geometry: ViewGeometry) -> jax.Array:
-    """The context images [N, H, W, 3] looked up (bilinear, border-clamped) where each
-    pixel of the target views c2w_trgt [N, 4, 4] projects into the context cameras
-    c2w_ctxt [N, 4, 4] at its depth [N, H, W] along the target ray (o + depth d, the
-    rays of `fdm.nerf.rays.generate_rays`): [N, H, W, 3]."""
-    n, h, w = depth.shape
-    rays = generate_rays(c2w_trgt, h, w, geometry.focal)
-    points = rays.origins + depth[..., None] * rays.directions             # [N, H, W, 3]
-    xy = project(world_to_camera(c2w_ctxt, points.reshape(n, -1, 3)), geometry)
-    return sample_features(context, xy).reshape(context.shape)
+    """The context images [N, H, W, 3] looked up where each pixel of the target views
+    c2w_trgt [N, 4, 4] projects into the context cameras c2w_ctxt [N, 4, 4] at its depth
+    [N, H, W] along the target ray (`_context_along_rays`): [N, H, W, 3]."""
+    return _context_along_rays(context, c2w_ctxt, c2w_trgt, depth[..., None],
+                               geometry)[..., 0, :]
 
 
 def composite_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Array,
@@ -303,12 +312,8 @@ def composite_context(context: jax.Array, c2w_ctxt: jax.Array, c2w_trgt: jax.Arr
     stratification, as evaluation renders) and divided by its opacity:
     sum_i w_i ctxt(pi(p_i)) / acc [N, H, W, 3] (zero where acc < 1e-6). The render a
     field with this depth distribution would give with the context's colours, opaque."""
-    n, h, w, num = render.weights.shape
     mids = 0.5 * (render.t_edges[..., 1:] + render.t_edges[..., :-1])           # [N, H, W, S]
-    rays = generate_rays(c2w_trgt, h, w, geometry.focal)
-    points = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
-    xy = project(world_to_camera(c2w_ctxt, points.reshape(n, -1, 3)), geometry)
-    colours = sample_features(context, xy).reshape(n, h, w, num, context.shape[-1])
+    colours = _context_along_rays(context, c2w_ctxt, c2w_trgt, mids, geometry)
     acc = render.acc[..., None]
     blend = jnp.sum(render.weights[..., None] * colours, axis=-2)
     return jnp.where(acc > 1e-6, blend / jnp.maximum(acc, 1e-6), 0.0)
@@ -332,16 +337,6 @@ def _geometry_probes(operator: SceneOperator, signal: jax.Array,
     return GeometryProbes(
         warp_context(ctxt.obs, ctxt.phi, views.trgt.phi, surface_depth(render, geo.far), geo),
         composite_context(ctxt.obs, ctxt.phi, views.trgt.phi, render, geo), render.acc)
-
-
-def surface_depth(render: ChannelRender, far: float) -> jax.Array:
-    """The expected termination depth given that the ray terminates, sum_i w_i t_i / acc
-    [...], of a rendering whose depth counts the missed mass (1 - acc) at far
-    (`fdm.nerf.render.composite_channels`); far where nothing is hit (acc < 1e-6).
-    Unlike render.depth it does not pull a partly transparent surface towards far."""
-    acc = render.acc
-    hit = acc > 1e-6
-    return jnp.where(hit, (render.depth - (1.0 - acc) * far) / jnp.where(hit, acc, 1.0), far)
 
 
 def _render_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:

@@ -123,6 +123,16 @@ def composite_channels(values: jax.Array, density: jax.Array, t_edges: jax.Array
     return ChannelRender(out, depth, acc, weights, t_edges)
 
 
+def surface_depth(render: ChannelRender | RenderOutput, far) -> jax.Array:
+    """The expected termination depth given that the ray terminates, sum_i w_i t_i / acc
+    [...], of a rendering whose depth counts the missed mass (1 - acc) at far
+    (`composite_channels`); far where nothing is hit (acc < 1e-6). Unlike render.depth
+    it does not pull a partly transparent surface towards far."""
+    acc = render.acc
+    hit = acc > 1e-6
+    return jnp.where(hit, (render.depth - (1.0 - acc) * far) / jnp.where(hit, acc, 1.0), far)
+
+
 def composite(rgb: jax.Array, density: jax.Array, t_edges: jax.Array, t_mid: jax.Array,
               directions: jax.Array, white_background: bool = False) -> RenderOutput:
     """Alpha compositing of per-sample colours and densities along rays.
