@@ -68,6 +68,7 @@ def _tiny(c) -> None:
 def _factors(c) -> None:
     c.name = "ddpm_factors"
     c.data.dataset, c.data.image_size, c.data.random_flip = "factors", 16, True
+    c.data.placement = "quadrant"   # "centre": the object moves 5 px, not 2 (fdm.data.factors)
     c.model.ch, c.model.ch_mult, c.model.num_res_blocks = 16, (1, 2), 1
     c.model.attn_resolutions, c.model.dropout, c.model.num_groups = (), 0.0, 8
     c.diffusion.variance = "fixed_small"

@@ -227,7 +227,8 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
                                              # the paper's RealEstate10K: 0.1)
     c.train.cond_weight = 0.0                # the scenes' regularisers (0: off): L_cond on O_det,
     c.train.depth_smoothness_weight = 0.0    # edge-aware depth smoothness (paper: 0.02 with
-    c.train.distortion_weight = 0.0          # distortion), mip-NeRF 360 distortion
+    c.train.distortion_weight = 0.0          # distortion), mip-NeRF 360 distortion,
+    c.train.opacity_entropy_weight = 0.0     # binary entropy of opacity (not in the paper)
     loop_keys(c.train, ema_decay=0.999, log_every=100, checkpoint_every=1000,
               keep_checkpoints=2, image_every=1000)
 

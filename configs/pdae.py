@@ -24,8 +24,9 @@ Variants:
   'sequential'    DiffSiam Seq. (g sees only z_k).
   'pdae'          PDAE: n = 1, no SimSiam (train.ssl_weight = 0).
   'simsiam_only'  SimSiam alone (train.diffusion_weight = 0).
-  'random_encoder' the random-init encoder baseline: one step, EMA decay 1 (the evaluated
-                  EMA params are the initial ones).
+  'random_encoder' the trivial baselines: the random-init encoder (one step, EMA decay 1:
+                  the evaluated EMA params are the initial ones) and the raw-pixel probes
+                  (eval.pixel_probes).
   'smoke'         a seconds-long run for tests (8x8 factors, tiny networks, T = 10).
   'transfer_NAME' linear-probe transfer (Table 4.1's suite, `fdm.data.transfer`) of an encoder
                   trained with 'cifar10': run --mode=evaluate on its workdir with
@@ -127,6 +128,7 @@ def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Co
     c.eval.probe_metric = "accuracy"   # or "mean_per_class" (fdm.metrics.probes.score)
     c.eval.probe_segments = 0          # > 0: also probe groups of this many parts of z
     c.eval.probe_segment_groups = ((0,),)
+    c.eval.pixel_probes = False        # True: also the raw-pixel baseline, probe_pixels_<name>
     c.eval.num_samples = 64            # reconstructions (metrics and the recon figure)
     c.eval.sample_steps = 100          # DDIM steps (and inversion steps) of all guided sampling
     # Few-shot episodes (Table 4.2) on the eval z per label column: 5-way, or all the
@@ -161,6 +163,7 @@ def pdae_defaults() -> ml_collections.ConfigDict:
 def _factors():
     """The CPU DiffSiam run on the factors data (module docstring)."""
     c = pdae_config("diffsiam_factors", data_config("factors", "", 16, random_flip=True))
+    c.data.placement = "quadrant"   # the DM's (configs/ddpm.py:factors; fdm.data.factors)
     m = c.model
     m.frozen_dm_workdir = "workdirs/factors_dm"
     m.encoder_widths, m.encoder_groups = (16, 32, 64, 64), 8
@@ -205,6 +208,7 @@ def _simsiam_only(c) -> None:
 def _random_encoder(c) -> None:
     c.name = "random_encoder_factors"
     c.train.num_steps, c.train.ema_decay = 1, 1.0
+    c.eval.pixel_probes = True         # both trivial baselines in one run
 
 
 def _smoke(c) -> None:

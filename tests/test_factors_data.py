@@ -59,6 +59,38 @@ def test_object_lies_in_its_labelled_quadrant(big):
         assert (pix == q).all()
 
 
+def test_centre_placement_moves_the_object_across_its_quadrant():
+    """data.placement='centre': same labels and colours, the object's centre in its
+    quadrant, the object inside the image (may straddle the midlines), and it moves by
+    more than twice the default's range."""
+    default = factors.generate(N, 64, seed=0, split="train")
+    centre = factors.generate(N, 64, seed=0, split="train", placement="centre")
+    for name in factors.FACTORS:
+        np.testing.assert_array_equal(centre[name], default[name])
+    spans = {}
+    for key, d in (("default", default), ("centre", centre)):
+        rows, cols = np.mgrid[:64, :64]
+        area = d["mask"].sum(axis=(1, 2))
+        cy, cx = [(d["mask"] * g).sum(axis=(1, 2)) / area for g in (rows, cols)]
+        right, bottom = d["quadrant"] % 2 == 1, d["quadrant"] >= 2
+        x_in_half = np.where(right, cx - 32, cx)
+        spans[key] = np.ptp(x_in_half)
+        if key == "centre":     # the bounding box's centre lies in the labelled quadrant
+            for i in range(N):
+                r, c = np.nonzero(d["mask"][i])
+                mid_r, mid_c = (r.min() + r.max()) / 2, (c.min() + c.max()) / 2
+                assert (mid_c >= 31.5) == right[i] and (mid_r >= 31.5) == bottom[i], i
+            straddles = [(np.nonzero(m)[1] < 32).any() and (np.nonzero(m)[1] >= 32).any()
+                         for m in d["mask"]]
+            assert np.mean(straddles) > 0.2
+    assert spans["centre"] > 2 * spans["default"], spans
+
+
+def test_unknown_placement_is_a_one_line_error():
+    with pytest.raises(UserError, match="data.placement='middle'"):
+        factors.generate(4, 16, placement="middle")
+
+
 def _hue_of(rgb_uint8) -> float:
     """Hue in [0, 1) of the mean colour of pixels [M, 3] (stdlib colorsys)."""
     r, g, b = np.median(rgb_uint8, axis=0) / 255.0

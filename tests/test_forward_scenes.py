@@ -96,6 +96,19 @@ def test_distortion_loss_is_its_double_sum():
                                (edges[0, 5] - edges[0, 4]) / 3.0, rtol=1e-6)
 
 
+def test_opacity_entropy_is_the_binary_entropy():
+    """Against scipy's entr: -a log a - (1 - a) log(1 - a); 0 at 0 and 1, log 2 at 1/2."""
+    from scipy.special import entr
+    acc = np.linspace(0.0, 1.0, 41)
+    expected = entr(acc) + entr(1.0 - acc)
+    out = np.asarray(regularizers.opacity_entropy(jnp.asarray(acc, jnp.float32)))
+    np.testing.assert_allclose(out, expected, atol=2e-3)                 # eps-clipped ends
+    np.testing.assert_allclose(out[1:-1], expected[1:-1], rtol=1e-5)
+    np.testing.assert_allclose(out[20], np.log(2.0), rtol=1e-6)
+    grad = jax.grad(lambda a: jnp.sum(regularizers.opacity_entropy(a)))(jnp.asarray([0.0, 1.0]))
+    assert np.all(np.isfinite(grad))
+
+
 def test_edge_aware_smoothness_is_the_monodepth_formula():
     rng = _rng(2)
     depth, image = rng.uniform(size=(2, 5, 6)), rng.uniform(size=(2, 5, 6, 3))
@@ -504,6 +517,7 @@ def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context
     assert set(params) == {"encoder", "field"} and "time" in params["field"]
     config = get_config("smoke")
     config.train.depth_smoothness_weight = config.train.distortion_weight = 0.1
+    config.train.opacity_entropy_weight = 0.1
     config.model.deterministic = True
     det = get_family(config)
     shapes = jax.eval_shape(det.init_params, jax.random.PRNGKey(0), batch)
@@ -514,7 +528,9 @@ def test_the_denoiser_conditions_s_on_both_views_and_the_baseline_on_the_context
     np.testing.assert_allclose(s_det[:, 0, ..., :-1], signal[:, 0, ..., :-1],
                                atol=1e-6)                              # the same context
     out = jax.jit(lambda p: det.loss_fn(p, batch, jax.random.PRNGKey(1), True))(params)
-    assert {"loss_depth_smoothness", "loss_distortion"} <= set(out.scalars)
+    assert {"loss_depth_smoothness", "loss_distortion",
+            "loss_opacity_entropy"} <= set(out.scalars)
+    assert 0.0 < float(out.scalars["loss_opacity_entropy"]) <= 0.2 * np.log(2.0)
     assert "loss_cond" not in out.scalars and np.isfinite(float(out.loss))
 
 

@@ -15,9 +15,11 @@ import pytest
 
 from configs import ddpm as ddpm_configs, pdae as pdae_configs
 from fdm import data
+from fdm.data import factors
 from fdm.diffusion import ddim_sample, mean_flat, q_sample
 from fdm.diffusion.pdae import pdae_weight, sample_stages, segment_of_dims, stage_of_timestep
 from fdm.errors import UserError
+from fdm.metrics import probes
 from fdm.models import get_family
 from fdm.models import simsiam
 from fdm.models.pdae import FROZEN_KEY, PDAEFamily
@@ -199,10 +201,11 @@ def test_batch_stat_norm_normalises_each_feature_over_the_batch():
 
 def test_smoke_config_trains_and_evaluates_through_the_command_line(dm_workdir, tmp_path):
     """configs/pdae.py:smoke: train 2 steps, evaluate and sample at the end; the frozen DM is
-    in no checkpoint; the DM step is recorded for later loads."""
+    in no checkpoint; the DM step is recorded for later loads. The raw-pixel probes
+    (eval.pixel_probes) equal `fdm.metrics.probes.pixel_probes` on the generated images."""
     workdir = str(tmp_path / "pdae")
     args = ("--config=configs/pdae.py:smoke", f"--config.model.frozen_dm_workdir={dm_workdir}",
-            f"--workdir={workdir}")
+            f"--workdir={workdir}", "--config.eval.pixel_probes=True")
     proc = helpers.run_main(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f:
@@ -215,7 +218,13 @@ def test_smoke_config_trains_and_evaluates_through_the_command_line(dm_workdir, 
     assert any(k.startswith("z_gain_q") for k in results)
     z = np.load(os.path.join(workdir, "z.npz"))
     assert z["eval_z"].shape == (16, 8) and z["train_z"].shape == (32, 8)
-    assert z["eval_shape"].shape == (16,)
+    assert z["eval_shape"].shape == (16,) and not any("pixels" in k for k in z)
+    train, test = factors.generate(32, 8, 0, "train"), factors.generate(16, 8, 0, "test")
+    fit = lambda d, rows: (d["image"][rows], {n: d[n][rows] for n in factors.FACTORS})
+    expected = probes.pixel_probes(fit(train, slice(None, 24)), fit(train, slice(24, None)),
+                                   fit(test, slice(None)))
+    for name, result in expected.items():
+        assert results[f"probe_pixels_{name}"] == result.accuracy, name
     for name in ("recon", "counterfactual", "manipulation"):
         assert os.path.isfile(os.path.join(workdir, "samples", f"{name}.png")), name
     with open(os.path.join(workdir, "frozen_dm.json")) as f:

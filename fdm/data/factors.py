@@ -19,9 +19,16 @@ pixel belongs to the object when its centre is inside the shape):
   object      half-extent r ~ U(0.36, 0.46); every shape fits the box [-r, r]^2 around
               its centre (disc of radius r, square of half-side 0.85 r, equilateral
               triangle of circumradius 1.15 r with its bounding box centred, cross with
-              arms of half-length r and half-width 0.4 r); the centre is the quadrant's
-              centre (+-0.5, +-0.5) plus U(-(0.48 - r), 0.48 - r) on each axis, so the
-              box stays inside its quadrant with a margin of 0.02;
+              arms of half-length r and half-width 0.4 r); where the centre lies is
+              data.placement (`PLACEMENTS`):
+                'quadrant' (default) the quadrant's centre (+-0.5, +-0.5) plus
+                  U(-(0.48 - r), 0.48 - r) on each axis: the box stays inside its
+                  quadrant with a margin of 0.02, so the object moves by at most
+                  0.24 (2 px at 16 x 16) within its quadrant;
+                'centre' U(0.02, 0.98 - r) on each axis, signed by the quadrant: the
+                  centre lies in the quadrant and the box inside the image (margins
+                  0.02), the object may straddle the midlines; it moves by up to 0.6
+                  (5 px at 16 x 16), so a probe cannot read shape by template;
   object colour  hue OBJ_HUES[k] + U(-0.03, 0.03), saturation U(0.8, 1), value U(0.85, 1)
               on the light stripes, 0.45x that value on the dark ones; stripe phase 0
               or 1 (which parity of rows/columns is dark) uniform;
@@ -37,7 +44,8 @@ the pixel noise, so a scene is the same at every image size). The three splits "
 
 Registry (`fdm.data.DATASETS["factors"]`, `load`): "train" is the train split, "eval"
 is `data.eval_split` ("test", the default, or "val"); options data.num_train (8000),
-data.num_val (2000), data.num_test (2000), data.seed (0), data.eval_split. Arrays:
+data.num_val (2000), data.num_test (2000), data.seed (0), data.eval_split,
+data.placement ('quadrant'). Arrays:
 'image' uint8 [N, S, S, 3], 'mask' int32 [N, S, S] (1 = object), and one int32 [N]
 column per factor, which the pipeline carries into every batch next to 'image'.
 """
@@ -61,6 +69,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 EVAL_SPLITS = ("test", "val")
 RADIUS_RANGE = (0.36, 0.46)
 QUADRANT_MARGIN = 0.02
+PLACEMENTS = ("quadrant", "centre")
 PIXEL_NOISE_STD = 0.02
 DEFAULT_IMAGE_SIZE = 16
 _CHUNK = 1024
@@ -70,20 +79,25 @@ _UNIFORMS = ("bg_hue", "quadrant", "shape", "obj_hue", "stripe", "bg_hue_jitter"
 
 
 def generate(num_examples: int, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
-             split: str = "train", start: int = 0) -> dict[str, np.ndarray]:
-    """Examples start..start+num_examples-1 of `split` ("train", "val" or "test").
+             split: str = "train", start: int = 0,
+             placement: str = "quadrant") -> dict[str, np.ndarray]:
+    """Examples start..start+num_examples-1 of `split` ("train", "val" or "test"), the
+    object placed as `placement` says (module doc).
 
     Returns {'image': uint8 [N, S, S, 3], 'mask': int32 [N, S, S] (1 = object), and per
     factor of `FACTORS` an int32 [N] label}.
     """
-    _check(num_examples, image_size, split)
+    _check(num_examples, image_size, split, placement)
     indices = np.arange(start, start + num_examples)
-    chunks = [_render(indices[i:i + _CHUNK], image_size, seed, SPLIT_IDS[split])
+    chunks = [_render(indices[i:i + _CHUNK], image_size, seed, SPLIT_IDS[split], placement)
               for i in range(0, num_examples, _CHUNK)]
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def _check(num_examples, image_size, split) -> None:
+def _check(num_examples, image_size, split, placement) -> None:
+    if placement not in PLACEMENTS:
+        raise UserError(f"data.placement={placement!r} is unknown for the factors dataset; "
+                        f"use one of {list(PLACEMENTS)}")
     if split not in SPLIT_IDS:
         raise UserError(f"unknown factors split {split!r}; use one of {list(SPLIT_IDS)}")
     if not isinstance(image_size, (int, np.integer)) or image_size < 8:
@@ -94,7 +108,7 @@ def _check(num_examples, image_size, split) -> None:
                         f"data.num_{split} to a positive number")
 
 
-def _render(indices, size, seed, split_id) -> dict[str, np.ndarray]:
+def _render(indices, size, seed, split_id, placement) -> dict[str, np.ndarray]:
     """Renders the examples `indices` (module doc)."""
     rngs = [np.random.default_rng([seed, split_id, int(i)]) for i in indices]
     u = dict(zip(_UNIFORMS, np.stack([r.random(len(_UNIFORMS)) for r in rngs]).T))
@@ -108,7 +122,7 @@ def _render(indices, size, seed, split_id) -> dict[str, np.ndarray]:
     light, dark = _hsv_to_rgb(obj_hue, obj_sat, obj_val), _hsv_to_rgb(obj_hue, obj_sat,
                                                                       0.45 * obj_val)
     inside = object_mask(labels["shape"], labels["quadrant"], u["radius"], u["dx"], u["dy"],
-                         size)
+                         size, placement)
     is_dark = _stripe_is_dark(labels["stripe"], u["phase"] < 0.5, size)
     colour = np.where(is_dark[..., None], dark[:, None, None], light[:, None, None])
     image = np.where(inside[..., None], colour, background[:, None, None])
@@ -117,20 +131,27 @@ def _render(indices, size, seed, split_id) -> dict[str, np.ndarray]:
             "mask": inside.astype(np.int32), **labels}
 
 
-def object_centre_radius(quadrant, u_radius, u_dx, u_dy):
+def object_centre_radius(quadrant, u_radius, u_dx, u_dy, placement: str = "quadrant"):
     """Object centre (cx, cy) and half-extent r, each [n], from the quadrant labels [n]
-    and three uniforms [n] (module doc); normalised units."""
+    and three uniforms [n], placed as `placement` says (module doc); normalised units."""
     radius = RADIUS_RANGE[0] + (RADIUS_RANGE[1] - RADIUS_RANGE[0]) * np.asarray(u_radius)
-    jitter = 0.5 - QUADRANT_MARGIN - radius
-    cx = np.where(np.asarray(quadrant) % 2 == 1, 0.5, -0.5) + (2 * np.asarray(u_dx) - 1) * jitter
-    cy = np.where(np.asarray(quadrant) >= 2, 0.5, -0.5) + (2 * np.asarray(u_dy) - 1) * jitter
-    return cx, cy, radius
+    side_x = np.where(np.asarray(quadrant) % 2 == 1, 1.0, -1.0)
+    side_y = np.where(np.asarray(quadrant) >= 2, 1.0, -1.0)
+    if placement == "quadrant":
+        jitter = 0.5 - QUADRANT_MARGIN - radius
+        place = lambda side, u: 0.5 * side + (2 * np.asarray(u) - 1) * jitter
+    else:
+        span = 1 - 2 * QUADRANT_MARGIN - radius
+        place = lambda side, u: side * (QUADRANT_MARGIN + np.asarray(u) * span)
+    return place(side_x, u_dx), place(side_y, u_dy), radius
 
 
-def object_mask(shape, quadrant, u_radius, u_dx, u_dy, size: int) -> np.ndarray:
+def object_mask(shape, quadrant, u_radius, u_dx, u_dy, size: int,
+                placement: str = "quadrant") -> np.ndarray:
     """bool [n, S, S]: pixels whose centre is inside the object of each example, from its
-    shape and quadrant labels [n] and three uniforms [n] (module doc)."""
-    cx, cy, r = object_centre_radius(quadrant, u_radius, u_dx, u_dy)
+    shape and quadrant labels [n] and three uniforms [n], placed as `placement` says
+    (module doc)."""
+    cx, cy, r = object_centre_radius(quadrant, u_radius, u_dx, u_dy, placement)
     x, y = _pixel_grid(size)
     u, v = x - cx[:, None, None], y - cy[:, None, None]
     r = r[:, None, None]
@@ -164,8 +185,9 @@ def joint_label(labels: dict[str, np.ndarray], names=("shape", "obj_hue")) -> np
 
 
 def load(root, image_size, split: str, num_train: int, num_val: int, num_test: int,
-         seed: int, eval_split: str = "test") -> dict[str, np.ndarray]:
+         seed: int, eval_split: str = "test", placement: str = "quadrant"
+         ) -> dict[str, np.ndarray]:
     """The registry's loader: "train", or `eval_split` for "eval" (module doc)."""
     name = folder.split_name(split, eval_split, EVAL_SPLITS)
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    return generate(int(sizes[name]), image_size, seed, name)
+    return generate(int(sizes[name]), image_size, seed, name, placement=placement)

@@ -117,7 +117,8 @@ def _motion(config=None) -> ForwardProblem:
 
 def _scenes(config) -> ForwardProblem:
     """The scenes problem of `config` (data.image_size, model.pixelnerf.*, model.unet.*,
-    model.deterministic, train.{cond, depth_smoothness, distortion}_weight)."""
+    model.deterministic, train.{cond, depth_smoothness, distortion,
+    opacity_entropy}_weight)."""
     if config is None:
         raise UserError("model.forward='scenes' is built from a config: "
                         "fdm.forward.get_problem('scenes', config)")
@@ -131,7 +132,8 @@ def _scenes(config) -> ForwardProblem:
         bool(m.deterministic))
     weights = scenes.RegularizerWeights(float(config.train.cond_weight),
                                         float(config.train.depth_smoothness_weight),
-                                        float(config.train.distortion_weight))
+                                        float(config.train.distortion_weight),
+                                        float(config.train.opacity_entropy_weight))
 
     def build(op: scenes.SceneOperator) -> ForwardProblem:
         part = lambda fn, *args: functools.partial(fn, op, *args)

@@ -35,6 +35,9 @@ Regularisers (`regularizers`; weights of `RegularizerWeights`, 0 = off; supp. Eq
                         true view on [0, 1] (`fdm.nerf.regularizers`), summed over the two
                         views
   loss_distortion       the distortion loss of the same renders, edges mapped to [0, 1]
+  loss_opacity_entropy  the binary entropy of the same renders' opacity (mean over pixels,
+                        summed over the two views; not in the paper: an opacity prior,
+                        `fdm.nerf.regularizers.opacity_entropy`)
 LPIPS (supp. Eq. 8) is not a training loss here.
 
 Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 1]):
@@ -120,7 +123,7 @@ from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, PixelField, SceneDenoise
                                    world_to_camera)
 from fdm.metrics import fid
 from fdm.nerf import cameras
-from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness
+from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness, opacity_entropy
 from fdm.nerf.rays import generate_rays
 from fdm.nerf.render import ChannelRender, surface_depth
 from fdm.nerf.views import ViewGeometry
@@ -233,6 +236,7 @@ class RegularizerWeights:
     cond: float = 0.0
     depth_smoothness: float = 0.0
     distortion: float = 0.0
+    opacity_entropy: float = 0.0
 
 
 def regularizers(operator: SceneOperator, weights: RegularizerWeights, det_samples: int,
@@ -245,18 +249,21 @@ def regularizers(operator: SceneOperator, weights: RegularizerWeights, det_sampl
         det = operator.render(context_only(signal), views.trgt.phi, det_samples)
         rgb = 2.0 * det.values[..., :RGB] - 1.0
         out["loss_cond"] = weights.cond * jnp.mean(jnp.square(rgb - views.trgt.obs), (1, 2, 3))
-    if weights.depth_smoothness > 0.0 or weights.distortion > 0.0:
+    if max(weights.depth_smoothness, weights.distortion, weights.opacity_entropy) > 0.0:
         geo = operator.field.geometry
         unit = lambda d: (d - geo.near) / (geo.far - geo.near)
-        smooth, dist = 0.0, 0.0
+        smooth, dist, entropy = 0.0, 0.0, 0.0
         for view in (views.trgt, views.novel):
             r = operator.render(signal, view.phi)
             smooth = smooth + edge_aware_smoothness(unit(r.depth), 0.5 * (view.obs + 1.0))
             dist = dist + jnp.mean(distortion_loss(r.weights, unit(r.t_edges)), (1, 2))
+            entropy = entropy + jnp.mean(opacity_entropy(r.acc), (1, 2))
         if weights.depth_smoothness > 0.0:
             out["loss_depth_smoothness"] = weights.depth_smoothness * smooth
         if weights.distortion > 0.0:
             out["loss_distortion"] = weights.distortion * dist
+        if weights.opacity_entropy > 0.0:
+            out["loss_opacity_entropy"] = weights.opacity_entropy * entropy
     return out
 
 

@@ -35,7 +35,8 @@ Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple")
     L = L^trgt + train.novel_weight L^novel + the problem's regularisers
 train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged). The
 regularisers (`ForwardProblem.regularizers`; the scenes': L_cond, depth smoothness and
-distortion at train.{cond, depth_smoothness, distortion}_weight) are logged by name.
+distortion, and the opacity entropy (not in the paper) at train.{cond, depth_smoothness,
+distortion, opacity_entropy}_weight) are logged by name.
 
 Sampling (brief D1, D5): O^trgt_T ~ N(0, I), then eval.sample_steps (50) steps on DDIM's
 grid of the update eval.sampler, x0_hat clipped to [-1, 1] per diffusion.clip_x0; the
@@ -92,7 +93,7 @@ pixelnerf.{features, det_features, width, view_blocks, joint_blocks, num_freqs,
 num_samples, det_samples, time_mlp, image_features}},
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
 dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
-depth_smoothness_weight, distortion_weight}, eval.{batch_size, num_contexts,
+depth_smoothness_weight, distortion_weight, opacity_entropy_weight}, eval.{batch_size, num_contexts,
 samples_per_context, sampler, sample_steps, ddim_eta, guidance_scale, num_examples};
 declared in configs/fdm_common.py:dfm_config.
 """
@@ -189,6 +190,7 @@ DFM_RULES = {
     "train.cond_weight": rules.at_least(0.0),               # the scenes' regularisers
     "train.depth_smoothness_weight": rules.at_least(0.0),
     "train.distortion_weight": rules.at_least(0.0),
+    "train.opacity_entropy_weight": rules.at_least(0.0),
     "eval.batch_size": rules.int_at_least(1),
     "eval.num_contexts": rules.int_at_least(1),
     "eval.samples_per_context": rules.int_at_least(2),      # a covariance needs two

@@ -67,7 +67,9 @@ Evaluation (`evaluate`, EMA params):
     train + val, the transfer suite's protocol; eval.probe_metric: 'accuracy' or
     'mean_per_class'): probe_<name> (test score); with
     eval.probe_segments = m > 0 also probes on groups of the m equal parts of z
-    (eval.probe_segment_groups, 0-based): probe_<name>_seg<g>;
+    (eval.probe_segment_groups, 0-based): probe_<name>_seg<g>; with eval.pixel_probes
+    the same probes on the raw pixels of the same images instead of z
+    (`fdm.metrics.probes.pixel_features`, the trivial baseline): probe_pixels_<name>;
   * few-shot episodes (Table 4.2, `fdm.metrics.probes.few_shot_eval`) on the eval split's
     z, standardised by the train z, for every label column and for the combination of
     the columns eval.few_shot_joint (one class per combination), at C in
@@ -640,14 +642,18 @@ class PDAEFamily(ModelFamily):
                                 f"z_gain_q{j}": float(1.0 - with_z[sel].mean() / zero[sel].mean())})
         return metrics
 
-    def features(self, params, batches, num: int = 0) -> dict[str, np.ndarray]:
+    def features(self, params, batches, num: int = 0,
+                 pixels: bool = False) -> dict[str, np.ndarray]:
         """{'z': [N, d], and every integer label column [N] of the batches} of the first
-        `num` valid examples (0: all) of `batches`."""
+        `num` valid examples (0: all) of `batches`; with pixels also 'pixels' [N, S S C],
+        the images flattened (`fdm.metrics.probes.pixel_features`)."""
         parts = []
         for batch in batches:
             valid = _valid_rows(batch)
             row = {"z": to_host(self._jit_encode(params, batch["image"]))[valid]}
             row.update({k: to_host(v)[valid] for k, v in batch.items() if _is_label(k, v)})
+            if pixels:
+                row["pixels"] = probes.pixel_features(to_host(batch["image"])[valid])
             parts.append(row)
             if num and sum(len(p["z"]) for p in parts) >= num:
                 break
@@ -655,13 +661,13 @@ class PDAEFamily(ModelFamily):
             raise UserError("a feature split is empty; check the data.* split sizes")
         return {k: np.concatenate([p[k] for p in parts])[:num or None] for k in parts[0]}
 
-    def train_features(self, params) -> dict[str, np.ndarray]:
+    def train_features(self, params, pixels: bool = False) -> dict[str, np.ndarray]:
         """`features` of the first eval.feature_examples train images (0: all)."""
         from fdm.data import load_split_arrays, pipeline
         e = self.config.eval
         batches = pipeline.eval_batches(load_split_arrays(self.config, "train"),
                                         int(e.batch_size))
-        return self.features(params, batches, int(e.feature_examples))
+        return self.features(params, batches, int(e.feature_examples), pixels)
 
     def evaluate(self, params, batches, workdir, rng):
         """The metrics of the module docstring; writes DIR/z.npz."""
@@ -669,12 +675,15 @@ class PDAEFamily(ModelFamily):
         full = self.full_params(params)
         batches = list(batches)
         metrics = self.diffusion_metrics(full, batches, jax.random.fold_in(rng, 0))
-        test = self.features(full, batches)
-        train = self.train_features(full)
-        arrays = {**{f"eval_{k}": v for k, v in test.items()},
-                  **{f"train_{k}": v for k, v in train.items()}}
+        pixels = bool(e.pixel_probes)
+        test = self.features(full, batches, pixels=pixels)
+        train = self.train_features(full, pixels)
+        arrays = {**{f"eval_{k}": v for k, v in test.items() if k != "pixels"},
+                  **{f"train_{k}": v for k, v in train.items() if k != "pixels"}}
         viz.save_npz(os.path.join(workdir, Z_FILE), **arrays)
         metrics.update(self.probe_metrics(train, test))
+        if pixels:
+            metrics.update(self.probe_metrics(train, test, "pixels"))
         metrics.update(self.few_shot_metrics(train, test))
         if e.num_samples:
             x0 = jnp.asarray(_first_images(batches, int(e.num_samples)))
@@ -683,11 +692,12 @@ class PDAEFamily(ModelFamily):
                             for k in ("plain", "guided")})
         return metrics
 
-    def probe_metrics(self, train: dict, test: dict) -> dict[str, float]:
+    def probe_metrics(self, train: dict, test: dict, feature: str = "z") -> dict[str, float]:
         """probe_<name> and probe_<name>_seg<g> (module docstring) for every label column
-        of `train` / `test` (`features` outputs); {} when there is none."""
+        of `train` / `test` (`features` outputs); {} when there is none. feature 'pixels':
+        the raw-pixel baseline probe_pixels_<name> (no segments)."""
         e = self.config.eval
-        names = [k for k in test if k != "z" and k in train]
+        names = [k for k in _label_columns(test) if k in train]
         if not names:
             return {}
         num_val = int(e.probe_val_examples)
@@ -695,13 +705,14 @@ class PDAEFamily(ModelFamily):
             raise UserError(f"eval.probe_val_examples={num_val} leaves no train features to fit "
                             f"the probes on ({len(train['z'])} extracted); lower it or raise "
                             "eval.feature_examples")
-        split = lambda d, rows: (d["z"][rows], {n: d[n][rows] for n in names})  # noqa: E731
+        split = lambda d, rows: (d[feature][rows], {n: d[n][rows] for n in names})  # noqa: E731
         fit, val = split(train, slice(None, -num_val)), split(train, slice(-num_val, None))
         held = split(test, slice(None))
         protocol = {"refit": bool(e.probe_refit), "metric": str(e.probe_metric)}
-        metrics = {f"probe_{n}": r.accuracy
+        prefix = "probe" if feature == "z" else f"probe_{feature}"
+        metrics = {f"{prefix}_{n}": r.accuracy
                    for n, r in probes.factor_probes(fit, val, held, **protocol).items()}
-        if e.probe_segments:
+        if e.probe_segments and feature == "z":
             groups = [tuple(g) for g in e.probe_segment_groups]
             for n in names:
                 results = probes.segment_probes(fit[0], fit[1][n], val[0], val[1][n], held[0],
@@ -714,7 +725,7 @@ class PDAEFamily(ModelFamily):
         """{name: int labels [N]} of the few-shot episodes: every label column of `test`
         (`features` output) and, with eval.few_shot_joint, '<a>_x_<b>...' (one class per
         combination of those columns; skipped with a log line when one is missing)."""
-        sets = {k: v for k, v in test.items() if k != "z"}
+        sets = {k: test[k] for k in _label_columns(test)}
         joint = [str(n) for n in self.config.eval.few_shot_joint]
         if joint and all(n in sets for n in joint):
             combos = np.stack([sets[n] for n in joint], axis=1)
@@ -878,7 +889,7 @@ class PDAEFamily(ModelFamily):
         columns and one-class labels are skipped with a log line."""
         from fdm.metrics import probmask
         e = self.config.eval
-        labels = [k for k in train if k != "z" and k in test]
+        labels = [k for k in _label_columns(train) if k in test]
         attributes = [(str(a[0]), int(a[1])) for a in e.manipulate_attributes] or [
             (name, 1) for name in labels]
         seg = np.asarray(segment_of_dims(self.z_dim, int(self.config.model.num_segments)))
@@ -949,6 +960,11 @@ def _model_space(images) -> jax.Array:
 def _is_label(key: str, value) -> bool:
     """Whether batch[key] is an integer label column [B] (not the 'valid' flags)."""
     return key != "valid" and np.ndim(value) == 1 and np.issubdtype(value.dtype, np.integer)
+
+
+def _label_columns(features: dict) -> list[str]:
+    """The label columns [N] of a `PDAEFamily.features` output (not 'z' or 'pixels')."""
+    return [k for k, v in features.items() if np.ndim(v) == 1]
 
 
 def _valid_rows(batch) -> np.ndarray:

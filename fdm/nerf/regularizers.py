@@ -18,6 +18,13 @@ D [..., H, W] guided by its image I [..., H, W, C]:
              + mean_{y} |D(x, y+1) - D(x, y)| exp(-mean_c |I(x, y+1) - I(x, y)|)
 (each mean over the H (W - 1), resp. (H - 1) W, neighbouring pairs): depth may jump at
 image edges, elsewhere it should be smooth.
+
+Opacity entropy (not in seed 003; an opacity prior in the spirit of Neural Volumes' beta
+prior, Lombardi et al. 2019) of a ray's accumulated opacity a = sum_i w_i in [0, 1]:
+    L_opacity = -a log a - (1 - a) log(1 - a)        (nats; a clipped to [eps, 1 - eps])
+the binary entropy: 0 for an opaque (a = 1) or an empty (a = 0) ray, log 2 at a = 1/2. It
+pushes each ray to hit or miss outright, against the semi-transparent surfaces a
+posterior mean composited over a background settles for.
 """
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,12 @@ def distortion_loss(weights: jax.Array, edges: jax.Array) -> jax.Array:
     between = 2.0 * jnp.sum(weights * (mids * prefix_w - prefix_wm), axis=-1)
     within = jnp.sum(weights ** 2 * jnp.diff(edges, axis=-1), axis=-1) / 3.0
     return between + within
+
+
+def opacity_entropy(acc: jax.Array, eps: float = 1e-4) -> jax.Array:
+    """L_opacity [...] (module doc) of accumulated opacities acc [...] in [0, 1]."""
+    a = jnp.clip(acc, eps, 1.0 - eps)
+    return -(a * jnp.log(a) + (1.0 - a) * jnp.log1p(-a))
 
 
 def edge_aware_smoothness(depth: jax.Array, image: jax.Array) -> jax.Array:
