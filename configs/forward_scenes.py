@@ -35,7 +35,9 @@ samples/grid.png: per context (the first eval.num_examples) the context view, th
 scene at the 4 ring cameras, 8 samples at them.
 
 model.pixelnerf.image_features stays off: the field reading each view's image at the
-projected point moved the seen pixels' RMSE by 0.003 (README, sessions 23-24).
+projected point moved the seen pixels' RMSE by 0.003 (README, sessions 23-24);
+train.opacity_entropy_weight too: at 0.1 it fills empty space with opaque white
+(README, session 25).
 
 Variants: 'deterministic' the pixelNeRF baseline (S from the context alone, same
 budget); 'smoke' a few steps of a tiny model on 8 x 8 views (tests).
