@@ -964,7 +964,7 @@ def _is_label(key: str, value) -> bool:
 
 def _label_columns(features: dict) -> list[str]:
     """The label columns [N] of a `PDAEFamily.features` output (not 'z' or 'pixels')."""
-    return [k for k, v in features.items() if np.ndim(v) == 1]
+    return [k for k, v in features.items() if _is_label(k, v)]
 
 
 def _valid_rows(batch) -> np.ndarray:
