@@ -38,9 +38,11 @@ def loop_keys(train: ml_collections.ConfigDict, *, ema_decay: float, log_every: 
               seed: int = 0) -> None:
     """Declares the keys every family's train section shares with the generic loop
     (`fdm.train.trainer`): train.{ema_decay, seed, log_every, checkpoint_every (and at
-    the end), keep_checkpoints (newest kept), image_every (image summaries)}."""
+    the end), keep_checkpoints (newest kept), image_every (image summaries), init_from
+    (a workdir whose newest EMA params start a fresh run, '' = none: the warm start)}."""
     train.ema_decay = ema_decay
     train.seed = seed
+    train.init_from = ""
     train.log_every = log_every
     train.checkpoint_every = checkpoint_every
     train.keep_checkpoints = keep_checkpoints

@@ -1,4 +1,5 @@
-"""Nested parameter dicts <-> flat dicts keyed by "a/b/c" paths (weight files, .npz)."""
+"""Nested parameter dicts <-> flat dicts keyed by "a/b/c" paths (weight files, .npz,
+checkpoints), and what differs between two such trees (for error messages)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -32,3 +33,12 @@ def key_mismatch(want: Mapping[str, Any], got: Mapping[str, Any]) -> str:
     extra = sorted(set(got) - set(want))
     return " and ".join(f"{len(keys)} {what} (e.g. {keys[0]})"
                         for what, keys in (("missing", missing), ("unexpected", extra)) if keys)
+
+
+def shape_mismatch(want: Mapping[str, tuple], got: Mapping[str, Any]) -> str:
+    """'' when `got` ({path: array}) has exactly the keys of `want` ({path: shape}) with
+    those shapes, else the first difference: the keys' (`key_mismatch`) or e.g.
+    "a/b has shape (3,), not (4,)"."""
+    return key_mismatch(want, got) or next(
+        (f"{k} has shape {tuple(got[k].shape)}, not {tuple(want[k])}" for k in want
+         if tuple(got[k].shape) != tuple(want[k])), "")

@@ -57,7 +57,7 @@ def tiny_config() -> ml_collections.ConfigDict:
     c.diffusion = ml_collections.ConfigDict(dict(num_timesteps=10))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=6, batch_size=8, learning_rate=1e-2, ema_decay=0.9, seed=0,
-        log_every=2, checkpoint_every=3, keep_checkpoints=2, image_every=3))
+        log_every=2, checkpoint_every=3, keep_checkpoints=2, image_every=3, init_from=""))
     c.eval = ml_collections.ConfigDict(dict(num_examples=8))
     return c
 

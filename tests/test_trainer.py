@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from fdm.errors import NonFiniteLossError
+from fdm.errors import NonFiniteLossError, UserError
 from tests import helpers
 
 REF_STEPS = 24
@@ -140,3 +140,40 @@ def test_checkpoint_without_stats_resumes_with_zero_stats(tmp_path):
     resumed = helpers.train_tiny(legacy, config)
     assert int(resumed.step) == 8
     assert int(resumed.stats["seen"]) == 2 * config.train.batch_size
+
+
+def test_warm_start_begins_at_the_ema_params_of_another_run(tmp_path):
+    source = str(tmp_path / "source")
+    helpers.train_tiny(source)
+    ema = helpers.load_checkpoint(source)["ema_params"]
+    config = helpers.tiny_config()
+    config.train.init_from, config.train.num_steps = source, 0
+    start = helpers.train_tiny(str(tmp_path / "zero"), config)
+    assert int(start.step) == 0
+    assert helpers.max_abs_diff(ema, start.params) == 0.0
+    assert helpers.max_abs_diff(ema, start.ema_params) == 0.0
+    fresh = helpers.TinyFamily(config).optimizer().init(start.params)
+    assert helpers.max_abs_diff(fresh, start.opt_state) == 0.0
+
+    workdir = str(tmp_path / "warm")
+    config.train.num_steps = 3
+    warm = helpers.train_tiny(workdir, config)
+    cold = helpers.train_tiny(str(tmp_path / "cold"), helpers.tiny_config())
+    assert helpers.max_abs_diff(warm.params, ema) < helpers.max_abs_diff(cold.params, ema)
+    config.train.init_from, config.train.num_steps = str(tmp_path / "absent"), 6
+    assert int(helpers.train_tiny(workdir, config).step) == 6   # resumes; init_from unread
+
+
+def test_warm_start_from_another_model_or_nothing_is_a_one_line_error(tmp_path):
+    source = str(tmp_path / "source")
+    helpers.train_tiny(source)
+    config = helpers.tiny_config()
+    config.model.hidden, config.train.init_from = 8, source
+    workdir = tmp_path / "new"
+    with pytest.raises(UserError, match=r"params do not fit.*has shape \(16, 16\), not "
+                                        r"\(8, 16\)"):
+        helpers.train_tiny(str(workdir), config)
+    config.model.hidden, config.train.init_from = 16, str(tmp_path / "empty")
+    with pytest.raises(UserError, match="no checkpoint in .*train.init_from must name"):
+        helpers.train_tiny(str(workdir), config)
+    assert not workdir.exists()

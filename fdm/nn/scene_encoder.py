@@ -41,7 +41,7 @@ import numpy as np
 from fdm.errors import UserError
 from fdm.nn.clip_preprocess import resize
 from fdm.nn.clip_vision import unit_vectors
-from fdm.trees import flatten, key_mismatch, unflatten
+from fdm.trees import flatten, shape_mismatch, unflatten
 
 KIND = "procedural"       # the "encoder_kind" entry of the file
 MAX_GROUPS = 8
@@ -160,9 +160,7 @@ def load_encoder(path: str) -> ConvEncoderCheckpoint:
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
     want = {k: v.shape for k, v in flatten(jax.eval_shape(
         functools.partial(init_params, config), jax.random.PRNGKey(0))).items()}
-    mismatch = key_mismatch(want, params) or next(
-        (f"{k} has shape {params[k].shape}, not {want[k]}" for k in want
-         if params[k].shape != want[k]), "")
+    mismatch = shape_mismatch(want, params)
     if mismatch:
         raise UserError(f"{path}: parameters do not fit {config}: {mismatch}; {hint}")
     return ConvEncoderCheckpoint(config, unflatten(params))

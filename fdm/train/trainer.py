@@ -14,6 +14,13 @@ Loop (step s = updates done, see `fdm.train.state`): data batch s from
 and at the end, auto-resume from the newest checkpoint, a checkpoint of the
 current step on SIGTERM, and `NonFiniteLossError` (nothing saved) when the loss
 or gradient norm stops being finite.
+
+Warm start (`train.init_from=DIR`): a run with no checkpoint of its own starts from the
+EMA params of DIR's newest checkpoint (params and EMA both; a fresh optimizer state, step
+0, this run's seed and data), e.g. a diffusion model from its deterministic baseline
+(`fdm.models.dfm`) or a fine-tune at a new learning rate. DIR must hold the same
+parameter tree (paths and shapes), else a one-line `UserError` before anything is
+written. A run that has checkpoints resumes from them and ignores DIR.
 """
 from __future__ import annotations
 
@@ -30,13 +37,14 @@ import optax
 from absl import logging
 
 from fdm import checkpoint_io
-from fdm.errors import NonFiniteLossError
+from fdm.errors import NonFiniteLossError, UserError
 from fdm.host import to_host
 from fdm.models.base import ModelFamily, with_frozen
 from fdm.train import checkpoint as ckpt_lib
 from fdm.train import logging as log_lib
 from fdm.train import mesh as mesh_lib
 from fdm.train.state import TrainState, create_state, ema_update
+from fdm.trees import flatten, shape_mismatch
 
 Batch = dict[str, Any]
 MakeIterator = Callable[..., Iterator[Batch]]
@@ -99,15 +107,41 @@ def abstract_state(family: ModelFamily, tx: optax.GradientTransformation, seed: 
 
 
 def initial_state(init_fn: Callable, target: Any, batch: Batch, mesh: jax.sharding.Mesh,
-                  ckpt: ckpt_lib.Checkpointer) -> TrainState:
+                  ckpt: ckpt_lib.Checkpointer, tx: optax.GradientTransformation | None = None,
+                  warm_params: Any = None) -> TrainState:
     """The newest checkpoint restored onto `target`'s shardings, else a fresh state
-    created already placed (jit with out_shardings)."""
+    created already placed (jit with out_shardings); with `warm_params` (a tree of
+    `target.params`' structure, `warm_start_params`) its params and EMA start there and
+    the optimizer state is `tx`'s fresh one for them."""
     if ckpt.latest_step() is not None:
         logging.info("Restoring checkpoint at step %d", ckpt.latest_step())
         return _restore(ckpt, target)
     shardings = jax.tree.map(lambda t: t.sharding, target)
-    return jax.jit(init_fn, in_shardings=mesh_lib.batch_sharding(mesh),
-                   out_shardings=shardings)(batch)
+    state = jax.jit(init_fn, in_shardings=mesh_lib.batch_sharding(mesh),
+                    out_shardings=shardings)(batch)
+    if warm_params is None:
+        return state
+    place = jax.jit(lambda p: (p, jax.tree.map(jnp.copy, p), tx.init(p)),
+                    out_shardings=(shardings.params, shardings.ema_params,
+                                   shardings.opt_state))
+    params, ema_params, opt_state = place(warm_params)
+    return state.replace(params=params, ema_params=ema_params, opt_state=opt_state)
+
+
+def warm_start_params(workdir: str, target: Any) -> Any:
+    """The EMA params of `workdir`'s newest checkpoint, checked against `target.params`
+    (ShapeDtypeStructs): a one-line UserError naming the first differing path when they
+    are not the same tree of the same shapes, or when `workdir` has no checkpoint."""
+    hint = ("train.init_from must name the workdir of a finished run of the same model "
+            "(model config alike)")
+    params, step = checkpoint_io.restore_ema_params(workdir, hint)
+    want = {k: v.shape for k, v in flatten(target.params).items()}
+    mismatch = shape_mismatch(want, flatten(params))
+    if mismatch:
+        raise UserError(f"train.init_from={workdir}: its params do not fit this model: "
+                        f"{mismatch}; {hint}")
+    logging.info("Warm start: params from %s, step %d (EMA)", workdir, step)
+    return params
 
 
 def _restore(ckpt: ckpt_lib.Checkpointer, target: Any) -> TrainState:
@@ -272,6 +306,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     tx = family.optimizer()
     frozen = family.frozen_params()
     init_fn, target = abstract_state(family, tx, config.train.seed, batch, mesh)
+    warm = (warm_start_params(config.train.init_from, target)
+            if config.train.init_from and start == 0 else None)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         ckpt_lib.save_config(config, workdir)
@@ -279,7 +315,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     ckpt = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
     writer = log_lib.create_writer(workdir, start)
     try:
-        state = initial_state(init_fn, target, batch, mesh, ckpt)
+        state = initial_state(init_fn, target, batch, mesh, ckpt, tx, warm)
         step_fn = make_train_step(family, tx, config.train.ema_decay, mesh,
                                   jax.tree.map(lambda t: t.sharding, target), frozen)
         return _loop(state, step_fn, _chain(first, batches), ckpt, writer, family,
