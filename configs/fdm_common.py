@@ -245,6 +245,7 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.eval.guidance_scale = 1.0              # classifier-free guidance w (1: conditional;
                                              # needs train.context_dropout > 0; paper: 2)
     c.eval.num_examples = 8                  # --mode=sample: contexts in the figure
+    c.eval.one_step_t = ()                   # timesteps of the one-step spread (fdm.models.dfm)
     return c
 
 

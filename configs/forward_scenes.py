@@ -30,7 +30,9 @@ sample_std_unseen, rmse_trgt_seen, rmse_trgt_unseen (with the baselines
 rmse_context_warp_seen and rmse_mean_image_seen / _unseen, and the geometry
 diagnostics rmse_depth_warp_seen, rmse_weights_warp_seen, opacity_seen,
 opacity_background), unseen_fraction and the FID-style fd_pixels_trgt
-(`fdm.forward.scenes`; sessions 17-18 used 4 contexts, before fd_pixels_trgt).
+(`fdm.forward.scenes`; sessions 17-18 used 4 contexts, before fd_pixels_trgt); the same
+scores of the one-step spread at t = 200, 500, 800 (one_step_t{t}_*: the denoiser's S
+from the true target noised to t, 8 noise draws per context; `fdm.models.dfm`).
 samples/grid.png: per context (the first eval.num_examples) the context view, the true
 scene at the 4 ring cameras, 8 samples at them.
 
@@ -69,12 +71,14 @@ def _scenes():
     c.train.log_every, c.train.checkpoint_every, c.train.image_every = 50, 500, 1000
     c.eval.batch_size, c.eval.num_contexts, c.eval.samples_per_context = 16, 32, 8
     c.eval.num_examples = 4
+    c.eval.one_step_t = (200, 500, 800)
     return c
 
 
 def _deterministic(c) -> None:
     c.name = "forward_scenes_deterministic"
     c.model.deterministic = True
+    c.eval.one_step_t = ()
 
 
 def _smoke(c) -> None:
@@ -88,3 +92,4 @@ def _smoke(c) -> None:
     p.features, p.det_features, p.width, p.view_blocks, p.joint_blocks = 4, 2, 8, 1, 0
     p.num_freqs, p.num_samples, p.det_samples = 2, 4, 2
     c.eval.batch_size, c.eval.num_contexts, c.eval.samples_per_context = 8, 2, 2
+    c.eval.one_step_t = (10,)

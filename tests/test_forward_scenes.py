@@ -17,7 +17,7 @@ from configs.forward_scenes import get_config
 from fdm import data
 from fdm.data import scene_family, scene_tuples, toy_scene
 from fdm.errors import UserError
-from fdm.forward import ObservationTuple, get_problem
+from fdm.forward import ObservationTuple, get_problem, take_rows
 from fdm.forward import pixelnerf as pn
 from fdm.forward import scenes as sc
 from fdm.models import check_config, get_family
@@ -561,9 +561,37 @@ def test_image_features_put_each_views_image_into_s(smoke):
     assert sample.shape == (8,) + family.problem.signal_shape
 
 
+def test_one_step_signals_are_the_denoiser_on_the_noised_true_target(smoke):
+    """`one_step_signals` against q(x_t | x_0) written out in numpy, one example at a time."""
+    config, family, params, batch, views = smoke
+    leaves, tree = jax.tree_util.tree_flatten(params)    # off init: its output conv is zero
+    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+    params = jax.tree_util.tree_unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
+                                                 for p, k in zip(leaves, keys)])
+    t, num, rng = 10, 3, jax.random.PRNGKey(7)
+    got = family.one_step_signals(params, views, t, num, rng)
+    abar = np.cumprod(1.0 - np.asarray(family.schedule.betas, np.float64))[t]
+    for i in range(views.ctxt.obs.shape[0]):
+        eps = np.asarray(jax.random.normal(jax.random.fold_in(rng, i),
+                                           (num,) + views.trgt.obs.shape[1:]))
+        x_t = np.sqrt(abar) * views.trgt.obs[i] + np.sqrt(1.0 - abar) * eps
+        rows = take_rows(views, np.full(num, i))
+        want = family.predict_signal(params, rows.ctxt, jnp.asarray(x_t, jnp.float32),
+                                     rows.trgt.phi, jnp.full((num,), t, jnp.int32))
+        np.testing.assert_allclose(got[i], want, atol=2e-5)
+    assert not np.allclose(got[:, 0], got[:, 1])          # the draws differ
+    wrong = get_config("smoke")
+    wrong.model.deterministic = True
+    with pytest.raises(UserError, match="eval.one_step_t=.*empty when model.deterministic"):
+        get_family(wrong)
+
+
 def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_path):
+    one_step = {f"one_step_t10_{k}" for k in ("sample_std_seen", "sample_std_unseen",
+                                               "rmse_trgt_seen", "psnr_trgt")}
     results, samples, figure = helpers.run_forward_smoke(
-        "configs/forward_scenes.py:smoke", tmp_path / "wd", SCORES, "forward_scenes_smoke")
+        "configs/forward_scenes.py:smoke", tmp_path / "wd", SCORES | one_step,
+        "forward_scenes_smoke")
     assert results["step"] == 1 and 0.0 <= results["unseen_fraction"] <= 1.0
     assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)

@@ -83,6 +83,15 @@ every eval example with its target given (`given_target_signal`) against its tru
 'signal'. `sample`: DIR/samples/samples.npz and grid.png
 (per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
 
+One-step spread (eval.one_step_t = (t, ...), empty = off): for each listed timestep t the
+same contexts' true targets are noised to t, x_t = sqrt(abar_t) O^trgt + sqrt(1 - abar_t)
+eps with eval.samples_per_context draws of eps each, and the denoiser's S from each x_t
+is scored by the problem like the posterior samples, as one_step_t{t}_<score>
+(`one_step_signals`). It measures the denoiser without the sampler: where the context
+determines a pixel, its prediction should not move with eps (the scenes: sample_std_seen
+below sample_std_unseen already in one step); at large t it approaches the context-only
+prediction.
+
 Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
 `fdm.forward.VIEW_KEYS`, 'signal' (read only by evaluation: the given-target scores and
 `ForwardProblem.score`) and 'valid' in eval batches.
@@ -94,7 +103,8 @@ num_samples, det_samples, time_mlp, image_features}},
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
 dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
 depth_smoothness_weight, distortion_weight, opacity_entropy_weight}, eval.{batch_size, num_contexts,
-samples_per_context, sampler, sample_steps, ddim_eta, guidance_scale, num_examples};
+samples_per_context, sampler, sample_steps, ddim_eta, guidance_scale, num_examples,
+one_step_t};
 declared in configs/fdm_common.py:dfm_config.
 """
 from __future__ import annotations
@@ -110,6 +120,7 @@ import optax
 from fdm import config_rules as rules, viz
 from fdm.diffusion import (DiffusionSchedule, GuidedDenoiser, ThresholdedDenoiser, ddim_sample,
                            diffusion_loss, mean_flat, renoise_sample)
+from fdm.diffusion.process import q_sample
 from fdm.diffusion.schedules import SCHEDULE_ALIASES
 from fdm.errors import UserError
 from fdm.forward import PROBLEMS, VIEW_KEYS, ObservationTuple, View, get_problem, take_rows
@@ -144,6 +155,17 @@ def _guidance_scale_rule() -> rules.Rule:
                 and (value == 1.0 or float(config.train.context_dropout) > 0.0))
     return rules.Rule("a number >= 0, other than 1 only with train.context_dropout > 0", ok,
                       2.0, bad_with={"train.context_dropout": 0.0})
+
+
+def _one_step_t_rule() -> rules.Rule:
+    """eval.one_step_t: timesteps in [0, diffusion.num_timesteps), none for the
+    deterministic model (it reads no noisy target)."""
+    def ok(value, config):
+        step = rules.timestep()
+        return (isinstance(value, (tuple, list)) and all(step.ok(t, config) for t in value)
+                and not (value and config.model.deterministic))
+    return rules.Rule("a tuple of integers in [0, diffusion.num_timesteps), empty when "
+                      "model.deterministic", ok, (-1,))
 
 
 def _num_groups_rule() -> rules.Rule:
@@ -198,6 +220,7 @@ DFM_RULES = {
     "eval.sample_steps": _sample_steps_rule(),
     "eval.ddim_eta": rules.at_least(0.0),
     "eval.guidance_scale": _guidance_scale_rule(),
+    "eval.one_step_t": _one_step_t_rule(),
     "eval.num_examples": rules.int_at_least(1),
 }
 
@@ -216,6 +239,7 @@ class DFMFamily(ModelFamily):
         self._eval_losses = jax.jit(self.per_example_losses)
         self._deterministic_signal = jax.jit(self.deterministic_signal)
         self._given_target_signal = jax.jit(self.given_target_signal)
+        self._one_step_signal = jax.jit(self._one_step)
 
     # ---- the denoiser ---------------------------------------------------
     def network_input(self, ctxt: View, x_t: jax.Array, phi_trgt,
@@ -370,6 +394,26 @@ class DFMFamily(ModelFamily):
             out.append(to_host(self.sample_signals(params, one, jax.random.fold_in(rng, i))))
         return np.stack(out)
 
+    def one_step_signals(self, params, views: ObservationTuple, t: int, num: int,
+                         rng) -> np.ndarray:
+        """S [N, num, ...] of the N examples of `views`, each predicted in one denoiser call
+        from its true target noised to timestep t with `num` draws of eps (module doc:
+        one-step spread); example i uses the key fold_in(rng, i)."""
+        out = []
+        for i in range(views.ctxt.obs.shape[0]):
+            one = take_rows(views, np.full(num, i))
+            out.append(to_host(self._one_step_signal(params, one, t,
+                                                     jax.random.fold_in(rng, i))))
+        return np.stack(out)
+
+    def _one_step(self, params, views: ObservationTuple, t: jax.Array, rng) -> jax.Array:
+        """S [B, ...] from x_t = q_sample(O^trgt, t, eps), eps ~ N(0, I) from rng; t [] int."""
+        trgt = views.trgt
+        ts = jnp.full((trgt.obs.shape[0],), t, jnp.int32)
+        x_t = q_sample(self.schedule, trgt.obs,
+                       ts, jax.random.normal(rng, trgt.obs.shape, trgt.obs.dtype))
+        return self.predict_signal(params, views.ctxt, x_t, trgt.phi, ts)
+
     # ---- evaluation -----------------------------------------------------
     def evaluate(self, params, batches, workdir, rng):
         """eval_loss_trgt / eval_loss_novel (means over the valid eval rows) and the
@@ -386,7 +430,13 @@ class DFMFamily(ModelFamily):
         contexts = _first_rows(views, num, "eval.num_contexts")
         signals = self.posterior_samples(params, contexts, int(e.samples_per_context),
                                          jax.random.fold_in(rng, 1))
-        metrics.update(problem.score(signals, contexts, None if truth is None else truth[:num]))
+        contexts_truth = None if truth is None else truth[:num]
+        metrics.update(problem.score(signals, contexts, contexts_truth))
+        for j, t in enumerate(e.one_step_t):
+            one_step = self.one_step_signals(params, contexts, int(t), int(e.samples_per_context),
+                                             jax.random.fold_in(rng, 2 + j))
+            metrics.update({f"one_step_t{int(t)}_{k}": v for k, v in
+                            problem.score(one_step, contexts, contexts_truth).items()})
         write_npz_atomic(os.path.join(workdir, POSTERIOR_SAMPLES_FILE), signals=signals,
                          ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
         return metrics
