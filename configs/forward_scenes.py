@@ -78,7 +78,6 @@ def _scenes():
 def _deterministic(c) -> None:
     c.name = "forward_scenes_deterministic"
     c.model.deterministic = True
-    c.eval.one_step_t = ()
 
 
 def _smoke(c) -> None:

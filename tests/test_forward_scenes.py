@@ -581,8 +581,9 @@ def test_one_step_signals_are_the_denoiser_on_the_noised_true_target(smoke):
         np.testing.assert_allclose(got[i], want, atol=2e-5)
     assert not np.allclose(got[:, 0], got[:, 1])          # the draws differ
     wrong = get_config("smoke")
-    wrong.model.deterministic = True
-    with pytest.raises(UserError, match="eval.one_step_t=.*empty when model.deterministic"):
+    wrong.eval.one_step_t = (10, config.diffusion.num_timesteps)
+    with pytest.raises(UserError, match=r"eval.one_step_t=\(10, 20\) is invalid; use a tuple "
+                                        r"of integers in \[0, diffusion.num_timesteps\)"):
         get_family(wrong)
 
 

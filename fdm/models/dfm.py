@@ -90,7 +90,7 @@ is scored by the problem like the posterior samples, as one_step_t{t}_<score>
 (`one_step_signals`). It measures the denoiser without the sampler: where the context
 determines a pixel, its prediction should not move with eps (the scenes: sample_std_seen
 below sample_std_unseen already in one step); at large t it approaches the context-only
-prediction.
+prediction. The deterministic model, whose S does not read the target, skips it.
 
 Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
 `fdm.forward.VIEW_KEYS`, 'signal' (read only by evaluation: the given-target scores and
@@ -111,6 +111,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -158,14 +159,11 @@ def _guidance_scale_rule() -> rules.Rule:
 
 
 def _one_step_t_rule() -> rules.Rule:
-    """eval.one_step_t: timesteps in [0, diffusion.num_timesteps), none for the
-    deterministic model (it reads no noisy target)."""
+    """eval.one_step_t: a tuple of timesteps in [0, diffusion.num_timesteps)."""
     def ok(value, config):
-        step = rules.timestep()
-        return (isinstance(value, (tuple, list)) and all(step.ok(t, config) for t in value)
-                and not (value and config.model.deterministic))
-    return rules.Rule("a tuple of integers in [0, diffusion.num_timesteps), empty when "
-                      "model.deterministic", ok, (-1,))
+        return (isinstance(value, (tuple, list))
+                and all(rules.timestep().ok(t, config) for t in value))
+    return rules.Rule("a tuple of integers in [0, diffusion.num_timesteps)", ok, (-1,))
 
 
 def _num_groups_rule() -> rules.Rule:
@@ -388,23 +386,16 @@ class DFMFamily(ModelFamily):
                           rng) -> np.ndarray:
         """`num` samples of S for each of the N examples of `views`: numpy [N, num, ...];
         example i uses the key fold_in(rng, i), one batch of `num` per example."""
-        out = []
-        for i in range(views.ctxt.obs.shape[0]):
-            one = take_rows(views, np.full(num, i))
-            out.append(to_host(self.sample_signals(params, one, jax.random.fold_in(rng, i))))
-        return np.stack(out)
+        return _per_example(views, num, rng,
+                            lambda one, key: self.sample_signals(params, one, key))
 
     def one_step_signals(self, params, views: ObservationTuple, t: int, num: int,
                          rng) -> np.ndarray:
         """S [N, num, ...] of the N examples of `views`, each predicted in one denoiser call
         from its true target noised to timestep t with `num` draws of eps (module doc:
         one-step spread); example i uses the key fold_in(rng, i)."""
-        out = []
-        for i in range(views.ctxt.obs.shape[0]):
-            one = take_rows(views, np.full(num, i))
-            out.append(to_host(self._one_step_signal(params, one, t,
-                                                     jax.random.fold_in(rng, i))))
-        return np.stack(out)
+        return _per_example(views, num, rng,
+                            lambda one, key: self._one_step_signal(params, one, t, key))
 
     def _one_step(self, params, views: ObservationTuple, t: jax.Array, rng) -> jax.Array:
         """S [B, ...] from x_t = q_sample(O^trgt, t, eps), eps ~ N(0, I) from rng; t [] int."""
@@ -432,7 +423,7 @@ class DFMFamily(ModelFamily):
                                          jax.random.fold_in(rng, 1))
         contexts_truth = None if truth is None else truth[:num]
         metrics.update(problem.score(signals, contexts, contexts_truth))
-        for j, t in enumerate(e.one_step_t):
+        for j, t in enumerate(() if self.config.model.deterministic else e.one_step_t):
             one_step = self.one_step_signals(params, contexts, int(t), int(e.samples_per_context),
                                              jax.random.fold_in(rng, 2 + j))
             metrics.update({f"one_step_t{int(t)}_{k}": v for k, v in
@@ -533,6 +524,14 @@ def context_keep(rng, batch: int, dropout: float) -> jax.Array | None:
         return None
     key = jax.random.fold_in(rng, CONTEXT_DROPOUT_STREAM)
     return jax.random.uniform(key, (batch,)) >= dropout
+
+
+def _per_example(views: ObservationTuple, num: int, rng,
+                 fn: Callable[[ObservationTuple, jax.Array], jax.Array]) -> np.ndarray:
+    """numpy [N, num, ...]: for each example i of `views`, fn(num copies of it,
+    fold_in(rng, i))."""
+    return np.stack([to_host(fn(take_rows(views, np.full(num, i)), jax.random.fold_in(rng, i)))
+                     for i in range(views.ctxt.obs.shape[0])])
 
 
 def _first_rows(views: ObservationTuple, num: int, key: str) -> ObservationTuple:
