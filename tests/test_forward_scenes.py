@@ -30,7 +30,7 @@ SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_t
           "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
           "rmse_context_warp_seen", "rmse_depth_warp_seen", "rmse_mean_image_seen",
           "rmse_mean_image_unseen", "rmse_weights_warp_seen", "opacity_seen",
-          "opacity_background"}
+          "opacity_background", "spread_skill_seen", "spread_skill_unseen"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -399,6 +399,7 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert set(scores) == SCORES - {"eval_loss_trgt", "eval_loss_novel",
                                     "given_target_psnr_ring"}
     assert scores["sample_std_seen"] < 1e-6 and scores["sample_std_unseen"] < 1e-6
+    assert scores["spread_skill_seen"] < 1e-5 and scores["spread_skill_unseen"] < 1e-5
     assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_mean"], abs=1e-4)
     assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_best"], abs=1e-4)
     assert sc.psnr(views.trgt.obs, views.trgt.obs).min() >= 99.0

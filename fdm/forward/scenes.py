@@ -48,6 +48,11 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   sample_std_seen    per-pixel standard deviation over the M target renders (mean of the
                      channels), averaged over the target's seen pixels (truth)
   sample_std_unseen  the same over its surface pixels that are not seen
+  spread_skill_seen  the samples' spread against the error of their mean over the
+                     target's seen pixels (`fdm.metrics.calibration.spread_skill_ratio`):
+                     1 for a calibrated sampler, below 1 when the M renders agree more
+                     than their mean's error warrants, 0 for the deterministic model
+  spread_skill_unseen  the same over its unseen surface pixels
   unseen_fraction    the fraction of surface pixels not seen (background pixels are
                      neither)
   rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
@@ -122,6 +127,7 @@ from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, PixelField, SceneDenoise
                                    context_only, project, render_signal, sample_features,
                                    world_to_camera)
 from fdm.metrics import fid
+from fdm.metrics.calibration import spread_skill_ratio
 from fdm.nerf import cameras
 from fdm.nerf.regularizers import distortion_loss, edge_aware_smoothness, opacity_entropy
 from fdm.nerf.rays import generate_rays
@@ -384,6 +390,8 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "psnr_novel": float(np.mean(psnr(novel, views.novel.obs[:, None]))),
             "sample_std_seen": _masked_mean(std, seen),
             "sample_std_unseen": _masked_mean(std, unseen),
+            "spread_skill_seen": spread_skill_ratio(trgt, views.trgt.obs, seen),
+            "spread_skill_unseen": spread_skill_ratio(trgt, views.trgt.obs, unseen),
             "rmse_trgt_seen": rmse(trgt, seen),
             "rmse_trgt_unseen": rmse(trgt, unseen),
             "rmse_context_warp_seen": rmse(true.warp[:, None], seen),

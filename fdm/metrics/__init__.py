@@ -6,4 +6,6 @@ logistic regression, C chosen on val), `factor_probes` (one per labelled factor)
 `few_shot_eval` (Table 4.2's 5-way episodes, sampled by `sample_episodes`).
 Sparse attribute classifiers (seed 002 Alg. 3, `fdm.metrics.probmask`):
 `fit_sparse_classifier` (ProbMask, d' non-zero weights) and its manipulation direction.
+Calibration of a conditional sampler (`fdm.metrics.calibration`): `spread_skill_ratio`,
+the samples' spread against the error of their mean (1 when calibrated).
 """

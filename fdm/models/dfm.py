@@ -90,7 +90,9 @@ is scored by the problem like the posterior samples, as one_step_t{t}_<score>
 (`one_step_signals`). It measures the denoiser without the sampler: where the context
 determines a pixel, its prediction should not move with eps (the scenes: sample_std_seen
 below sample_std_unseen already in one step); at large t it approaches the context-only
-prediction. The deterministic model, whose S does not read the target, skips it.
+prediction. Its predictions are posterior means of different x_t, not posterior
+samples, so a calibration score such as spread_skill_* reads below 1 even for an exact
+denoiser. The deterministic model, whose S does not read the target, skips it.
 
 Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
 `fdm.forward.VIEW_KEYS`, 'signal' (read only by evaluation: the given-target scores and
