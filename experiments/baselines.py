@@ -17,11 +17,11 @@ trained first with `python -m experiments.main --config=configs/ddpm_horse.py
 --workdir=DDPM_DIR` (any model.family="ddpm" run at the same data.image_size).
 Thin: one-line errors (exit code 2) as experiments/main.py, via experiments/cli.py.
 """
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import cli  # first: defines --config/--workdir, quiets TF's banner
 from fdm.baselines import BASELINES, run_baseline
-from fdm.errors import UserError
+from fdm.errors import TrainingStopped, UserError
 
 _BASELINE = flags.DEFINE_enum("baseline", None, BASELINES, "Which baseline to run.")
 _DDPM_WORKDIR = flags.DEFINE_string(
@@ -37,6 +37,9 @@ def main(argv: list[str]) -> None:
         results = run_baseline(_BASELINE.value, cli.load_config(), workdir, _DDPM_WORKDIR.value)
     except UserError as e:
         cli.fail(str(e), 2)
+    except TrainingStopped as e:
+        logging.warning("%s", e)
+        return
     print({k: v for k, v in results.items() if k.startswith(("seg_", "all_seg_", "wall"))})
 
 

@@ -14,5 +14,10 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class TrainingStopped(Exception):
+    """A SIGTERM stopped training before train.num_steps (its checkpoint is saved) where
+    the caller needed the finished model; the same command resumes."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""

@@ -1,7 +1,8 @@
 """`run(config, workdir, mode)`: what `python -m experiments.main` does, importable.
 
 Modes (SPEC "Command-line contract"):
-  train     train, resuming from the newest checkpoint in `workdir`.
+  train     train, resuming from the newest checkpoint in `workdir`; with eval.at_end,
+            then evaluate and sample, unless a SIGTERM stopped training short.
   evaluate  EMA params of the newest checkpoint -> `family.evaluate` ->
             `workdir/results.json` = {metric: number, "step": s, "config": name}.
   sample / segment / render: EMA params -> the family's hook, which writes to
@@ -116,7 +117,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
         raise UserError(f"unknown --mode={mode}; use one of {', '.join(MODES)}")
     if mode == "train":
         state = trainer.train(config, workdir)
-        if config.eval.at_end:
+        if config.eval.at_end and trainer.stopped_short(state, config):
+            logging.warning("stopped at step %d of %d (SIGTERM): no evaluation; the same "
+                            "command resumes", int(state.step), config.train.num_steps)
+        elif config.eval.at_end:
             finish_with_evaluation(config, workdir)
         return state
     if mode == "segment":

@@ -424,3 +424,17 @@ def test_cli_one_line_errors(tmp_path):
                               text=True, timeout=300)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert needle in proc.stderr
+
+
+def test_a_segmenter_stopped_short_is_not_scored(monkeypatch, tmp_path):
+    """A SIGTERM during the segmenter's training (the trainer returns early) raises
+    TrainingStopped instead of scoring a half-trained net under the full step count."""
+    import types
+    from fdm.errors import TrainingStopped
+    images, masks = disk_images(4, seed=0)
+    data = common.BaselineData(common.LabelledImages(images, masks),
+                               common.LabelledImages(images, masks), np.arange(2, 4))
+    monkeypatch.setattr(supervised.trainer, "train",
+                        lambda c, w, make_iterator: types.SimpleNamespace(step=2))
+    with pytest.raises(TrainingStopped, match="step 2 of 5"):
+        supervised.run_supervised(small_config(supervised_steps=5), data, str(tmp_path))

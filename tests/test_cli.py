@@ -68,3 +68,19 @@ def test_train_one_step_then_evaluate(tmp_path):
     assert results["step"] == 1 and results["config"] == "ddpm_tiny"
     assert {"eval_loss", "train_loss"} <= set(results)
     assert all(isinstance(v, (int, float)) for k, v in results.items() if k != "config")
+
+
+@pytest.mark.parametrize("stopped_at, evaluated", [(3, False), (6, True)])
+def test_the_at_end_evaluation_waits_for_the_last_step(monkeypatch, stopped_at, evaluated):
+    """A run that a SIGTERM stopped short (the trainer returns its state early) is not
+    evaluated: its results.json would describe an unfinished model."""
+    import types
+    import ml_collections
+    from fdm import run
+    from fdm.train import trainer
+    config = ml_collections.ConfigDict({"train": {"num_steps": 6}, "eval": {"at_end": True}})
+    calls = []
+    monkeypatch.setattr(trainer, "train", lambda c, w: types.SimpleNamespace(step=stopped_at))
+    monkeypatch.setattr(run, "finish_with_evaluation", lambda c, w: calls.append(w))
+    assert run.run(config, "/nonexistent/wd", "train").step == stopped_at
+    assert calls == (["/nonexistent/wd"] if evaluated else [])

@@ -24,6 +24,7 @@ import numpy as np
 
 from fdm.baselines.common import BaselineData, LabelledImages, class_scores, split_results
 from fdm.data import pipeline
+from fdm.errors import TrainingStopped
 from fdm.models.segmenter import FAMILY, load_segmenter, predict
 from fdm.train import trainer
 
@@ -70,7 +71,11 @@ def run_supervised(config, data: BaselineData, workdir: str) -> dict:
     Table 2.5's `eval.segmenter_workdir`), predicts the evaluation set with the saved
     one, scores it (no remapping)."""
     seg_config = segmenter_config(config, num_classes(data.train.masks))
-    trainer.train(seg_config, workdir, make_iterator=train_stream(data.train))
+    state = trainer.train(seg_config, workdir, make_iterator=train_stream(data.train))
+    if trainer.stopped_short(state, seg_config):
+        raise TrainingStopped(f"the segmenter stopped at step {int(state.step)} of "
+                              f"{seg_config.train.num_steps} (SIGTERM); nothing scored, "
+                              "the same command resumes")
     segmenter = load_segmenter(workdir)
     pred = predict(segmenter, data.evaluation.images, int(config.eval.batch_size))
     return split_results(pred, data, class_scores)

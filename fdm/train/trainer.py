@@ -12,7 +12,8 @@ and the metrics loss, the family's scalars, grad_norm, param_norm, update_norm
 Loop (step s = updates done, see `fdm.train.state`): data batch s from
 `make_iterator(..., start_step=s0)`, checkpoints every `train.checkpoint_every`
 and at the end, auto-resume from the newest checkpoint, a checkpoint of the
-current step on SIGTERM, and `NonFiniteLossError` (nothing saved) when the loss
+current step on SIGTERM (training returns early: `stopped_short`; callers that need the
+finished model do not evaluate it), and `NonFiniteLossError` (nothing saved) when the loss
 or gradient norm stops being finite.
 
 Warm start (`train.init_from=DIR`): a run with no checkpoint of its own starts from the
@@ -277,6 +278,11 @@ def _loop(state: TrainState, step_fn: Callable, batches: Iterator[Batch],
             if done % tc.checkpoint_every == 0 or done == tc.num_steps:
                 _save(ckpt, done, state, guard)
     return state
+
+
+def stopped_short(state: TrainState, config: ml_collections.ConfigDict) -> bool:
+    """Whether training returned before train.num_steps (a SIGTERM stopped it)."""
+    return int(state.step) < config.train.num_steps
 
 
 def _default_iterator() -> MakeIterator:
