@@ -246,6 +246,7 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
                                              # needs train.context_dropout > 0; paper: 2)
     c.eval.num_examples = 8                  # --mode=sample: contexts in the figure
     c.eval.one_step_t = ()                   # timesteps of the one-step spread (fdm.models.dfm)
+    c.eval.reuse_samples = False             # score DIR/posterior_samples.npz, do not resample
     return c
 
 

@@ -98,6 +98,34 @@ def test_smoke_config_trains_evaluates_and_samples(tmp_path):
     assert os.path.exists(os.path.join(workdir, "samples", "grid.png"))
 
 
+def test_reuse_samples_scores_the_saved_samples_and_checks_them(tmp_path):
+    config = get_config("smoke")
+    family = get_family(config)
+    params = family.init_params(jax.random.PRNGKey(0), next(data.make_iterator(config, "train")))
+    evaluate = lambda: family.evaluate(params, data.make_iterator(config, "eval"), str(tmp_path),
+                                       jax.random.PRNGKey(3))
+    with pytest.raises(UserError, match="does not exist"):
+        config.eval.reuse_samples = True
+        evaluate()
+    config.eval.reuse_samples = False
+    fresh = evaluate()
+    path = tmp_path / "posterior_samples.npz"
+    saved = dict(np.load(path))
+    config.eval.reuse_samples = True
+    assert evaluate() == fresh                           # sampling is deterministic anyway
+    np.savez(path, **{**saved, "signals": np.repeat(saved["signals"][:, :1], 16, 1)})
+    collapsed = evaluate()                                # the file's samples are what is scored
+    assert collapsed["trace_ratio"] == pytest.approx(0.0, abs=1e-9)
+    assert np.load(path)["signals"].shape == saved["signals"].shape
+    config.eval.samples_per_context = 8
+    with pytest.raises(UserError, match="holds 16 samples of 2 contexts"):
+        evaluate()
+    config.eval.samples_per_context = 16
+    np.savez(path, **{**saved, "ctxt": saved["ctxt"] + 1.0})
+    with pytest.raises(UserError, match="not this config's eval contexts"):
+        evaluate()
+
+
 def test_deterministic_model_samples_one_signal_per_context(tmp_path):
     config = get_config("smoke")
     config.model.deterministic = True

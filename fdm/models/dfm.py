@@ -83,6 +83,12 @@ every eval example with its target given (`given_target_signal`) against its tru
 'signal'. `sample`: DIR/samples/samples.npz and grid.png
 (per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
 
+Rescoring (eval.reuse_samples = True): `evaluate` scores the posterior samples already
+in DIR/posterior_samples.npz instead of drawing them again (the DDIM chains are most of
+an evaluation's time), e.g. after a score was added; the file must hold
+eval.samples_per_context samples of the same first eval.num_contexts contexts, else a
+one-line error. Sampling is deterministic, so the scores equal a fresh evaluation's.
+
 One-step spread (eval.one_step_t = (t, ...), empty = off): for each listed timestep t the
 same contexts' true targets are noised to t, x_t = sqrt(abar_t) O^trgt + sqrt(1 - abar_t)
 eps with eval.samples_per_context draws of eps each, and the denoiser's S from each x_t
@@ -106,7 +112,7 @@ diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_
 dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
 depth_smoothness_weight, distortion_weight, opacity_entropy_weight}, eval.{batch_size, num_contexts,
 samples_per_context, sampler, sample_steps, ddim_eta, guidance_scale, num_examples,
-one_step_t};
+one_step_t, reuse_samples};
 declared in configs/fdm_common.py:dfm_config.
 """
 from __future__ import annotations
@@ -421,8 +427,10 @@ class DFMFamily(ModelFamily):
             metrics.update(problem.score_given_target(given, truth))
         num = int(e.num_contexts)
         contexts = _first_rows(views, num, "eval.num_contexts")
-        signals = self.posterior_samples(params, contexts, int(e.samples_per_context),
-                                         jax.random.fold_in(rng, 1))
+        signals = (_saved_samples(workdir, contexts, int(e.samples_per_context))
+                   if e.reuse_samples else
+                   self.posterior_samples(params, contexts, int(e.samples_per_context),
+                                          jax.random.fold_in(rng, 1)))
         contexts_truth = None if truth is None else truth[:num]
         metrics.update(problem.score(signals, contexts, contexts_truth))
         for j, t in enumerate(() if self.config.model.deterministic else e.one_step_t):
@@ -430,8 +438,9 @@ class DFMFamily(ModelFamily):
                                              jax.random.fold_in(rng, 2 + j))
             metrics.update({f"one_step_t{int(t)}_{k}": v for k, v in
                             problem.score(one_step, contexts, contexts_truth).items()})
-        write_npz_atomic(os.path.join(workdir, POSTERIOR_SAMPLES_FILE), signals=signals,
-                         ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
+        if not e.reuse_samples:
+            write_npz_atomic(os.path.join(workdir, POSTERIOR_SAMPLES_FILE), signals=signals,
+                             ctxt=contexts.ctxt.obs, ctxt_phi=contexts.ctxt.phi)
         return metrics
 
     def _eval_pass(self, params, batches, rng):
@@ -534,6 +543,29 @@ def _per_example(views: ObservationTuple, num: int, rng,
     fold_in(rng, i))."""
     return np.stack([to_host(fn(take_rows(views, np.full(num, i)), jax.random.fold_in(rng, i)))
                      for i in range(views.ctxt.obs.shape[0])])
+
+
+def _saved_samples(workdir: str, contexts: ObservationTuple, per_context: int) -> np.ndarray:
+    """The signals [N, per_context, ...] of DIR/posterior_samples.npz, checked to be
+    samples of `contexts` (N rows; module doc: rescoring)."""
+    path = os.path.join(workdir, POSTERIOR_SAMPLES_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"eval.reuse_samples: {path} does not exist; evaluate once without "
+                        "it (--mode=evaluate) to draw the samples")
+    with np.load(path) as saved:
+        signals, ctxt, ctxt_phi = saved["signals"], saved["ctxt"], saved["ctxt_phi"]
+    num = contexts.ctxt.obs.shape[0]
+    if signals.shape[:2] != (num, per_context):
+        raise UserError(f"eval.reuse_samples: {path} holds {signals.shape[1]} samples of "
+                        f"{signals.shape[0]} contexts, the config asks for {per_context} of "
+                        f"{num}; set eval.num_contexts / eval.samples_per_context to match or "
+                        "evaluate without reuse_samples")
+    if not (np.allclose(ctxt, contexts.ctxt.obs, atol=1e-6)
+            and np.allclose(ctxt_phi, contexts.ctxt.phi, atol=1e-6)):
+        raise UserError(f"eval.reuse_samples: the contexts in {path} are not this config's "
+                        "eval contexts (different data settings?); evaluate without "
+                        "reuse_samples")
+    return signals
 
 
 def _first_rows(views: ObservationTuple, num: int, key: str) -> ObservationTuple:
