@@ -17,9 +17,10 @@ the RMSE of the ensemble mean?"). So
 
 is 1 for a calibrated sampler, below 1 when the samples agree more than their error
 warrants (under-dispersed, over-confident; a deterministic model scores 0), above 1 when
-they scatter more. It reads the sampler, not the model's accuracy: a sampler can be
-calibrated and far off, or exact and over-confident. The ratio is scale-free (images on
-[-1, 1] or [0, 1] score the same).
+they scatter more. It reads calibration, not accuracy: samples can be calibrated and far
+off, or close and over-confident. The error includes the model's bias, so a model that is
+sampled exactly but is wrong in a way its spread does not represent also scores below 1.
+The ratio is scale-free (images on [-1, 1] or [0, 1] score the same).
 """
 from __future__ import annotations
 
