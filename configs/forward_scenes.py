@@ -42,7 +42,11 @@ train.opacity_entropy_weight too: at 0.1 it fills empty space with opaque white
 (README, session 25).
 
 Variants: 'deterministic' the pixelNeRF baseline (S from the context alone, same
-budget); 'smoke' a few steps of a tiny model on 8 x 8 views (tests).
+budget); 'hidden_sides' and 'hidden_sides_deterministic' the two on the same scenes
+with their far sides repainted (data.hidden_sides: colours the context cannot know, so
+the exact posterior there is the colour prior and the samples' spread has a known
+answer, prior_std_hidden; `fdm.data.scene_tuples`); 'smoke' a few steps of a tiny model
+on 8 x 8 views (tests).
 """
 from configs import variants
 from configs.fdm_common import data_config, dfm_config, dfm_smoke
@@ -50,13 +54,15 @@ from configs.fdm_common import data_config, dfm_config, dfm_smoke
 
 def get_config(variant: str = ""):
     """The diffusion model with Eq. 8 + Eq. 9 + L_cond; variants in the module doc."""
-    return variants.apply(_scenes(), variant, {"deterministic": _deterministic,
-                                               "smoke": _smoke})
+    return variants.apply(_scenes(), variant, {
+        "deterministic": _deterministic, "hidden_sides": _hidden_sides,
+        "hidden_sides_deterministic": _hidden_sides_deterministic,
+        "smoke": _smoke})
 
 
 def _scenes():
     data = data_config("scene_tuples", "", 16)
-    data.num_train, data.num_eval = 8192, 64
+    data.num_train, data.num_eval, data.hidden_sides = 8192, 64, False
     c = dfm_config("forward_scenes", data)
     c.model.forward = "scenes"
     c.model.network = "pixelnerf"
@@ -76,8 +82,18 @@ def _scenes():
 
 
 def _deterministic(c) -> None:
-    c.name = "forward_scenes_deterministic"
+    c.name = c.name.replace("forward_scenes", "forward_scenes_deterministic")
     c.model.deterministic = True
+
+
+def _hidden_sides(c) -> None:
+    c.name = "forward_scenes_hidden_sides"
+    c.data.hidden_sides = True
+
+
+def _hidden_sides_deterministic(c) -> None:
+    _hidden_sides(c)
+    _deterministic(c)
 
 
 def _smoke(c) -> None:

@@ -7,6 +7,8 @@ aggregation and time conditioning (brief D6, and without it), the denoiser's S a
 visibility masks, the scores on constructed samples, and the smoke config through the
 command line."""
 
+import colorsys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,7 +309,7 @@ def test_tuples_are_analytic_renders_deterministic_by_seed():
         assert first[key].dtype == np.float32
         assert not np.array_equal(first[key], other[key])
         assert not np.array_equal(first[key], train[key])
-    assert first["signal"].shape == (8, 8, 8, 3 * sc.NUM_RING + 5)
+    assert first["signal"].shape == (8, 8, 8, 3 * sc.NUM_RING + 7)
     for view in ("ctxt", "trgt", "novel"):
         assert first[view].shape == (8, 8, 8, 3) and first[f"{view}_phi"].shape == (8, 4, 4)
         assert np.all(np.abs(first[view]) <= 1.0)
@@ -349,8 +351,8 @@ def test_a_target_seen_from_its_own_camera_is_seen_everywhere_on_its_surface():
     behind = cameras.look_at(-c2w[:, :3, 3])                      # the opposite camera
     _, seen_behind, _ = masks(scenes, c2w, behind, 12)
     assert np.asarray(seen_behind).sum() < 0.5 * np.asarray(surface).sum()
-    views, _, warp, _, _ = scene_tuples._tuples(scenes, jnp.stack([c2w] * 3, 1),
-                                                jnp.asarray(sc.ring_cameras()), 12)
+    views, _, warp, *_ = scene_tuples._tuples(scenes, jnp.stack([c2w] * 3, 1),
+                                              jnp.asarray(sc.ring_cameras()), 12)
     np.testing.assert_allclose(np.asarray(warp)[hit], np.asarray(views)[:, 1][hit],
                                atol=1e-3)       # the context warped onto itself
 
@@ -360,6 +362,111 @@ def test_bad_data_options_are_user_errors():
     config.data.image_size = 2
     with pytest.raises(UserError, match="data.image_size"):
         data.load_split_arrays(config, "eval")
+    with pytest.raises(UserError, match="data.hidden_sides"):
+        scene_tuples.load(None, 8, "eval", 8, 8, 0, hidden_sides="yes")
+
+
+# ------------------------------------------------------------------ hidden sides
+
+
+def test_the_colour_prior_std_is_its_closed_form():
+    rng = _rng(3)
+    hsv = np.stack([rng.uniform(0, 1, 40000), rng.uniform(0.6, 1, 40000),
+                    rng.uniform(0.7, 1, 40000)], -1)
+    rgb = np.asarray([colorsys.hsv_to_rgb(*c) for c in hsv])     # an independent converter
+    # the std of a sample std of 40000 draws: about 0.31 / sqrt(2 * 40000) = 0.0011 a channel
+    np.testing.assert_allclose(rgb.std(0), scene_family.color_prior_std(), atol=0.004)
+    drawn = np.asarray(scene_family.sample_back_colors(
+        jax.random.PRNGKey(0), scene_family.sample_scenes(jax.random.PRNGKey(1), 20000)))
+    for i in (0, 1, 2, 4):                                            # not the plinth (3)
+        np.testing.assert_allclose(drawn[:, i].std(0), scene_family.color_prior_std(),
+                                   atol=0.006)
+
+
+def test_faces_is_the_sign_of_the_normal_towards_the_viewpoint():
+    c2w = cameras.look_at(jnp.asarray([[4.0, 0.0, 0.0]]))[0]
+    args = (jnp.zeros((1, 3)), jnp.ones(1), jnp.full((1, 3), 5.0), jnp.full((1, 3), 0.1))
+    hits = toy_scene.first_hits(c2w, 9, 9, 8.0, *args)        # a unit sphere at the origin
+    assert bool(hits.hit[4, 4])
+    np.testing.assert_allclose(hits.point[4, 4], [1.0, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(hits.normal[4, 4], [1.0, 0.0, 0.0], atol=1e-5)
+    for viewpoint, expected in (([4.0, 0, 0], True), ([-4.0, 0, 0], False),
+                                ([1.0, 4.0, 0], False), ([1.5, 4.0, 0], True)):
+        assert bool(toy_scene.faces(hits, jnp.asarray(viewpoint))[4, 4]) == expected
+
+
+def test_two_sided_renders_change_only_what_the_viewpoint_cannot_see():
+    scenes = scene_family.sample_scenes(jax.random.PRNGKey(0), 16)
+    c2w = jnp.asarray(toy_scene.sample_cameras(32, 0, "train")).reshape(16, 2, 4, 4)
+    back = scene_family.sample_back_colors(jax.random.PRNGKey(1), scenes)
+    render = jax.jit(scene_family.render_scenes, static_argnums=2)
+    one_sided = np.asarray(render(scenes, c2w[:, 0], 16))
+    own = np.asarray(render(scenes, c2w[:, 0], 16, back, c2w[:, 0, :3, 3]))
+    np.testing.assert_array_equal(own, one_sided)       # a camera sees no far side
+    front = jnp.concatenate([scenes.sphere_colors, scenes.box_colors], 1)
+    np.testing.assert_array_equal(
+        render(scenes, c2w[:, 1], 16, front, c2w[:, 0, :3, 3]), render(scenes, c2w[:, 1], 16))
+    other = np.asarray(render(scenes, c2w[:, 1], 16, back, c2w[:, 0, :3, 3]))
+    changed = np.any(other != np.asarray(render(scenes, c2w[:, 1], 16)), -1)
+    hidden, prior_std = jax.jit(scene_tuples.hidden_sides, static_argnums=3)(
+        scenes, c2w[:, 1], c2w[:, 0], 16)
+    np.testing.assert_array_equal(changed, hidden)    # the colours differ a.s.
+    assert 0.01 < np.mean(hidden) < 0.5           # of all pixels, background included
+    sigma = scene_family.color_prior_std()
+    std = np.asarray(prior_std)
+    assert np.all(std[~np.asarray(hidden)] == 0.0)
+    assert np.all((std[hidden] >= 2 * toy_scene.AMBIENT * sigma - 1e-6)
+                  & (std[hidden] <= 2 * sigma + 1e-6))
+
+
+def test_hidden_side_tuples_repaint_only_far_sides_and_mark_them():
+    args = dict(root=None, image_size=12, split="eval", num_train=8, num_eval=24, seed=0)
+    plain = scene_tuples.load(**args)
+    two = scene_tuples.load(hidden_sides=True, **args)
+    np.testing.assert_array_equal(two["ctxt"], plain["ctxt"])
+    for key in ("ctxt_phi", "trgt_phi", "novel_phi"):
+        np.testing.assert_array_equal(two[key], plain[key])
+    t_plain, t_two = sc.unpack_truth(plain["signal"]), sc.unpack_truth(two["signal"])
+    np.testing.assert_array_equal(t_two.warp, t_plain.warp)    # the warp reads the context
+    np.testing.assert_array_equal(t_two.surface, t_plain.surface)
+    np.testing.assert_array_equal(t_two.seen, t_plain.seen)
+    assert not t_plain.hidden.any() and np.all(t_plain.prior_std == 0.0)
+    changed = np.any(two["trgt"] != plain["trgt"], -1)
+    np.testing.assert_array_equal(changed, t_two.hidden)
+    assert np.mean(t_two.hidden & t_two.seen) < 0.01 * np.mean(t_two.hidden)
+    assert not np.array_equal(t_two.ring, t_plain.ring)
+
+
+def test_hidden_side_scores_of_exact_posterior_samples_and_its_mean():
+    batch = scene_tuples.load(None, 16, "eval", 8, 64, 0, hidden_sides=True)
+    true = sc.unpack_truth(batch["signal"])
+    obs, m = batch["trgt"], 8
+    lambert = true.prior_std / (2.0 * scene_family.color_prior_std())     # f(n) where hidden
+    colors = np.asarray(scene_family._colors(jax.random.PRNGKey(5), obs.shape[:1] + (m,)
+                                             + obs.shape[1:3]))        # [N, M, H, W, 3]
+    hidden = true.hidden[:, None, ..., None]
+    draws = np.where(hidden, 2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
+    truth_draw = draws[:, 0]                    # the truth: one more posterior draw
+    samples = draws[:, 1:]
+    std = np.mean(np.std(samples, axis=1), axis=-1)
+    mean_image = np.broadcast_to(obs.mean(0), obs.shape)[:, None]
+    exact = sc._hidden_side_scores(samples, std, truth_draw, mean_image, true)
+    assert exact["spread_skill_hidden"] == pytest.approx(1.0, abs=0.05)
+    assert exact["rmse_trgt_hidden"] == pytest.approx(np.sqrt(2.0) * exact["rmse_floor_hidden"],
+                                                      rel=0.05)
+    ratio = exact["sample_std_hidden"] / exact["prior_std_hidden"]
+    assert np.sqrt((m - 2) / (m - 1)) * 0.9 < ratio < np.sqrt((m - 2) / (m - 1))
+    mean_color = np.asarray(scene_family._colors(jax.random.PRNGKey(6), (200000,))).mean(0)
+    posterior_mean = np.where(hidden, 2.0 * lambert[:, None, ..., None] * mean_color - 1.0,
+                              obs[:, None]).repeat(2, 1)            # two identical samples
+    at_mean = sc._hidden_side_scores(posterior_mean, np.zeros_like(std), truth_draw,
+                                     mean_image, true)
+    assert at_mean["rmse_trgt_hidden"] == pytest.approx(at_mean["rmse_floor_hidden"], rel=0.05)
+    assert at_mean["spread_skill_hidden"] == 0.0 and at_mean["sample_std_hidden"] == 0.0
+    assert exact["hidden_fraction"] == pytest.approx(
+        np.sum(true.hidden & ~true.seen) / np.sum(true.surface))
+    plain = sc.unpack_truth(scene_tuples.load(None, 16, "eval", 8, 64, 0)["signal"])
+    assert sc._hidden_side_scores(samples, std, truth_draw, mean_image, plain) == {}
 
 
 # ------------------------------------------------------------------ scores
@@ -488,7 +595,11 @@ def test_pixel_distribution_scores_against_scipy_and_blur():
 
 def test_variants_differ_only_where_named():
     base, det, smoke = get_config(), get_config("deterministic"), get_config("smoke")
-    for c in (base, det, smoke):
+    hidden, hidden_det = get_config("hidden_sides"), get_config("hidden_sides_deterministic")
+    assert hidden.data.hidden_sides and hidden_det.data.hidden_sides
+    assert not base.data.hidden_sides and hidden_det.model.deterministic
+    assert not hidden.model.deterministic and hidden.name != hidden_det.name
+    for c in (base, det, smoke, hidden, hidden_det):
         check_config(c)
         assert c.model.forward == "scenes" and c.data.dataset == "scene_tuples"
         assert c.model.network == "pixelnerf" and c.train.novel_weight == 1.0
@@ -599,4 +710,4 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     assert results["step"] == 1 and 0.0 <= results["unseen_fraction"] <= 1.0
     assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
-    assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 5)
+    assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 7)

@@ -39,7 +39,9 @@ for the splits "train" and "eval", with S = `data.image_size`:
                     data_dir.
   "scene_tuples":   observation tuples (S x S x 3 views, c2w phi [4, 4]) of random scenes
                     of the toy scene's family seen by three orbit cameras (seed 003 Sec.
-                    4.1, `fdm.data.scene_tuples`); no data_dir.
+                    4.1, `fdm.data.scene_tuples`); keys data.num_train, data.num_eval,
+                    data.seed, data.hidden_sides (far sides repainted with colours the
+                    context cannot know); no data_dir.
   "co3d":           Co3D v2 frame triples (seed 003 Sec. 4.1, `fdm.data.co3d`): views float32
                     [N, S, S, 3] in [-1, 1], phi c2w [N, 4, 4] (relative to the context),
                     focal / principal_point [N, 2]; keys data.category, data.subset,
@@ -177,7 +179,8 @@ DATASETS: dict[str, Dataset] = {
         num_train=65536, num_eval=256, aligned_fraction=0.0, seed=0), uses_data_dir=False),
     "motion": Dataset(inverse_toys.motion, dict(num_train=65536, num_eval=256, seed=0),
                       uses_data_dir=False),
-    "scene_tuples": Dataset(scene_tuples.load, dict(num_train=8192, num_eval=64, seed=0),
+    "scene_tuples": Dataset(scene_tuples.load, dict(num_train=8192, num_eval=64, seed=0,
+                                                    hidden_sides=False),
                             uses_data_dir=False),
     "co3d": Dataset(co3d.load, co3d.REGISTRY_OPTIONS),
     "realestate10k": Dataset(realestate10k.load, realestate10k.REGISTRY_OPTIONS),

@@ -14,6 +14,13 @@ primitives under the toy scene's light, white background, its field of view):
   colours   of the spheres and the box: hue U[0, 1), saturation U[0.6, 1], value
             U[0.7, 1] (HSV), drawn independently.
 
+Two-sided scenes (`sample_back_colors`, `render_scenes` with a viewpoint): every sphere
+and the box get a second colour from the same prior, shown where the primitive's surface
+faces away from a viewpoint (`toy_scene.faces`; the plinth stays one grey). From the
+viewpoint's own camera nothing of a second colour is visible, and nothing visible
+depends on it, so its posterior given that view is the prior: per channel the colour
+prior's standard deviation `color_prior_std` (closed form), times the Lambertian factor.
+
 The toy scene (3 spheres, a blue box on a grey plinth) is one point of this family
 (`toy_scene_params`), a point of probability zero: an encoder trained on
 `sample_scenes` has seen scenes like it, never it. Objects may intersect (the renderer
@@ -97,20 +104,62 @@ def sample_scenes(rng: jax.Array, num: int) -> SceneParams:
                        jnp.stack([grey, colors[:, NUM_SPHERES]], 1))
 
 
+def sample_back_colors(rng: jax.Array, scenes: SceneParams) -> jax.Array:
+    """Second colours [N, Ns + 2, 3] of scenes [N] in `toy_scene.render_primitives`'s
+    back_colors order (spheres, plinth, box): the spheres' and the box's drawn from the
+    colour prior independently of everything else, the plinth's its own grey."""
+    num = scenes.sphere_radii.shape[0]
+    colors = _colors(rng, (num, NUM_SPHERES + 1))
+    return jnp.concatenate([colors[:, :NUM_SPHERES], scenes.box_colors[:, :1],
+                            colors[:, NUM_SPHERES:]], 1)
+
+
+def color_prior_std() -> float:
+    """The standard deviation of one RGB channel of a colour of the prior (module doc:
+    hue h ~ U[0, 1), saturation s ~ U[0.6, 1], value v ~ U[0.7, 1]), in closed form.
+
+    A channel is c = v (1 - s g) with g = clip(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6
+    uniform on [0, 6) (`hsv_to_rgb`): g is 0 on a third of k, 1 on a third and uniform on
+    [0, 1] on the rest, so E g = 1/2 and E g^2 = 4/9, the same for every channel. v, s, g
+    independent: E c = E v (1 - E s E g), E c^2 = E v^2 (1 - 2 E s E g + E s^2 E g^2).
+    """
+    def moments(lo: float, hi: float) -> tuple[float, float]:
+        return (lo + hi) / 2, (lo * lo + lo * hi + hi * hi) / 3
+    (v1, v2), (s1, s2), (g1, g2) = moments(0.7, 1.0), moments(0.6, 1.0), (0.5, 4.0 / 9.0)
+    mean = v1 * (1.0 - s1 * g1)
+    second = v2 * (1.0 - 2.0 * s1 * g1 + s2 * g2)
+    return float(np.sqrt(second - mean * mean))
+
+
 def focal_length(size: int) -> float:
     """Focal length in pixels of a size x size view with the toy scene's field of view."""
     return float(0.5 * size / np.tan(0.5 * toy_scene.CAMERA_ANGLE_X))
 
 
-def render_scenes(scenes: SceneParams, c2w: jax.Array, size: int) -> jax.Array:
+def render_scenes(scenes: SceneParams, c2w: jax.Array, size: int,
+                  back_colors: jax.Array | None = None,
+                  viewpoints: jax.Array | None = None) -> jax.Array:
     """Images [B, size, size, 3] in [0, 1]: scene b of `scenes` (batch shape [B]) from
-    camera c2w[b] [B, 4, 4]; jit-compatible (size static)."""
+    camera c2w[b] [B, 4, 4]; two-sided (module doc) with back_colors [B, Ns + 2, 3]
+    (`sample_back_colors`) and viewpoints [B, 3]; jit-compatible (size static)."""
     focal = focal_length(size)
 
-    def one(scene: SceneParams, pose: jax.Array) -> jax.Array:
+    def one(scene: SceneParams, pose: jax.Array, back, viewpoint) -> jax.Array:
         return toy_scene.render_primitives(pose, size, size, focal, scene.sphere_centers,
                                            scene.sphere_radii, scene.sphere_colors,
                                            scene.box_centers, scene.box_half_sizes,
-                                           scene.box_colors)
+                                           scene.box_colors, back, viewpoint)
+
+    return jax.vmap(one)(scenes, c2w, back_colors, viewpoints)
+
+
+def hits(scenes: SceneParams, c2w: jax.Array, size: int) -> toy_scene.SurfaceHits:
+    """The `toy_scene.SurfaceHits` [B, size, size, ...] of scene b from camera c2w[b]."""
+    focal = focal_length(size)
+
+    def one(scene: SceneParams, pose: jax.Array) -> toy_scene.SurfaceHits:
+        return toy_scene.first_hits(pose, size, size, focal, scene.sphere_centers,
+                                    scene.sphere_radii, scene.box_centers,
+                                    scene.box_half_sizes)
 
     return jax.vmap(one)(scenes, c2w)

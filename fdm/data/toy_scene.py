@@ -21,6 +21,7 @@ primitives, the same shaded colour), usable as a `field_fn` for
 images up to silhouette pixels (a renderer check independent of the renderer).
 """
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,25 +80,56 @@ def _box_hits(o: jax.Array, d: jax.Array, centers: jax.Array, half_sizes: jax.Ar
     return t, -axis * jnp.sign(d)
 
 
-def render_primitives(c2w: jax.Array, height: int, width: int, focal: float,
-                      sphere_centers: jax.Array, sphere_radii: jax.Array,
-                      sphere_colors: jax.Array, box_centers: jax.Array,
-                      box_half_sizes: jax.Array, box_colors: jax.Array) -> jax.Array:
-    """Analytic images [..., H, W, 3] in [0, 1] from cameras c2w [..., 4, 4] of any scene
-    of Lambertian spheres (centers [Ns, 3], radii [Ns], colors [Ns, 3]) and axis-aligned
-    boxes (centers, half sizes, colors [Nb, 3]) under this module's light, white
-    background (the toy scene is `render_toy_scene`; `fdm.data.scene_family` others)."""
+class SurfaceHits(NamedTuple):
+    """The first surface each pixel's ray meets (`first_hits`)."""
+    index: jax.Array    # int [..., H, W]: its primitive, spheres first, then boxes
+    point: jax.Array    # [..., H, W, 3] the hit point (not finite where no hit)
+    normal: jax.Array   # [..., H, W, 3] the unit outward normal there
+    hit: jax.Array      # bool [..., H, W]: the ray meets a primitive
+
+
+def first_hits(c2w: jax.Array, height: int, width: int, focal: float,
+               sphere_centers: jax.Array, sphere_radii: jax.Array, box_centers: jax.Array,
+               box_half_sizes: jax.Array) -> SurfaceHits:
+    """The `SurfaceHits` of the pixel-centre rays of cameras c2w [..., 4, 4] among spheres
+    (centers [Ns, 3], radii [Ns]) and axis-aligned boxes (centers, half sizes [Nb, 3])."""
     r = rays.generate_rays(c2w, height, width, focal)
     t_s, n_s = _sphere_hits(r.origins, r.directions, sphere_centers, sphere_radii)
     t_b, n_b = _box_hits(r.origins, r.directions, box_centers, box_half_sizes)
     t = jnp.concatenate([t_s, t_b], -1)
     normals = jnp.concatenate([n_s, n_b], -2)
-    colors = jnp.concatenate([sphere_colors, box_colors], 0)
     first = jnp.argmin(t, -1)
     normal = jnp.take_along_axis(normals, first[..., None, None], -2)[..., 0, :]
-    color = shade(colors[first], normal)
-    hit = jnp.isfinite(jnp.min(t, -1))[..., None]
-    return jnp.where(hit, color, 1.0)
+    t_first = jnp.min(t, -1)
+    return SurfaceHits(first, r.origins + t_first[..., None] * r.directions, normal,
+                       jnp.isfinite(t_first))
+
+
+def faces(hits: SurfaceHits, viewpoint: jax.Array) -> jax.Array:
+    """bool [..., H, W]: the hit surface faces the point viewpoint [3], n . (v - p) > 0.
+    On a convex primitive these are the points its own shape does not hide from v, so
+    every surface a camera at v sees faces v."""
+    return jnp.sum(hits.normal * (viewpoint - hits.point), -1) > 0.0
+
+
+def render_primitives(c2w: jax.Array, height: int, width: int, focal: float,
+                      sphere_centers: jax.Array, sphere_radii: jax.Array,
+                      sphere_colors: jax.Array, box_centers: jax.Array,
+                      box_half_sizes: jax.Array, box_colors: jax.Array,
+                      back_colors: jax.Array | None = None,
+                      viewpoint: jax.Array | None = None) -> jax.Array:
+    """Analytic images [..., H, W, 3] in [0, 1] from cameras c2w [..., 4, 4] of any scene
+    of Lambertian spheres (centers [Ns, 3], radii [Ns], colors [Ns, 3]) and axis-aligned
+    boxes (centers, half sizes, colors [Nb, 3]) under this module's light, white
+    background (the toy scene is `render_toy_scene`; `fdm.data.scene_family` others).
+    With back_colors [Ns + Nb, 3] and a viewpoint [3], each primitive shows its back colour
+    where its surface does not face the viewpoint (`faces`): two-sided primitives."""
+    hits = first_hits(c2w, height, width, focal, sphere_centers, sphere_radii, box_centers,
+                      box_half_sizes)
+    albedo = jnp.concatenate([sphere_colors, box_colors], 0)[hits.index]
+    if back_colors is not None:
+        albedo = jnp.where(faces(hits, viewpoint)[..., None], albedo, back_colors[hits.index])
+    return jnp.where(hits.hit[..., None], shade(albedo, hits.normal), 1.0)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

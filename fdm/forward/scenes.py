@@ -16,7 +16,7 @@ Notation:
            volume-rendered at phi; its MLP is learned with the denoiser, so the operator
            holds the trained params['field'] (`SceneOperator.bind`).
   truth    what evaluation knows of the true scene (the data's 'signal', made by
-           `fdm.data.scene_tuples`), one array [H, W, 3 K + 5] (`pack_truth`): its
+           `fdm.data.scene_tuples`), one array [H, W, 3 K + 7] (`pack_truth`): its
            analytic views at the K = 4 RING cameras (`ring_cameras`: azimuths 45 + 90 k
            degrees at 30 degrees elevation, the same world cameras for every scene) in
            channels 3k .. 3k + 2, the context warped to the target view (channels 3 K ..
@@ -24,7 +24,11 @@ Notation:
            hit point projects into it; meaningful where seen), then two masks of the
            target view's pixels: surface (the pixel's ray hits a primitive) and seen (its
            first hit point lies inside the context's image and nothing occludes it from
-           the context camera). `Truth` holds them apart.
+           the context camera), then, for scenes with hidden sides (`fdm.data.scene_tuples`
+           option hidden_sides), a third mask, hidden (the pixel shows a far side painted
+           with a colour independent of everything the context shows), and the exact
+           posterior std there on [-1, 1] (prior std; 0 elsewhere, and both 0 without
+           hidden sides). `Truth` holds them apart.
 
 Regularisers (`regularizers`; weights of `RegularizerWeights`, 0 = off; supp. Eq. 7-10):
   loss_cond             ||O_det,rgb - O^trgt||^2 (mean), O_det the render of the context-only
@@ -55,6 +59,15 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   spread_skill_unseen  the same over its unseen surface pixels
   unseen_fraction    the fraction of surface pixels not seen (background pixels are
                      neither)
+  With hidden sides (scored when the truth marks any hidden pixel not seen): on the
+  target's hidden pixels, where the exact posterior of the colour is its prior,
+  sample_std_hidden, spread_skill_hidden, rmse_trgt_hidden and rmse_mean_image_hidden
+  as above, against their known answers prior_std_hidden (the mean exact posterior
+  std, on [-1, 1] like sample_std: a calibrated sampler's sample_std_hidden approaches
+  sqrt((M - 1) / M) of it) and rmse_floor_hidden (its root mean square halved, on
+  [0, 1] like the RMSEs: no predictor's expected RMSE there is lower, the posterior
+  mean's equals it when the geometry is right; calibrated samples score sqrt(2) of
+  it); hidden_fraction the fraction of surface pixels that are hidden.
   rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
                      target's seen pixels (all samples, all channels): whether the
                      context's pixels reach the render (the deterministic model too)
@@ -178,27 +191,30 @@ class Truth:
                            # point (meaningful where seen)
     surface: np.ndarray    # bool [N, H, W]
     seen: np.ndarray       # bool [N, H, W]
+    hidden: np.ndarray     # bool [N, H, W] (all False without hidden sides)
+    prior_std: np.ndarray  # [N, H, W] the exact posterior std where hidden, on [-1, 1]
 
 
 def pack_truth(ring_views: np.ndarray, warp: np.ndarray, surface: np.ndarray,
-               seen: np.ndarray) -> np.ndarray:
-    """truth float32 [N, H, W, 3 K + 5] (module doc) of the views at the RING cameras
-    [N, K, H, W, 3] in [-1, 1], the context warped to the target [N, H, W, 3] and the
-    target's masks surface, seen bool [N, H, W]."""
+               seen: np.ndarray, hidden: np.ndarray, prior_std: np.ndarray) -> np.ndarray:
+    """truth float32 [N, H, W, 3 K + 7] (module doc) of the views at the RING cameras
+    [N, K, H, W, 3] in [-1, 1], the context warped to the target [N, H, W, 3], the
+    target's masks surface, seen, hidden bool [N, H, W] and the prior std [N, H, W]."""
     n, k, h, w, c = ring_views.shape
     views = np.transpose(ring_views, (0, 2, 3, 1, 4)).reshape(n, h, w, k * c)
-    masks = np.stack([surface, seen], -1).astype(np.float32)
+    masks = np.stack([surface, seen, hidden, prior_std], -1).astype(np.float32)
     return np.concatenate([views, warp, masks], -1).astype(np.float32)
 
 
 def unpack_truth(truth: np.ndarray) -> Truth:
-    """The `Truth` of truth [N, H, W, 3 K + 5] (`pack_truth`)."""
+    """The `Truth` of truth [N, H, W, 3 K + 7] (`pack_truth`)."""
     truth = np.asarray(truth)
     n, h, w, _ = truth.shape
     views = truth[..., :NUM_RING * RGB].reshape(n, h, w, NUM_RING, RGB)
     return Truth(ring=np.transpose(views, (0, 3, 1, 2, 4)),
                  warp=truth[..., NUM_RING * RGB:(NUM_RING + 1) * RGB],
-                 surface=truth[..., -2] > 0.5, seen=truth[..., -1] > 0.5)
+                 surface=truth[..., -4] > 0.5, seen=truth[..., -3] > 0.5,
+                 hidden=truth[..., -2] > 0.5, prior_std=truth[..., -1])
 
 
 # ------------------------------------------------------------------ forward model
@@ -367,7 +383,7 @@ def psnr(images: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
           truth: np.ndarray) -> dict[str, float]:
     """The scores (module doc) of samples signals [N, M, ...] of the N eval tuples `views`
-    (numpy) with their truth [N, H, W, 3 K + 5]."""
+    (numpy) with their truth [N, H, W, 3 K + 7]."""
     signals = np.asarray(signals)
     n, m = signals.shape[:2]
     flat = signals.reshape((n * m,) + signals.shape[2:])
@@ -401,7 +417,27 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "opacity_background": _masked_mean(opacity, ~true.surface),
             "rmse_mean_image_seen": rmse(mean_image, seen),
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
-            "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1))}
+            "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1)),
+            **_hidden_side_scores(trgt, std, views.trgt.obs, mean_image, true)}
+
+
+def _hidden_side_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
+                        mean_image: np.ndarray, true: Truth) -> dict[str, float]:
+    """The hidden-side scores (module doc) of target renders trgt [N, M, H, W, 3] with
+    their per-pixel std [N, H, W] against obs [N, H, W, 3], and the mean view's
+    mean_image [N, 1, H, W, 3]; {} when the truth marks no hidden pixel that is not
+    seen."""
+    hidden = true.hidden & ~true.seen
+    if not hidden.any():
+        return {}
+    return {"sample_std_hidden": _masked_mean(std, hidden),
+            "spread_skill_hidden": spread_skill_ratio(trgt, obs, hidden),
+            "rmse_trgt_hidden": _masked_rmse(trgt, obs, hidden),
+            "rmse_mean_image_hidden": _masked_rmse(mean_image, obs, hidden),
+            "prior_std_hidden": _masked_mean(true.prior_std, hidden),
+            "rmse_floor_hidden": float(np.sqrt(_masked_mean(np.square(true.prior_std / 2.0),
+                                                            hidden))),
+            "hidden_fraction": float(np.sum(hidden) / max(np.sum(true.surface), 1))}
 
 
 def _sample_geometry_probes(operator: SceneOperator, signals: np.ndarray,
@@ -468,7 +504,7 @@ def render(operator: SceneOperator, signals: np.ndarray) -> np.ndarray:
 
 
 def render_truth(truth: np.ndarray) -> np.ndarray:
-    """True scenes truth [N, H, W, 3 K + 5] as images [N, H, 4 W, 3]: their views at the
+    """True scenes truth [N, H, W, 3 K + 7] as images [N, H, 4 W, 3]: their views at the
     RING cameras."""
     return _side_by_side(unpack_truth(truth).ring)
 
@@ -490,6 +526,6 @@ def _side_by_side(views: np.ndarray) -> np.ndarray:
 def score_given_target(operator: SceneOperator, signals: np.ndarray,
                        truth: np.ndarray) -> dict[str, float]:
     """given_target_psnr_ring (module doc) of S [N, ...] against the truth [N, H, W,
-    3 K + 5]."""
+    3 K + 7]."""
     return {"given_target_psnr_ring": float(np.mean(
         psnr(render(operator, signals), render_truth(truth))))}
