@@ -12,10 +12,12 @@ import colorsys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 import scipy.linalg
 
 from configs.forward_scenes import get_config
+from experiments import scenes_target_figure
 from fdm import data
 from fdm.data import scene_family, scene_tuples, toy_scene
 from fdm.errors import UserError
@@ -711,3 +713,37 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     assert samples["signals"].shape == (2, 2, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signals"].shape == (2, 8, 2, 8, 8, 4 + pn.EXTRA_CHANNELS)
     assert figure["signal"].shape == (2, 8, 8, 3 * sc.NUM_RING + 7)
+    out = tmp_path / "target.png"
+    assert scenes_target_figure.main([f"--workdir={tmp_path / 'wd'}", "--num=2",
+                                      f"--out={out}"]) == 0
+    grid = np.asarray(PIL.Image.open(out))
+    columns = 2 + 5          # 2 samples (smoke), context, target, classes, two std maps
+    side = 8 * scenes_target_figure.UPSCALE
+    assert grid.shape[:2] == (2 * side + 3 * 2, columns * side + (columns + 1) * 2)
+    assert scenes_target_figure.main([f"--workdir={tmp_path / 'wd'}", "--num=3"]) == 2
+
+
+def test_target_figure_tiles_show_the_classes_and_the_spread():
+    config = get_config("smoke")
+    batch = scene_tuples.load(None, 8, "eval", 8, 4, 0, hidden_sides=True)
+    views = ObservationTuple.from_batch(batch)
+    family = get_family(config)
+    params = jax.jit(family.init_params)(jax.random.PRNGKey(0), batch)
+    operator = family.problem.bound(params).operator
+    signal = np.asarray(jax.jit(family.deterministic_signal)(params, views.ctxt, views.trgt))
+    tiles = sc.target_figure_tiles(operator, np.repeat(signal[:, None], 3, 1), views,
+                                   batch["signal"])
+    assert tiles.shape == (4, 3 + 5, 8, 8, 3) and np.all(np.abs(tiles) <= 1.0)
+    np.testing.assert_array_equal(tiles[:, 0], views.ctxt.obs)
+    np.testing.assert_array_equal(tiles[:, 1], views.trgt.obs)
+    true = sc.unpack_truth(batch["signal"])
+    hidden = true.hidden & ~true.seen
+    assert hidden.any()
+    np.testing.assert_allclose(tiles[:, 2][hidden], np.broadcast_to(
+        sc.PIXEL_CLASS_COLORS["hidden"], tiles[:, 2][hidden].shape))
+    np.testing.assert_allclose(tiles[:, 2][true.seen], np.broadcast_to(
+        sc.PIXEL_CLASS_COLORS["seen"], tiles[:, 2][true.seen].shape))
+    assert np.all(tiles[:, 2][~true.surface & ~true.hidden] == 1.0)
+    np.testing.assert_allclose(tiles[:, -2], -1.0, atol=1e-5)   # identical samples: no spread
+    np.testing.assert_allclose(tiles[:, -1][..., 0][hidden], np.clip(
+        2.0 * true.prior_std[hidden] / sc.STD_DISPLAY_MAX - 1.0, -1.0, 1.0), rtol=1e-6)

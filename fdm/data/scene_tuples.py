@@ -14,7 +14,7 @@ Example i of a split of N (`load`):
           at the K RING cameras, the context warped to the target (`context_visibility`:
           the context view bilinearly sampled where each target pixel's hit point X
           projects into it), the target's surface and seen masks, and its hidden-side
-          mask and their known posterior std (zero without hidden_sides).
+          mask and the colour's posterior std there (zero without hidden_sides).
 Options: num_train, num_eval, seed, hidden_sides.
 
 hidden_sides (default False): the scenes are two-sided (`scene_family`, module doc), the
@@ -23,10 +23,11 @@ context sees), with the far side of every sphere and of the box repainted with a
 drawn from the prior (key fold_in(scenes' key, HIDDEN_STREAM)). The context view is
 unchanged; every view that shows a far side shows a colour nothing in the context
 determines. The truth marks those target pixels (hidden: the first hit is a sphere or
-the box, facing away from the context camera) and gives there the posterior's exact
-per-pixel std on [-1, 1] from the colour alone, 2 f(n) `scene_family.color_prior_std()`
-(f(n) the Lambertian factor of `toy_scene.shade`): what a calibrated sampler's spread
-approaches, and the floor (halved, on [0, 1]) of any predictor's RMSE there.
+the box, facing away from the context camera) and gives there the posterior's per-pixel
+std on [-1, 1] that the colour alone contributes, 2 f(n) `scene_family.color_prior_std()`
+(f(n) the Lambertian factor of `toy_scene.shade`): exact where the context fixes the
+geometry (a sphere or box it sees), a floor where it does not; what a calibrated
+sampler's spread approaches, and (halved, on [0, 1]) the floor of any predictor's RMSE.
 
 Visibility (`context_visibility`), by ray marching the primitives' inside tests (MARCH_STEPS
 samples): a target pixel is a surface pixel when a sample of its ray over [near, far] is

@@ -26,9 +26,9 @@ Notation:
            first hit point lies inside the context's image and nothing occludes it from
            the context camera), then, for scenes with hidden sides (`fdm.data.scene_tuples`
            option hidden_sides), a third mask, hidden (the pixel shows a far side painted
-           with a colour independent of everything the context shows), and the exact
-           posterior std there on [-1, 1] (prior std; 0 elsewhere, and both 0 without
-           hidden sides). `Truth` holds them apart.
+           with a colour independent of everything the context shows), and there the
+           posterior std that colour alone gives, on [-1, 1] (prior_std; 0 elsewhere,
+           and both 0 without hidden sides). `Truth` holds them apart.
 
 Regularisers (`regularizers`; weights of `RegularizerWeights`, 0 = off; supp. Eq. 7-10):
   loss_cond             ||O_det,rgb - O^trgt||^2 (mean), O_det the render of the context-only
@@ -60,14 +60,16 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   unseen_fraction    the fraction of surface pixels not seen (background pixels are
                      neither)
   With hidden sides (scored when the truth marks any hidden pixel not seen): on the
-  target's hidden pixels, where the exact posterior of the colour is its prior,
+  target's hidden pixels, where the posterior of the colour is exactly its prior,
   sample_std_hidden, spread_skill_hidden, rmse_trgt_hidden and rmse_mean_image_hidden
-  as above, against their known answers prior_std_hidden (the mean exact posterior
-  std, on [-1, 1] like sample_std: a calibrated sampler's sample_std_hidden approaches
-  sqrt((M - 1) / M) of it) and rmse_floor_hidden (its root mean square halved, on
-  [0, 1] like the RMSEs: no predictor's expected RMSE there is lower, the posterior
-  mean's equals it when the geometry is right; calibrated samples score sqrt(2) of
-  it); hidden_fraction the fraction of surface pixels that are hidden.
+  as above, against their known answers prior_std_hidden (the mean posterior std from
+  the colour, on [-1, 1] like sample_std: exact where the context fixes the geometry,
+  as it does for a sphere or box it sees, a floor where it does not; a calibrated
+  sampler's sample_std_hidden approaches about sqrt((M - 1) / M) of it) and
+  rmse_floor_hidden (its root mean square halved, on [0, 1] like the RMSEs: no
+  predictor's expected RMSE there is lower; the posterior mean's equals it where the
+  geometry is fixed, calibrated samples' is sqrt(2) of it); hidden_fraction the
+  fraction of surface pixels that are hidden.
   rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
                      target's seen pixels (all samples, all channels): whether the
                      context's pixels reach the render (the deterministic model too)
@@ -121,7 +123,9 @@ true scene's.
 
 Figures: a signal is shown as its renders at the RING cameras side by side [H, 4 W, 3]
 (`render`; the true scene: `render_truth`), a context as its image padded with white to
-the same width (`canvas_image`).
+the same width (`canvas_image`); `target_figure_tiles` (experiments/scenes_target_figure.py)
+shows samples at their target view beside its pixel classes, their spread and the known
+answer's.
 """
 from __future__ import annotations
 
@@ -155,6 +159,10 @@ RING_ELEVATION_DEG = 30.0
 RING_AZIMUTHS_DEG = (45.0, 135.0, 225.0, 315.0)
 NUM_RING = len(RING_AZIMUTHS_DEG)
 PSNR_FLOOR_MSE = 1e-10
+STD_DISPLAY_MAX = 0.5                    # per-pixel std ([-1, 1] units) shown white
+PIXEL_CLASS_COLORS = {"seen": np.array([-0.6, 0.6, -0.6]),      # in [-1, 1]
+                      "unseen": np.array([0.0, 0.0, 0.0]),
+                      "hidden": np.array([0.8, -0.8, 0.8])}
 
 
 def focal_length(size: int) -> float:
@@ -192,7 +200,7 @@ class Truth:
     surface: np.ndarray    # bool [N, H, W]
     seen: np.ndarray       # bool [N, H, W]
     hidden: np.ndarray     # bool [N, H, W] (all False without hidden sides)
-    prior_std: np.ndarray  # [N, H, W] the exact posterior std where hidden, on [-1, 1]
+    prior_std: np.ndarray  # [N, H, W] the colour's posterior std where hidden, [-1, 1]
 
 
 def pack_truth(ring_views: np.ndarray, warp: np.ndarray, surface: np.ndarray,
@@ -521,6 +529,34 @@ def _side_by_side(views: np.ndarray) -> np.ndarray:
     """[N, K, H, W, 3] -> [N, H, K W, 3]."""
     n, k, h, w, c = views.shape
     return np.transpose(views, (0, 2, 1, 3, 4)).reshape(n, h, k * w, c)
+
+
+def target_figure_tiles(operator: SceneOperator, signals: np.ndarray,
+                        views: ObservationTuple, truth: np.ndarray) -> np.ndarray:
+    """Tiles [N, M + 5, H, W, 3] in [-1, 1], a row per tuple: the context, the true
+    target, its pixel classes (white background, green seen, grey unseen, magenta
+    hidden), the M samples signals [N, M, ...] rendered at the target camera, their
+    per-pixel std and the known answer's (prior_std where hidden, black elsewhere), both
+    as grey levels with white at STD_DISPLAY_MAX."""
+    signals = np.asarray(signals)
+    n, m = signals.shape[:2]
+    flat = signals.reshape((n * m,) + signals.shape[2:])
+    renders = _render_at(operator, flat, np.repeat(views.trgt.phi, m, 0)).reshape(
+        (n, m) + views.trgt.obs.shape[1:])
+    true = unpack_truth(truth)
+    hidden = true.hidden & ~true.seen
+    classes = np.select([hidden[..., None], true.seen[..., None], true.surface[..., None]],
+                        [PIXEL_CLASS_COLORS[k] for k in ("hidden", "seen", "unseen")], 1.0)
+    std = np.mean(np.std(renders, axis=1), axis=-1)
+    prior = np.where(hidden, true.prior_std, 0.0)
+    return np.concatenate([views.ctxt.obs[:, None], views.trgt.obs[:, None],
+                           classes[:, None], renders, _grey(std)[:, None],
+                           _grey(prior)[:, None]], axis=1).astype(np.float32)
+
+
+def _grey(std: np.ndarray) -> np.ndarray:
+    """std [...] as grey images [..., 3] in [-1, 1], white at STD_DISPLAY_MAX."""
+    return np.repeat(2.0 * np.clip(std / STD_DISPLAY_MAX, 0.0, 1.0)[..., None] - 1.0, 3, -1)
 
 
 def score_given_target(operator: SceneOperator, signals: np.ndarray,

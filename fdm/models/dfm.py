@@ -427,7 +427,7 @@ class DFMFamily(ModelFamily):
             metrics.update(problem.score_given_target(given, truth))
         num = int(e.num_contexts)
         contexts = _first_rows(views, num, "eval.num_contexts")
-        signals = (_saved_samples(workdir, contexts, int(e.samples_per_context))
+        signals = (saved_posterior_samples(workdir, contexts, int(e.samples_per_context))
                    if e.reuse_samples else
                    self.posterior_samples(params, contexts, int(e.samples_per_context),
                                           jax.random.fold_in(rng, 1)))
@@ -545,7 +545,7 @@ def _per_example(views: ObservationTuple, num: int, rng,
                      for i in range(views.ctxt.obs.shape[0])])
 
 
-def _saved_samples(workdir: str, contexts: ObservationTuple, per_context: int) -> np.ndarray:
+def saved_posterior_samples(workdir: str, contexts: ObservationTuple, per_context: int) -> np.ndarray:
     """The signals [N, per_context, ...] of DIR/posterior_samples.npz, checked to be
     samples of `contexts` (N rows; module doc: rescoring)."""
     path = os.path.join(workdir, POSTERIOR_SAMPLES_FILE)
