@@ -24,7 +24,7 @@ from fdm.data import load_split_arrays
 from fdm.errors import UserError
 from fdm.forward import ObservationTuple, take_rows
 from fdm.forward import scenes
-from fdm.models.dfm import saved_posterior_samples
+from fdm.models.dfm import POSTERIOR_SAMPLES_FILE, saved_posterior_samples
 
 UPSCALE = 4
 
@@ -39,6 +39,9 @@ def target_figure(workdir: str, num: int) -> np.ndarray:
     e = config.eval
     if not 1 <= num <= int(e.num_contexts):
         raise UserError(f"--num={num}; use 1 .. eval.num_contexts={e.num_contexts}")
+    if not os.path.exists(os.path.join(workdir, POSTERIOR_SAMPLES_FILE)):
+        raise UserError(f"{workdir} has no {POSTERIOR_SAMPLES_FILE}; evaluate the run first "
+                        f"(python -m experiments.main --mode=evaluate --workdir={workdir} ...)")
     arrays = load_split_arrays(config, "eval")
     views = take_rows(ObservationTuple.from_batch(arrays), slice(0, int(e.num_contexts)))
     signals = saved_posterior_samples(workdir, views, int(e.samples_per_context))

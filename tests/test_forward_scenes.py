@@ -8,6 +8,7 @@ visibility masks, the scores on constructed samples, and the smoke config throug
 command line."""
 
 import colorsys
+import os
 
 import jax
 import jax.numpy as jnp
@@ -721,6 +722,8 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     side = 8 * scenes_target_figure.UPSCALE
     assert grid.shape[:2] == (2 * side + 3 * 2, columns * side + (columns + 1) * 2)
     assert scenes_target_figure.main([f"--workdir={tmp_path / 'wd'}", "--num=3"]) == 2
+    os.remove(tmp_path / "wd" / "posterior_samples.npz")
+    assert scenes_target_figure.main([f"--workdir={tmp_path / 'wd'}"]) == 2
 
 
 def test_target_figure_tiles_show_the_classes_and_the_spread():
