@@ -405,6 +405,12 @@ def test_two_sided_renders_change_only_what_the_viewpoint_cannot_see():
     render = jax.jit(scene_family.render_scenes, static_argnums=2)
     one_sided = np.asarray(render(scenes, c2w[:, 0], 16))
     own = np.asarray(render(scenes, c2w[:, 0], 16, back, c2w[:, 0, :3, 3]))
+    # exact equality is fair when no hit is within float32 resolution (~1e-6 at |v - p|
+    # ~ 4) of the facing boundary n . (v - p) = 0; these scenes' nearest is ~6e-3
+    for view in (0, 1):
+        hits = scene_family.hits(scenes, c2w[:, view], 16)
+        margin = jnp.sum(hits.normal * (c2w[:, 0, None, None, :3, 3] - hits.point), -1)
+        assert float(jnp.min(jnp.where(hits.hit, jnp.abs(margin), jnp.inf))) > 1e-4
     np.testing.assert_array_equal(own, one_sided)       # a camera sees no far side
     front = jnp.concatenate([scenes.sphere_colors, scenes.box_colors], 1)
     np.testing.assert_array_equal(
@@ -454,6 +460,8 @@ def test_hidden_side_scores_of_exact_posterior_samples_and_its_mean():
     std = np.mean(np.std(samples, axis=1), axis=-1)
     mean_image = np.broadcast_to(obs.mean(0), obs.shape)[:, None]
     exact = sc._hidden_side_scores(samples, std, truth_draw, mean_image, true)
+    # ~900 hidden pixels x 3 channels of independent draws: the sampling error of these
+    # ratios is ~2 %, so 5 % is about 3 sigma (fixed keys: the same draws everywhere)
     assert exact["spread_skill_hidden"] == pytest.approx(1.0, abs=0.05)
     assert exact["rmse_trgt_hidden"] == pytest.approx(np.sqrt(2.0) * exact["rmse_floor_hidden"],
                                                       rel=0.05)

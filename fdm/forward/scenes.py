@@ -393,21 +393,19 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
     """The scores (module doc) of samples signals [N, M, ...] of the N eval tuples `views`
     (numpy) with their truth [N, H, W, 3 K + 7]."""
     signals = np.asarray(signals)
-    n, m = signals.shape[:2]
-    flat = signals.reshape((n * m,) + signals.shape[2:])
-    trgt = _render_at(operator, flat, np.repeat(views.trgt.phi, m, 0)).reshape(
-        (n, m) + views.trgt.obs.shape[1:])
-    novel = _render_at(operator, flat, np.repeat(views.novel.phi, m, 0)).reshape(trgt.shape)
+    n = signals.shape[0]
+    trgt = _samples_at(operator, signals, views.trgt.phi)
+    novel = _samples_at(operator, signals, views.novel.phi)
     per_sample = psnr(trgt, views.trgt.obs[:, None])
     true = unpack_truth(truth)
-    std = np.mean(np.std(trgt, axis=1), axis=-1)                               # [N, H, W]
+    std = _pixel_std(trgt)
     seen, unseen = true.seen, true.surface & ~true.seen
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
     mean_image = np.broadcast_to(real.mean(0), views.trgt.obs.shape)[:, None]
     rmse = lambda images, mask: _masked_rmse(images, views.trgt.obs, mask)
     probes = _sample_geometry_probes(operator, signals, views)
     opacity = probes.opacity.mean(1)                                            # [N, H, W]
-    return {**pixel_distribution_scores(trgt.reshape((n * m,) + trgt.shape[2:]), real, n),
+    return {**pixel_distribution_scores(trgt.reshape((-1,) + trgt.shape[2:]), real, n),
             "psnr_trgt": float(np.mean(per_sample)),
             "psnr_trgt_best": float(np.mean(np.max(per_sample, axis=1))),
             "psnr_trgt_mean": float(np.mean(psnr(trgt.mean(1), views.trgt.obs))),
@@ -427,6 +425,21 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1)),
             **_hidden_side_scores(trgt, std, views.trgt.obs, mean_image, true)}
+
+
+def _samples_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """forward(S, c2w_n) [N, M, H, W, 3] of the M samples signals [N, M, ...] of tuple n at
+    its camera c2w [N, 4, 4]."""
+    n, m = signals.shape[:2]
+    flat = signals.reshape((n * m,) + signals.shape[2:])
+    images = _render_at(operator, flat, np.repeat(c2w, m, 0))
+    return images.reshape((n, m) + images.shape[1:])
+
+
+def _pixel_std(images: np.ndarray) -> np.ndarray:
+    """The per-pixel std [N, H, W] over the M images [N, M, H, W, 3], mean over channels
+    (sample_std_*)."""
+    return np.mean(np.std(images, axis=1), axis=-1)
 
 
 def _hidden_side_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
@@ -538,19 +551,14 @@ def target_figure_tiles(operator: SceneOperator, signals: np.ndarray,
     hidden), the M samples signals [N, M, ...] rendered at the target camera, their
     per-pixel std and the known answer's (prior_std where hidden, black elsewhere), both
     as grey levels with white at STD_DISPLAY_MAX."""
-    signals = np.asarray(signals)
-    n, m = signals.shape[:2]
-    flat = signals.reshape((n * m,) + signals.shape[2:])
-    renders = _render_at(operator, flat, np.repeat(views.trgt.phi, m, 0)).reshape(
-        (n, m) + views.trgt.obs.shape[1:])
+    renders = _samples_at(operator, np.asarray(signals), views.trgt.phi)
     true = unpack_truth(truth)
     hidden = true.hidden & ~true.seen
     classes = np.select([hidden[..., None], true.seen[..., None], true.surface[..., None]],
                         [PIXEL_CLASS_COLORS[k] for k in ("hidden", "seen", "unseen")], 1.0)
-    std = np.mean(np.std(renders, axis=1), axis=-1)
     prior = np.where(hidden, true.prior_std, 0.0)
     return np.concatenate([views.ctxt.obs[:, None], views.trgt.obs[:, None],
-                           classes[:, None], renders, _grey(std)[:, None],
+                           classes[:, None], renders, _grey(_pixel_std(renders))[:, None],
                            _grey(prior)[:, None]], axis=1).astype(np.float32)
 
 
