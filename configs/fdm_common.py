@@ -89,7 +89,9 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.diffusion.beta_start = 1e-4
     c.diffusion.beta_end = 0.02
     c.diffusion.prediction = "eps"           # eps | x0
-    c.diffusion.loss = "simple"              # simple | weighted | vlb (the bound L, bits/dim)
+    c.diffusion.loss = "simple"              # simple | weighted | vlb (the bound L, bits/dim) |
+                                             # min_snr (Min-SNR-gamma, fdm.diffusion.losses)
+    c.diffusion.min_snr_gamma = 5.0          # gamma of min_snr
     # fixed_small (beta_tilde) | fixed_large (beta) | learned | learned_range (diffusion.reverse)
     c.diffusion.variance = "fixed_small"
     c.diffusion.clip_x0 = True
@@ -214,6 +216,9 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.diffusion.beta_start = 1e-4            # linear / quadratic schedules only
     c.diffusion.beta_end = 0.02
     c.diffusion.prediction = "x0"            # the denoiser's output is forward(S, phi^trgt)
+    c.diffusion.loss = "simple"              # Eq. 8 over t: simple (the paper's, weight 1) |
+                                             # min_snr (min(SNR_t, gamma): low noise up-weighted)
+    c.diffusion.min_snr_gamma = 5.0          # gamma of min_snr (fdm.diffusion.losses)
     c.diffusion.clip_x0 = True               # clip O_hat^trgt to [-1, 1] in sampling
     c.diffusion.dynamic_threshold = 0.0      # Imagen's dynamic thresholding of O_hat^trgt at
                                              # this percentile in sampling (0: off; code 0.95)

@@ -12,6 +12,7 @@ from fdm.diffusion import (
     DiffusionSchedule,
     diffusion_loss,
     eps_loss,
+    min_snr_weight,
     predict_eps_from_x0,
     predict_x0_from_eps,
     q_posterior,
@@ -174,6 +175,33 @@ def test_vlb_weights_equal_kl_between_posterior_means():
         np.testing.assert_allclose(eps_weighted, kl, rtol=2e-3)
         np.testing.assert_allclose(x0_weighted, kl, rtol=2e-3)
     assert np.all(np.isfinite(weights))
+
+
+def test_min_snr_losses_are_the_clamped_snr_weight_in_x0_and_eps_forms():
+    """Min-SNR-gamma (Hang et al. 2023): the x0 form is min(SNR_t, gamma) times the mean
+    squared error, SNR_t = abar_t / (1 - abar_t) from the betas in float64; the eps form
+    of the same prediction is the same loss (eps error^2 = SNR_t x0 error^2)."""
+    s = DiffusionSchedule.create("cosine", 1000)
+    abar = np.cumprod(1.0 - np.asarray(s.betas, np.float64))
+    gamma = 5.0
+    want_weight = np.minimum(abar / (1.0 - abar), gamma)
+    np.testing.assert_allclose(min_snr_weight(s, jnp.arange(1000), "x0", gamma), want_weight,
+                               rtol=1e-4)
+    assert want_weight[0] == gamma and want_weight[-1] < 1e-3        # both ends reached
+    x0, eps = _data(5, (6, 4, 4, 3))
+    x0_hat = x0 + 0.1 * _data(6, x0.shape)[1]
+    t = np.array([0, 50, 200, 500, 800, 999])
+    x_t = q_sample(s, x0, t, eps)
+    eps_hat = predict_eps_from_x0(s, x_t, t, x0_hat)
+    x0_form = np.asarray(x0_loss(s, x0_hat, x0, t, "min_snr", min_snr_gamma=gamma))
+    mse = np.mean((np.asarray(x0_hat, np.float64) - x0) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(x0_form, want_weight[t] * mse, rtol=1e-4)
+    eps_form = np.asarray(eps_loss(s, eps_hat, eps, t, "min_snr", min_snr_gamma=gamma))
+    # eps_hat carries x_t's float32 round-off times 1 / sqrt(1 - abar): 1e-3 at t <= 800
+    np.testing.assert_allclose(eps_form[:-1], x0_form[:-1], rtol=1e-3)
+    # unclamped: SNR_t itself; 1 - abar_0 (4e-5) in float32 has ~5e-4 relative round-off
+    np.testing.assert_allclose(x0_loss(s, x0_hat, x0, t, "min_snr", min_snr_gamma=1e9),
+                               np.asarray(abar[t] / (1 - abar[t])) * mse, rtol=1e-3)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0"])

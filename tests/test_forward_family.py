@@ -59,6 +59,30 @@ def test_losses_are_eq8_plus_weighted_eq9(smoke):
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)) > 0
 
 
+def test_min_snr_weights_eq8_alone_by_the_clamped_snr_of_its_t(smoke):
+    """diffusion.loss='min_snr': with the same rng (same t and eps), each example's L^trgt
+    is the simple one times min(SNR_t, gamma) for one t of the schedule (SNR from the
+    betas in float64; SNR is monotone in t, so the ratio names t), and L^novel is
+    unchanged."""
+    config, family, params, batch = smoke
+    views, rng = ObservationTuple.from_batch(batch), jax.random.PRNGKey(3)
+    weighted_config = get_config("smoke")
+    weighted_config.diffusion.loss, weighted_config.diffusion.min_snr_gamma = "min_snr", 2.0
+    weighted = get_family(weighted_config)
+    simple_trgt, simple_novel = jax.jit(family.per_example_losses)(params, views, rng)
+    min_snr_trgt, min_snr_novel = jax.jit(weighted.per_example_losses)(params, views, rng)
+    np.testing.assert_array_equal(min_snr_novel, simple_novel)
+    abar = np.cumprod(1.0 - np.asarray(family.schedule.betas, np.float64))
+    weights = np.minimum(abar / (1.0 - abar), 2.0)
+    ratios = np.asarray(min_snr_trgt, np.float64) / np.asarray(simple_trgt, np.float64)
+    nearest = np.min(np.abs(ratios[:, None] - weights[None]) / weights[None], axis=1)
+    assert nearest.max() < 1e-3 and (ratios < 2.0 - 1e-6).any() and np.isclose(ratios, 2.0).any()
+    bad = get_config("smoke")
+    bad.diffusion.loss = "weighted"
+    with pytest.raises(UserError, match="diffusion.loss='weighted'"):
+        check_config(bad)
+
+
 def test_sampled_signal_is_the_last_denoiser_output_and_deterministic_is_context_only(smoke):
     config, family, params, batch = smoke
     views = ObservationTuple.from_batch(batch)

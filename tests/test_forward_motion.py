@@ -152,15 +152,15 @@ def test_collapsed_samples_score_the_expected_tv():
 
 def test_given_target_scores():
     truth = _signals(np.arange(8)[None] % 4)[0]
-    assert mo.score_given_target(truth, truth) == {"given_target_flow_rmse": 0.0,
+    assert mo.score_given_target(truth, None, truth) == {"given_target_flow_rmse": 0.0,
                                                    "given_target_accuracy": 1.0}
     still = truth.copy()
     still[..., 3:] = 0.0
-    out = mo.score_given_target(still, truth)
+    out = mo.score_given_target(still, None, truth)
     assert out["given_target_flow_rmse"] == pytest.approx(2.0)
     assert out["given_target_accuracy"] == 0.0
     wrong = np.concatenate([truth[:, ..., :3], mo.flow_fields((np.arange(8) + 1) % 4)], -1)
-    assert mo.score_given_target(wrong, truth)["given_target_accuracy"] == 0.0
+    assert mo.score_given_target(wrong, None, truth)["given_target_accuracy"] == 0.0
 
 
 def _exact_denoiser(ctxt, targets, alphas_cumprod, x_t, t):

@@ -35,7 +35,10 @@ SCORES = {"eval_loss_trgt", "eval_loss_novel", "given_target_psnr_ring", "psnr_t
           "fd_pixels_mean_image", "rmse_trgt_seen", "rmse_trgt_unseen",
           "rmse_context_warp_seen", "rmse_depth_warp_seen", "rmse_mean_image_seen",
           "rmse_mean_image_unseen", "rmse_weights_warp_seen", "opacity_seen",
-          "opacity_background", "spread_skill_seen", "spread_skill_unseen"}
+          "opacity_background", "spread_skill_seen", "spread_skill_unseen",
+          "given_target_rmse_seen", "given_target_rmse_unseen",
+          "given_target_alone_rmse_seen", "given_target_alone_rmse_unseen"}
+GIVEN_TARGET = {k for k in SCORES if k.startswith("given_target")}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -509,13 +512,20 @@ def _opacity_from_densities(operator, signal, c2w) -> np.ndarray:
     return 1.0 - np.exp(-np.sum(density * delta, axis=-1))
 
 
+def _masked_rmse_loop(images: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """RMSE on [0, 1] of images [N, H, W, 3] against truth over the pixels of mask [N, H,
+    W], one pixel and channel at a time."""
+    errors = [(images[i, y, x, c] - truth[i, y, x, c]) / 2.0
+              for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
 def test_scores_of_identical_samples_and_of_the_truth(smoke):
     config, family, params, batch, views = smoke
     problem = family.problem.bound(params)
     signal = np.asarray(jax.jit(family.deterministic_signal)(params, views.ctxt, views.trgt))
     scores = problem.score(np.repeat(signal[:, None], 3, 1), views, batch["signal"])
-    assert set(scores) == SCORES - {"eval_loss_trgt", "eval_loss_novel",
-                                    "given_target_psnr_ring"}
+    assert set(scores) == SCORES - {"eval_loss_trgt", "eval_loss_novel"} - GIVEN_TARGET
     assert scores["sample_std_seen"] < 1e-6 and scores["sample_std_unseen"] < 1e-6
     assert scores["spread_skill_seen"] < 1e-5 and scores["spread_skill_unseen"] < 1e-5
     assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_mean"], abs=1e-4)
@@ -533,9 +543,8 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
                               ("rmse_context_warp_seen", truth.warp, seen),
                               ("rmse_mean_image_seen", mean_view, seen),
                               ("rmse_mean_image_unseen", mean_view, unseen)):
-        errors = [(images[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
-                  for i, y, x in zip(*np.nonzero(mask)) for c in range(3)]
-        assert scores[key] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-4)
+        assert scores[key] == pytest.approx(_masked_rmse_loop(images, views.trgt.obs, mask),
+                                            rel=1e-4)
     render = problem.operator.render(jnp.asarray(signal), views.trgt.phi)
     weights, edges = np.asarray(render.weights, np.float64), np.asarray(render.t_edges)
     midpoints = 0.5 * (edges[..., 1:] + edges[..., :-1])
@@ -543,10 +552,8 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     warp = np.asarray(sc.warp_context(views.ctxt.obs, views.ctxt.phi, views.trgt.phi,
                                       jnp.asarray(hit_depth, jnp.float32),
                                       problem.operator.field.geometry))
-    errors = [(warp[i, y, x, c] - views.trgt.obs[i, y, x, c]) / 2.0
-              for i, y, x in zip(*np.nonzero(seen)) for c in range(3)]
-    assert scores["rmse_depth_warp_seen"] == pytest.approx(np.sqrt(np.mean(np.square(errors))),
-                                                           rel=1e-4)
+    assert scores["rmse_depth_warp_seen"] == pytest.approx(
+        _masked_rmse_loop(warp, views.trgt.obs, seen), rel=1e-4)
     blend = np.zeros_like(warp)                       # the same bins, a loop over pixels
     geo = problem.operator.field.geometry
     ray = rays.generate_rays(jnp.asarray(views.trgt.phi), geo.height, geo.width, geo.focal)
@@ -567,6 +574,45 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     assert images.shape == (8, 8, 32, 3)
     assert problem.canvas_image(views.ctxt.obs).shape == images.shape
     assert problem.truth_image(batch["signal"]).shape == images.shape
+
+
+def test_given_target_scores_render_s_at_the_targets_own_camera(smoke):
+    """given_target_rmse_* render the S of the clean target at its own camera;
+    given_target_alone_rmse_* the field of the target's slot alone (built here by
+    copying slot 1 over slot 0); both against a pixel loop, on the hidden-sides data too;
+    for an S_det (the context in both slots) the two agree exactly."""
+    config, family, params, _, _ = smoke
+    leaves, tree = jax.tree_util.tree_flatten(params)    # off init: its output conv is zero
+    keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
+    params = jax.tree_util.tree_unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
+                                                 for p, k in zip(leaves, keys)])
+    problem = family.problem.bound(params)
+    hidden_config = get_config("smoke")
+    hidden_config.data.hidden_sides = True
+    batch = dict(data.load_split_arrays(hidden_config, "eval"))
+    views = ObservationTuple.from_batch(batch)
+    given = np.asarray(jax.jit(family.given_target_signal)(params, views))
+    scores = problem.score_given_target(given, views, batch["signal"])
+    assert set(scores) == GIVEN_TARGET | {"given_target_rmse_hidden",
+                                          "given_target_alone_rmse_hidden"}
+    truth = sc.unpack_truth(batch["signal"])
+    classes = {"seen": truth.seen, "unseen": truth.surface & ~truth.seen,
+               "hidden": truth.hidden & ~truth.seen}
+    assert classes["hidden"].any()
+    target_alone = np.stack([given[:, 1], given[:, 1]], axis=1)
+    for name, signal in (("given_target", given), ("given_target_alone", target_alone)):
+        image = np.asarray(problem.operator.apply(jnp.asarray(signal), views.trgt.phi))
+        for c, mask in classes.items():
+            assert scores[f"{name}_rmse_{c}"] == pytest.approx(
+                _masked_rmse_loop(image, views.trgt.obs, mask), rel=1e-4)
+    assert scores["given_target_rmse_seen"] != scores["given_target_alone_rmse_seen"]
+    s_det = np.asarray(pn.context_only(jnp.asarray(given)))
+    det = problem.score_given_target(s_det, views, batch["signal"])
+    for c in classes:
+        assert det[f"given_target_rmse_{c}"] == det[f"given_target_alone_rmse_{c}"]
+    plain = problem.score_given_target(given, views,
+                                       data.load_split_arrays(config, "eval")["signal"])
+    assert set(plain) == GIVEN_TARGET
 
 
 def test_pooled_pixels_against_a_loop():

@@ -27,6 +27,7 @@ from fdm.diffusion.losses import (
     DiffusionLossOutput,
     diffusion_loss,
     eps_loss,
+    min_snr_weight,
     vlb_weight,
     x0_loss,
 )
@@ -75,7 +76,7 @@ __all__ = [
     "ddim_sample", "ddim_step", "ddim_timesteps", "decoder_nll", "diffusion_loss",
     "discretized_gaussian_log_likelihood", "dynamic_threshold", "eps_loss", "extract",
     "guidance_mix", "importance_probs",
-    "importance_weights", "init_history", "interpolate", "make_betas", "mean_flat",
+    "importance_weights", "init_history", "interpolate", "make_betas", "mean_flat", "min_snr_weight",
     "normal_kl", "p_mean_variance", "predict_eps_from_x0", "predict_x0_from_eps",
     "prior_bpd", "q_posterior", "q_sample", "rate_distortion_table", "record_losses",
     "renoise_sample", "renoise_step",

@@ -8,6 +8,12 @@ t ~ Uniform{0, ..., T-1} and eps ~ N(0, I). Per-example losses have shape [B].
     "weighted", eps: beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) sum_d (eps - eps_hat)^2
                                                             (Eq. 3.12)
     "weighted", x0:  coef1_t^2 / (2 sigma_t^2) sum_d (x0 - x0_hat)^2
+    "min_snr", x0:   min(SNR_t, gamma) mean_d (x0 - x0_hat)^2, SNR_t = abar_t / (1 - abar_t)
+                     (Min-SNR-gamma, Hang et al. 2023, Eq. 9: the x0 objective with the
+                     easy, low-noise steps up-weighted to at most gamma and the noisiest
+                     ones down-weighted by their SNR)
+    "min_snr", eps:  min(SNR_t, gamma) / SNR_t mean_d (eps - eps_hat)^2, the same loss for
+                     equivalent predictions ((eps - eps_hat)^2 = SNR_t (x0 - x0_hat)^2)
     "vlb":           the bound's term L_t itself in bits/dim (`fdm.diffusion.likelihood`):
                      the KL to the forward posterior for t > 0 and the discretized
                      decoder NLL (Eq. 3.13) at t = 0, unclipped x0_hat; so that
@@ -37,7 +43,8 @@ from fdm.diffusion.schedules import DiffusionSchedule
 from fdm.diffusion.timesteps import sample_timesteps
 from fdm.errors import UserError
 
-WEIGHTINGS = ("simple", "weighted", "vlb")
+WEIGHTINGS = ("simple", "weighted", "vlb", "min_snr")
+MIN_SNR_GAMMA = 5.0                      # the paper's default
 
 
 @flax.struct.dataclass
@@ -60,33 +67,53 @@ def vlb_weight(schedule: DiffusionSchedule, t, prediction: str = "eps",
     raise UserError(f"prediction={prediction!r}; use one of {PREDICTIONS}")
 
 
-def eps_loss(schedule, eps_pred, eps, t, weighting: str = "simple", variance: str = "fixed_small"):
-    """eps-prediction loss [B]: L_simple (mean) or the VLB-weighted sum. Inputs [B, ...]."""
+def min_snr_weight(schedule: DiffusionSchedule, t, prediction: str = "x0",
+                   gamma: float = MIN_SNR_GAMMA) -> jnp.ndarray:
+    """Per-example weight [B] of "min_snr" (module doc) on mean_d (target - pred)^2:
+    min(SNR_t, gamma) for x0, divided by SNR_t for eps."""
+    abar = schedule.alphas_cumprod[t]
+    snr = abar / (1.0 - abar)
+    weight = jnp.minimum(snr, gamma)
+    return weight / snr if prediction == "eps" else weight
+
+
+def eps_loss(schedule, eps_pred, eps, t, weighting: str = "simple", variance: str = "fixed_small",
+             min_snr_gamma: float = MIN_SNR_GAMMA):
+    """eps-prediction loss [B]: L_simple (mean), Min-SNR (weighted mean) or the
+    VLB-weighted sum. Inputs [B, ...]."""
     sq = jnp.square(eps_pred.astype(jnp.float32) - eps.astype(jnp.float32))
     if weighting == "simple":
         return mean_flat(sq)
+    if weighting == "min_snr":
+        return min_snr_weight(schedule, t, "eps", min_snr_gamma) * mean_flat(sq)
     return vlb_weight(schedule, t, "eps", variance) * sum_flat(sq)
 
 
-def x0_loss(schedule, x0_pred, x0, t, weighting: str = "simple", variance: str = "fixed_small"):
-    """x0-prediction loss [B]: mean (x0_hat - x0)^2 or the VLB-weighted sum. Inputs [B, ...]."""
+def x0_loss(schedule, x0_pred, x0, t, weighting: str = "simple", variance: str = "fixed_small",
+            min_snr_gamma: float = MIN_SNR_GAMMA):
+    """x0-prediction loss [B]: mean (x0_hat - x0)^2, Min-SNR (weighted mean) or the
+    VLB-weighted sum. Inputs [B, ...]."""
     sq = jnp.square(x0_pred.astype(jnp.float32) - x0.astype(jnp.float32))
     if weighting == "simple":
         return mean_flat(sq)
+    if weighting == "min_snr":
+        return min_snr_weight(schedule, t, "x0", min_snr_gamma) * mean_flat(sq)
     return vlb_weight(schedule, t, "x0", variance) * sum_flat(sq)
 
 
 def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.ndarray,
                    rng: jax.Array, prediction: str = "eps", weighting: str = "simple",
                    variance: str = "fixed_small", cdf: str = "exact",
-                   t_probs: jnp.ndarray | None = None) -> DiffusionLossOutput:
+                   t_probs: jnp.ndarray | None = None,
+                   min_snr_gamma: float = MIN_SNR_GAMMA) -> DiffusionLossOutput:
     """Sample t ~ U{0..T-1} (or t ~ t_probs [T], `fdm.diffusion.timesteps`; the caller
     applies the importance weights) and eps, noise x0 and score `denoise_fn(x_t, t) ->
     (pred, aux)`.
 
     x0: [B, ...]; rng: PRNG key (split into t- and noise-keys). `variance` matters for
     weighting "weighted" and "vlb" (a learned one: pred has 2C channels, "vlb" only);
-    `cdf` ("exact" | "tanh") is the decoder's CDF in "vlb".
+    `cdf` ("exact" | "tanh") is the decoder's CDF in "vlb"; `min_snr_gamma` is
+    "min_snr"'s gamma.
     Returns DiffusionLossOutput(loss [B], t [B], aux).
     """
     if prediction not in PREDICTIONS:
@@ -110,7 +137,7 @@ def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.nd
         loss, _ = vb_term_bpd(schedule, pred.astype(x0.dtype), x0, x_t, t, prediction=prediction,
                               variance=variance, clip_x0=False, cdf=cdf)
     elif prediction == "eps":
-        loss = eps_loss(schedule, pred, eps, t, weighting, variance)
+        loss = eps_loss(schedule, pred, eps, t, weighting, variance, min_snr_gamma)
     else:
-        loss = x0_loss(schedule, pred, x0, t, weighting, variance)
+        loss = x0_loss(schedule, pred, x0, t, weighting, variance, min_snr_gamma)
     return DiffusionLossOutput(loss=loss, t=t, aux=aux)

@@ -78,6 +78,7 @@ CAMERA_CHANNELS = 12
 TIME_CHANNELS = 1
 EXTRA_CHANNELS = CAMERA_CHANNELS + TIME_CHANNELS      # S's channels after the F features
 RGB = 3
+CONTEXT_SLOT, TARGET_SLOT = 0, 1                  # S's view slots (Eq. 14)
 
 # (S [B, V, H, W, F + 13], points [B, P, 3]) -> (values [B, P, 3 + G], density [B, P])
 SignalField = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -284,5 +285,10 @@ class SceneDenoiser(nn.Module):
 def context_only(signal: jax.Array) -> jax.Array:
     """S_det of S [..., V, H, W, F + 13]: the context (slot 0) in every slot at t = 0
     (module doc)."""
-    det = jnp.broadcast_to(signal[..., :1, :, :, :], signal.shape)
-    return det.at[..., -TIME_CHANNELS:].set(0.0)
+    return view_alone(signal, CONTEXT_SLOT).at[..., -TIME_CHANNELS:].set(0.0)
+
+
+def view_alone(signal: jax.Array, view: int) -> jax.Array:
+    """S [..., V, H, W, F + 13] with view slot `view` in every slot: the field of that
+    view alone (the mean over identical views is that view's code)."""
+    return jnp.broadcast_to(signal[..., view:view + 1, :, :, :], signal.shape)

@@ -16,8 +16,8 @@ and, where S is more than what the denoiser outputs or more can be scored,
   assemble      (output [B, *output_shape], ctxt: View) -> S [B, *signal_shape] (None: S
                 is the output; the motion problem: S = (O^ctxt, S_m), Sec. 4.2);
   score_given_target  (signals [N, *signal_shape] predicted from the context and the clean
-                target, truth [N, ...] numpy: the data's 'signal') -> {metric: number}
-                (None: none);
+                target, views: their ObservationTuple, numpy, truth [N, ...] numpy: the
+                data's 'signal') -> {metric: number} (None: none);
   render_truth  the data's true signals [N, ...] -> images like `render`'s (None: `render`;
                 the scenes, whose truth is the scene's primitives, not an S);
 and, for a problem whose forward model is partly learned (the scenes: the pixelNeRF MLP),
@@ -54,7 +54,7 @@ class ForwardProblem:
     canvas_image: Callable[[np.ndarray], np.ndarray]
     output_shape: tuple[int, ...] | None = None
     assemble: Callable[[Any, View], Any] | None = None
-    score_given_target: Callable[[np.ndarray, np.ndarray], dict] | None = None
+    score_given_target: Callable[..., dict] | None = None
     render_truth: Callable[[np.ndarray], np.ndarray] | None = None
     network: Any = None
     bind: Callable[[Any], "ForwardProblem"] | None = None

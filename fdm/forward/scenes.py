@@ -117,9 +117,18 @@ PSNR rewards blur: the deterministic model aims at the posterior mean, so compar
 psnr_trgt_mean (and psnr_trgt_best), not with psnr_trgt alone. Expected for the diffusion
 model: sample_std_unseen > sample_std_seen; the deterministic model's samples are one S,
 so both stds are 0.
-Given the target (`score_given_target`: S from the context and the clean target):
+Given the target (`score_given_target`: S from the context and the clean target at
+t = 0, every eval tuple; the deterministic model's S is from the context alone):
 given_target_psnr_ring, the PSNR of the renders of S at the RING cameras against the
-true scene's.
+true scene's; given_target_rmse_seen / _unseen / _hidden, the RMSE (on [0, 1], the
+pixel classes above) of S rendered at the target's own camera against the target it was
+shown: how well forward reproduces an observation it is given, a floor under what any
+sample can score there (near 0: the field copies the view; near rmse_floor_hidden on the
+hidden pixels: it renders them as if it had not been shown them); and
+given_target_alone_rmse_*, the same of the field of the target's slot alone
+(`fdm.forward.pixelnerf.view_alone`): the render's fidelity without the mean over views
+(below given_target_rmse_*: the context's code dilutes the target's; about equal: the
+render itself is the limit). _hidden only when the truth marks hidden pixels.
 
 Figures: a signal is shown as its renders at the RING cameras side by side [H, 4 W, 3]
 (`render`; the true scene: `render_truth`), a context as its image padded with white to
@@ -140,9 +149,9 @@ import numpy as np
 
 from fdm.errors import UserError
 from fdm.forward.base import ObservationTuple
-from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, PixelField, SceneDenoiser,
+from fdm.forward.pixelnerf import (RGB, EXTRA_CHANNELS, TARGET_SLOT, PixelField, SceneDenoiser,
                                    context_only, project, render_signal, sample_features,
-                                   world_to_camera)
+                                   view_alone, world_to_camera)
 from fdm.metrics import fid
 from fdm.metrics.calibration import spread_skill_ratio
 from fdm.nerf import cameras
@@ -567,9 +576,20 @@ def _grey(std: np.ndarray) -> np.ndarray:
     return np.repeat(2.0 * np.clip(std / STD_DISPLAY_MAX, 0.0, 1.0)[..., None] - 1.0, 3, -1)
 
 
-def score_given_target(operator: SceneOperator, signals: np.ndarray,
+def score_given_target(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
                        truth: np.ndarray) -> dict[str, float]:
-    """given_target_psnr_ring (module doc) of S [N, ...] against the truth [N, H, W,
-    3 K + 7]."""
-    return {"given_target_psnr_ring": float(np.mean(
+    """given_target_psnr_ring and the given_target_rmse_* / given_target_alone_rmse_*
+    reproduction scores (module doc) of S [N, ...] of the N tuples `views` (numpy)
+    against the truth [N, H, W, 3 K + 7]."""
+    true = unpack_truth(truth)
+    classes = {"seen": true.seen, "unseen": true.surface & ~true.seen,
+               "hidden": true.hidden & ~true.seen}
+    scores = {"given_target_psnr_ring": float(np.mean(
         psnr(render(operator, signals), render_truth(truth))))}
+    for name, signal in (("given_target", signals),
+                         ("given_target_alone", np.asarray(view_alone(jnp.asarray(signals),
+                                                                      TARGET_SLOT)))):
+        image = _render_at(operator, signal, views.trgt.phi)
+        scores.update({f"{name}_rmse_{c}": _masked_rmse(image[:, None], views.trgt.obs, mask)
+                       for c, mask in classes.items() if c != "hidden" or mask.any()})
+    return scores

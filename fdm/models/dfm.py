@@ -33,7 +33,11 @@ Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple")
     L^trgt  = mean (O^trgt - forward(S, phi^trgt))^2                          (Eq. 8)
     L^novel = mean (O^novel - forward(S, phi^novel))^2, with the same S        (Eq. 9)
     L = L^trgt + train.novel_weight L^novel + the problem's regularisers
-train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged). The
+train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged).
+diffusion.loss = "min_snr" weights L^trgt (only) by min(SNR_t, diffusion.min_snr_gamma)
+(Min-SNR-gamma, `fdm.diffusion.losses`): the low-noise steps, where the denoiser must
+reproduce the target it is shown, count up to gamma times, the noisiest about SNR_t
+times; eval_loss_trgt is then in that weighting too. The
 regularisers (`ForwardProblem.regularizers`; the scenes': L_cond, depth smoothness and
 distortion, and the opacity entropy (not in the paper) at train.{cond, depth_smoothness,
 distortion, opacity_entropy}_weight) are logged by name.
@@ -80,7 +84,7 @@ scored by the problem (`ForwardProblem.score`: e.g. W2 to the exact posterior; t
 scenes: PSNR of the sampled renders against the held-out views) and
 kept in DIR/posterior_samples.npz; for a problem with `score_given_target`, also the S of
 every eval example with its target given (`given_target_signal`) against its true
-'signal'. `sample`: DIR/samples/samples.npz and grid.png
+'signal' and its views. `sample`: DIR/samples/samples.npz and grid.png
 (per context: its canvas, the true signal, NUM_FIGURE_SAMPLES samples).
 
 Rescoring (eval.reuse_samples = True): `evaluate` scores the posterior samples already
@@ -209,6 +213,8 @@ DFM_RULES = {
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
+    "diffusion.loss": rules.one_of("simple", "min_snr"),   # Eq. 8's weighting over t
+    "diffusion.min_snr_gamma": rules.above(0.0),
     "diffusion.dynamic_threshold": rules.rule(                # percentile p; 0: off
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
         "0 (off) or a percentile in (0, 1]", 1.5),
@@ -353,7 +359,9 @@ class DFMFamily(ModelFamily):
         else:
             denoise = jax.tree_util.Partial(self._denoise, params, views.ctxt, trgt.phi,
                                             keep=keep)
-            out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0")
+            d = self.config.diffusion
+            out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0",
+                                 weighting=d.loss, min_snr_gamma=d.min_snr_gamma)
             loss_trgt, signal = out.loss, out.aux
         novel = operator.apply(signal, views.novel.phi)
         return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs)), signal
@@ -424,7 +432,7 @@ class DFMFamily(ModelFamily):
         metrics = {"eval_loss_trgt": float(losses[0].mean()),
                    "eval_loss_novel": float(losses[1].mean())}
         if given is not None:
-            metrics.update(problem.score_given_target(given, truth))
+            metrics.update(problem.score_given_target(given, views, truth))
         num = int(e.num_contexts)
         contexts = _first_rows(views, num, "eval.num_contexts")
         signals = (saved_posterior_samples(workdir, contexts, int(e.samples_per_context))
