@@ -211,6 +211,12 @@ class Truth:
     hidden: np.ndarray     # bool [N, H, W] (all False without hidden sides)
     prior_std: np.ndarray  # [N, H, W] the colour's posterior std where hidden, [-1, 1]
 
+    def pixel_classes(self) -> dict[str, np.ndarray]:
+        """The target's pixel classes of the scores, bool [N, H, W] each: seen, unseen
+        (surface not seen) and hidden (a repainted side not seen: part of unseen)."""
+        return {"seen": self.seen, "unseen": self.surface & ~self.seen,
+                "hidden": self.hidden & ~self.seen}
+
 
 def pack_truth(ring_views: np.ndarray, warp: np.ndarray, surface: np.ndarray,
                seen: np.ndarray, hidden: np.ndarray, prior_std: np.ndarray) -> np.ndarray:
@@ -408,7 +414,8 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
     per_sample = psnr(trgt, views.trgt.obs[:, None])
     true = unpack_truth(truth)
     std = _pixel_std(trgt)
-    seen, unseen = true.seen, true.surface & ~true.seen
+    classes = true.pixel_classes()
+    seen, unseen = classes["seen"], classes["unseen"]
     real = np.concatenate([views.ctxt.obs, views.trgt.obs, views.novel.obs])   # [3 N, ...]
     mean_image = np.broadcast_to(real.mean(0), views.trgt.obs.shape)[:, None]
     rmse = lambda images, mask: _masked_rmse(images, views.trgt.obs, mask)
@@ -457,7 +464,7 @@ def _hidden_side_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
     their per-pixel std [N, H, W] against obs [N, H, W, 3], and the mean view's
     mean_image [N, 1, H, W, 3]; {} when the truth marks no hidden pixel that is not
     seen."""
-    hidden = true.hidden & ~true.seen
+    hidden = true.pixel_classes()["hidden"]
     if not hidden.any():
         return {}
     return {"sample_std_hidden": _masked_mean(std, hidden),
@@ -562,7 +569,7 @@ def target_figure_tiles(operator: SceneOperator, signals: np.ndarray,
     as grey levels with white at STD_DISPLAY_MAX."""
     renders = _samples_at(operator, np.asarray(signals), views.trgt.phi)
     true = unpack_truth(truth)
-    hidden = true.hidden & ~true.seen
+    hidden = true.pixel_classes()["hidden"]
     classes = np.select([hidden[..., None], true.seen[..., None], true.surface[..., None]],
                         [PIXEL_CLASS_COLORS[k] for k in ("hidden", "seen", "unseen")], 1.0)
     prior = np.where(hidden, true.prior_std, 0.0)
@@ -581,9 +588,7 @@ def score_given_target(operator: SceneOperator, signals: np.ndarray, views: Obse
     """given_target_psnr_ring and the given_target_rmse_* / given_target_alone_rmse_*
     reproduction scores (module doc) of S [N, ...] of the N tuples `views` (numpy)
     against the truth [N, H, W, 3 K + 7]."""
-    true = unpack_truth(truth)
-    classes = {"seen": true.seen, "unseen": true.surface & ~true.seen,
-               "hidden": true.hidden & ~true.seen}
+    classes = unpack_truth(truth).pixel_classes()
     scores = {"given_target_psnr_ring": float(np.mean(
         psnr(render(operator, signals), render_truth(truth))))}
     for name, signal in (("given_target", signals),
