@@ -44,7 +44,7 @@ from fdm.diffusion.timesteps import sample_timesteps
 from fdm.errors import UserError
 
 WEIGHTINGS = ("simple", "weighted", "vlb", "min_snr")
-MIN_SNR_GAMMA = 5.0                      # the paper's default
+MIN_SNR_GAMMA = 5.0                      # Hang et al.'s default
 
 
 @flax.struct.dataclass
