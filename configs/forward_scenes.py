@@ -29,8 +29,8 @@ DDIM-50 samples for each of 32 eval contexts: psnr_trgt, psnr_trgt_best, psnr_tr
 psnr_novel, sample_std_seen, sample_std_unseen, spread_skill_seen, spread_skill_unseen,
 rmse_trgt_seen, rmse_trgt_unseen (with the baselines rmse_context_warp_seen and
 rmse_mean_image_seen / _unseen, and the geometry diagnostics rmse_depth_warp_seen,
-rmse_weights_warp_seen, opacity_seen, opacity_background), unseen_fraction and the FID-style fd_pixels_trgt
-(`fdm.forward.scenes`; sessions 17-18 used 4 contexts, before fd_pixels_trgt); the same
+rmse_weights_warp_seen, opacity_seen, opacity_background), unseen_fraction and the
+FID-style fd_pixels_trgt (`fdm.forward.scenes`; sessions 17-18 used 4 contexts, before fd_pixels_trgt); the same
 scores of the one-step spread at t = 200, 500, 800 (one_step_t{t}_*: the denoiser's S
 from the true target noised to t, 8 noise draws per context; `fdm.models.dfm`).
 samples/grid.png: per context (the first eval.num_examples) the context view, the true
