@@ -185,8 +185,9 @@ def test_min_snr_losses_are_the_clamped_snr_weight_in_x0_and_eps_forms():
     abar = np.cumprod(1.0 - np.asarray(s.betas, np.float64))
     gamma = 5.0
     want_weight = np.minimum(abar / (1.0 - abar), gamma)
+    # abar in float32 (a product of up to 1000 factors: ~1000 ulps, 6e-5) against float64
     np.testing.assert_allclose(min_snr_weight(s, jnp.arange(1000), "x0", gamma), want_weight,
-                               rtol=1e-4)
+                               rtol=5e-4)
     assert want_weight[0] == gamma and want_weight[-1] < 1e-3        # both ends reached
     x0, eps = _data(5, (6, 4, 4, 3))
     x0_hat = x0 + 0.1 * _data(6, x0.shape)[1]
@@ -195,7 +196,7 @@ def test_min_snr_losses_are_the_clamped_snr_weight_in_x0_and_eps_forms():
     eps_hat = predict_eps_from_x0(s, x_t, t, x0_hat)
     x0_form = np.asarray(x0_loss(s, x0_hat, x0, t, "min_snr", min_snr_gamma=gamma))
     mse = np.mean((np.asarray(x0_hat, np.float64) - x0) ** 2, axis=(1, 2, 3))
-    np.testing.assert_allclose(x0_form, want_weight[t] * mse, rtol=1e-4)
+    np.testing.assert_allclose(x0_form, want_weight[t] * mse, rtol=5e-4)
     eps_form = np.asarray(eps_loss(s, eps_hat, eps, t, "min_snr", min_snr_gamma=gamma))
     # eps_hat carries x_t's float32 round-off times 1 / sqrt(1 - abar): 1e-3 at t <= 800
     np.testing.assert_allclose(eps_form[:-1], x0_form[:-1], rtol=1e-3)
