@@ -92,6 +92,7 @@ def ddpm_config(name: str, *, dataset: str, data_dir: str, image_size: int, ch_m
     c.diffusion.loss = "simple"              # simple | weighted | vlb (the bound L, bits/dim) |
                                              # min_snr (Min-SNR-gamma, fdm.diffusion.losses)
     c.diffusion.min_snr_gamma = 5.0          # gamma of min_snr
+    c.diffusion.min_snr_floor = 0.0          # min_snr's weight is clip(SNR_t, floor, gamma)
     # fixed_small (beta_tilde) | fixed_large (beta) | learned | learned_range (diffusion.reverse)
     c.diffusion.variance = "fixed_small"
     c.diffusion.clip_x0 = True
@@ -219,6 +220,8 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
     c.diffusion.loss = "simple"              # Eq. 8 over t: simple (the paper's, weight 1) |
                                              # min_snr (min(SNR_t, gamma): low noise up-weighted)
     c.diffusion.min_snr_gamma = 5.0          # gamma of min_snr (fdm.diffusion.losses)
+    c.diffusion.min_snr_floor = 0.0          # min_snr's weight is clip(SNR_t, floor, gamma);
+                                             # 1: the noisiest steps weigh as in simple
     c.diffusion.clip_x0 = True               # clip O_hat^trgt to [-1, 1] in sampling
     c.diffusion.dynamic_threshold = 0.0      # Imagen's dynamic thresholding of O_hat^trgt at
                                              # this percentile in sampling (0: off; code 0.95)

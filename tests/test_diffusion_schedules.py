@@ -205,6 +205,38 @@ def test_min_snr_losses_are_the_clamped_snr_weight_in_x0_and_eps_forms():
                                np.asarray(abar[t] / (1 - abar[t])) * mse, rtol=1e-3)
 
 
+def test_min_snr_floor_clips_the_weight_from_below_and_one_with_no_ceiling_is_truncated_snr():
+    """floor f: weight clip(SNR_t, f, gamma) (float64 SNR from the betas); f = 1 with
+    gamma = inf is Salimans & Ho's max(||x0 - x0_hat||^2, ||eps - eps_hat||^2) per
+    example, computed here from the two errors of the same prediction; f > gamma is a
+    one-line error."""
+    s = DiffusionSchedule.create("cosine", 1000)
+    abar = np.cumprod(1.0 - np.asarray(s.betas, np.float64))
+    snr = abar / (1.0 - abar)
+    weight = np.asarray(min_snr_weight(s, jnp.arange(1000), "x0", 5.0, 1.0))
+    np.testing.assert_allclose(weight, np.clip(snr, 1.0, 5.0), rtol=5e-4)
+    assert weight[0] == 5.0 and weight[-1] == 1.0 and ((weight > 1) & (weight < 5)).any()
+    np.testing.assert_array_equal(min_snr_weight(s, jnp.arange(1000), "x0", 5.0, 0.0),
+                                  min_snr_weight(s, jnp.arange(1000), "x0", 5.0))
+    x0, eps = _data(5, (6, 4, 4, 3))
+    x0_hat = x0 + 0.1 * _data(6, x0.shape)[1]
+    t = np.array([0, 50, 200, 500, 800, 999])
+    x_t = q_sample(s, x0, t, eps)
+    eps_hat = predict_eps_from_x0(s, x_t, t, x0_hat)
+    truncated = np.asarray(x0_loss(s, x0_hat, x0, t, "min_snr", min_snr_gamma=np.inf,
+                                   min_snr_floor=1.0))
+    x0_mse = np.mean((np.asarray(x0_hat, np.float64) - x0) ** 2, axis=(1, 2, 3))
+    eps_mse = np.mean((np.asarray(eps_hat, np.float64) - eps) ** 2, axis=(1, 2, 3))
+    # eps_hat's float32 round-off (see above): 1e-3 below t = 999
+    np.testing.assert_allclose(truncated[:-1], np.maximum(x0_mse, eps_mse)[:-1], rtol=1e-3)
+    np.testing.assert_allclose(
+        eps_loss(s, eps_hat, eps, t, "min_snr", min_snr_gamma=5.0, min_snr_floor=1.0)[:-1],
+        x0_loss(s, x0_hat, x0, t, "min_snr", min_snr_gamma=5.0, min_snr_floor=1.0)[:-1],
+        rtol=1e-3)
+    with pytest.raises(UserError, match="min_snr_floor=6.0 must lie in"):
+        min_snr_weight(s, jnp.arange(3), "x0", 5.0, 6.0)
+
+
 @pytest.mark.parametrize("prediction", ["eps", "x0"])
 def test_diffusion_loss_oracle_and_zero_denoisers(prediction):
     s = DiffusionSchedule.create()

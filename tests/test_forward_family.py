@@ -60,14 +60,16 @@ def test_losses_are_eq8_plus_weighted_eq9(smoke):
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)) > 0
 
 
-def test_min_snr_weights_eq8_alone_by_the_clamped_snr_of_its_t(smoke):
+@pytest.mark.parametrize("floor", [0.0, 1.0])
+def test_min_snr_weights_eq8_alone_by_the_clamped_snr_of_its_t(smoke, floor):
     """diffusion.loss='min_snr': with the same rng (same t and eps), each example's L^trgt
-    is the simple one times min(SNR_t, gamma), SNR from the betas in float64 at the t
-    that `diffusion_loss` draws from that rng; L^novel is unchanged."""
+    is the simple one times clip(SNR_t, floor, gamma), SNR from the betas in float64 at
+    the t that `diffusion_loss` draws from that rng; L^novel is unchanged."""
     config, family, params, batch = smoke
     views, rng = ObservationTuple.from_batch(batch), jax.random.PRNGKey(3)
     weighted_config = get_config("smoke")
     weighted_config.diffusion.loss, weighted_config.diffusion.min_snr_gamma = "min_snr", 2.0
+    weighted_config.diffusion.min_snr_floor = floor
     weighted = get_family(weighted_config)
     simple_trgt, simple_novel = jax.jit(family.per_example_losses)(params, views, rng)
     min_snr_trgt, min_snr_novel = jax.jit(weighted.per_example_losses)(params, views, rng)
@@ -75,8 +77,9 @@ def test_min_snr_weights_eq8_alone_by_the_clamped_snr_of_its_t(smoke):
     t = np.asarray(diffusion_loss(family.schedule, lambda x, t: (x, None), views.trgt.obs,
                                   rng, prediction="x0").t)
     abar = np.cumprod(1.0 - np.asarray(family.schedule.betas, np.float64))
-    weights = np.minimum(abar / (1.0 - abar), 2.0)[t]
+    weights = np.clip(abar / (1.0 - abar), floor, 2.0)[t]
     assert (weights < 2.0).any() and (weights == 2.0).any()       # both sides of the clamp
+    assert (weights == 1.0).any() == (floor == 1.0)               # the floor reached
     # two float32 losses and a float32 abar (cumprod of <= T factors) against float64
     np.testing.assert_allclose(np.asarray(min_snr_trgt, np.float64),
                                weights * np.asarray(simple_trgt, np.float64), rtol=5e-4)

@@ -14,6 +14,10 @@ t ~ Uniform{0, ..., T-1} and eps ~ N(0, I). Per-example losses have shape [B].
                      ones down-weighted by their SNR)
     "min_snr", eps:  min(SNR_t, gamma) / SNR_t mean_d (eps - eps_hat)^2, the same loss for
                      equivalent predictions ((eps - eps_hat)^2 = SNR_t (x0 - x0_hat)^2)
+    With a floor f > 0 the weight is clip(SNR_t, f, gamma): the noisiest steps keep weight
+    f instead of SNR_t. f = 1 with gamma = inf is the truncated-SNR weighting
+    max(SNR_t, 1) of Salimans & Ho 2022 (Sec. 4, "max(||x - x_hat||^2, ||eps - eps_hat||^2)");
+    f = 1 with a finite gamma only raises the easy steps above the simple x0 loss.
     "vlb":           the bound's term L_t itself in bits/dim (`fdm.diffusion.likelihood`):
                      the KL to the forward posterior for t > 0 and the discretized
                      decoder NLL (Eq. 3.13) at t = 0, unclipped x0_hat; so that
@@ -45,6 +49,7 @@ from fdm.errors import UserError
 
 WEIGHTINGS = ("simple", "weighted", "vlb", "min_snr")
 MIN_SNR_GAMMA = 5.0                      # Hang et al.'s default
+MIN_SNR_FLOOR = 0.0                      # Hang et al.'s (no floor)
 
 
 @flax.struct.dataclass
@@ -68,36 +73,40 @@ def vlb_weight(schedule: DiffusionSchedule, t, prediction: str = "eps",
 
 
 def min_snr_weight(schedule: DiffusionSchedule, t, prediction: str = "x0",
-                   gamma: float = MIN_SNR_GAMMA) -> jnp.ndarray:
+                   gamma: float = MIN_SNR_GAMMA, floor: float = MIN_SNR_FLOOR) -> jnp.ndarray:
     """Per-example weight [B] of "min_snr" (module doc) on mean_d (target - pred)^2:
-    min(SNR_t, gamma) for x0, divided by SNR_t for eps."""
+    clip(SNR_t, floor, gamma) for x0 (floor 0: min(SNR_t, gamma)), divided by SNR_t for
+    eps."""
+    if not 0.0 <= floor <= gamma:
+        raise UserError(f"diffusion.min_snr_floor={floor} must lie in [0, min_snr_gamma="
+                        f"{gamma}]; lower the floor or raise gamma")
     abar = schedule.alphas_cumprod[t]
     snr = abar / (1.0 - abar)
-    weight = jnp.minimum(snr, gamma)
+    weight = jnp.clip(snr, floor, gamma)
     return weight / snr if prediction == "eps" else weight
 
 
 def eps_loss(schedule, eps_pred, eps, t, weighting: str = "simple", variance: str = "fixed_small",
-             min_snr_gamma: float = MIN_SNR_GAMMA):
+             min_snr_gamma: float = MIN_SNR_GAMMA, min_snr_floor: float = MIN_SNR_FLOOR):
     """eps-prediction loss [B]: L_simple (mean), Min-SNR (weighted mean) or the
     VLB-weighted sum. Inputs [B, ...]."""
     sq = jnp.square(eps_pred.astype(jnp.float32) - eps.astype(jnp.float32))
     if weighting == "simple":
         return mean_flat(sq)
     if weighting == "min_snr":
-        return min_snr_weight(schedule, t, "eps", min_snr_gamma) * mean_flat(sq)
+        return min_snr_weight(schedule, t, "eps", min_snr_gamma, min_snr_floor) * mean_flat(sq)
     return vlb_weight(schedule, t, "eps", variance) * sum_flat(sq)
 
 
 def x0_loss(schedule, x0_pred, x0, t, weighting: str = "simple", variance: str = "fixed_small",
-            min_snr_gamma: float = MIN_SNR_GAMMA):
+            min_snr_gamma: float = MIN_SNR_GAMMA, min_snr_floor: float = MIN_SNR_FLOOR):
     """x0-prediction loss [B]: mean (x0_hat - x0)^2, Min-SNR (weighted mean) or the
     VLB-weighted sum. Inputs [B, ...]."""
     sq = jnp.square(x0_pred.astype(jnp.float32) - x0.astype(jnp.float32))
     if weighting == "simple":
         return mean_flat(sq)
     if weighting == "min_snr":
-        return min_snr_weight(schedule, t, "x0", min_snr_gamma) * mean_flat(sq)
+        return min_snr_weight(schedule, t, "x0", min_snr_gamma, min_snr_floor) * mean_flat(sq)
     return vlb_weight(schedule, t, "x0", variance) * sum_flat(sq)
 
 
@@ -105,15 +114,16 @@ def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.nd
                    rng: jax.Array, prediction: str = "eps", weighting: str = "simple",
                    variance: str = "fixed_small", cdf: str = "exact",
                    t_probs: jnp.ndarray | None = None,
-                   min_snr_gamma: float = MIN_SNR_GAMMA) -> DiffusionLossOutput:
+                   min_snr_gamma: float = MIN_SNR_GAMMA,
+                   min_snr_floor: float = MIN_SNR_FLOOR) -> DiffusionLossOutput:
     """Sample t ~ U{0..T-1} (or t ~ t_probs [T], `fdm.diffusion.timesteps`; the caller
     applies the importance weights) and eps, noise x0 and score `denoise_fn(x_t, t) ->
     (pred, aux)`.
 
     x0: [B, ...]; rng: PRNG key (split into t- and noise-keys). `variance` matters for
     weighting "weighted" and "vlb" (a learned one: pred has 2C channels, "vlb" only);
-    `cdf` ("exact" | "tanh") is the decoder's CDF in "vlb"; `min_snr_gamma` is
-    "min_snr"'s gamma.
+    `cdf` ("exact" | "tanh") is the decoder's CDF in "vlb"; `min_snr_gamma` and
+    `min_snr_floor` are "min_snr"'s clip range.
     Returns DiffusionLossOutput(loss [B], t [B], aux).
     """
     if prediction not in PREDICTIONS:
@@ -137,7 +147,7 @@ def diffusion_loss(schedule: DiffusionSchedule, denoise_fn: Callable, x0: jnp.nd
         loss, _ = vb_term_bpd(schedule, pred.astype(x0.dtype), x0, x_t, t, prediction=prediction,
                               variance=variance, clip_x0=False, cdf=cdf)
     elif prediction == "eps":
-        loss = eps_loss(schedule, pred, eps, t, weighting, variance, min_snr_gamma)
+        loss = eps_loss(schedule, pred, eps, t, weighting, variance, min_snr_gamma, min_snr_floor)
     else:
-        loss = x0_loss(schedule, pred, x0, t, weighting, variance, min_snr_gamma)
+        loss = x0_loss(schedule, pred, x0, t, weighting, variance, min_snr_gamma, min_snr_floor)
     return DiffusionLossOutput(loss=loss, t=t, aux=aux)

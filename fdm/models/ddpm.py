@@ -7,7 +7,8 @@ The U-Net predicts eps or x0 (`diffusion.prediction`), plus C variance channels 
 `diffusion.variance` is learned (`fdm.diffusion.reverse`), trained with `diffusion.loss`
 in {"simple", "weighted", "vlb", "min_snr"} (`fdm.diffusion.losses`; "vlb": the bound's
 terms in bits/dim with the discretized decoder, a learned variance trains only with it;
-"min_snr": Min-SNR-gamma, gamma = diffusion.min_snr_gamma).
+"min_snr": Min-SNR-gamma, the weight clip(SNR_t, diffusion.min_snr_floor,
+diffusion.min_snr_gamma)).
 
 Training timesteps: uniform, or with diffusion.t_sampling='loss_aware' importance-sampled
 from the history of each t's loss (`fdm.diffusion.timesteps`, Improved DDPM §3.3; the
@@ -89,6 +90,7 @@ DDPM_RULES = {
     "diffusion.prediction": rules.one_of(*PREDICTIONS),
     "diffusion.loss": rules.one_of(*WEIGHTINGS),
     "diffusion.min_snr_gamma": rules.above(0.0),
+    "diffusion.min_snr_floor": rules.at_least(0.0),
     "diffusion.variance": _variance_rule(),
     "diffusion.decoder_cdf": rules.one_of(*CDFS),
     "diffusion.t_sampling": rules.one_of(*T_SAMPLINGS),
@@ -183,7 +185,7 @@ class DDPMFamily(ModelFamily):
         return diffusion_loss(self.schedule, denoise, batch["image"], key_loss,
                               prediction=d.prediction, weighting=d.loss, variance=d.variance,
                               cdf=d.decoder_cdf, t_probs=t_probs,
-                              min_snr_gamma=d.min_snr_gamma)
+                              min_snr_gamma=d.min_snr_gamma, min_snr_floor=d.min_snr_floor)
 
     def loss_fn(self, params, batch, rng, train, step=0):
         """Mean loss over valid examples (t uniform) plus loss per t-quarter (see module

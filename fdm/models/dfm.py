@@ -34,10 +34,11 @@ Loss per example (L2 means, `fdm.diffusion.diffusion_loss` with x0 and "simple")
     L^novel = mean (O^novel - forward(S, phi^novel))^2, with the same S        (Eq. 9)
     L = L^trgt + train.novel_weight L^novel + the problem's regularisers
 train.novel_weight = 0 is the no-L^novel ablation (L^novel is still logged).
-diffusion.loss = "min_snr" weights L^trgt (only) by min(SNR_t, diffusion.min_snr_gamma)
-(Min-SNR-gamma, `fdm.diffusion.losses`): the low-noise steps, where the denoiser must
-reproduce the target it is shown, count up to gamma times, the noisiest about SNR_t
-times; eval_loss_trgt is then in that weighting too. The
+diffusion.loss = "min_snr" weights L^trgt (only) by clip(SNR_t, diffusion.min_snr_floor,
+diffusion.min_snr_gamma) (Min-SNR-gamma with floor 0, `fdm.diffusion.losses`): the
+low-noise steps, where the denoiser must reproduce the target it is shown, count up to
+gamma times, the noisiest SNR_t times (floor 0) or the floor's times (floor 1: as in the
+simple loss); eval_loss_trgt is then in that weighting too. The
 regularisers (`ForwardProblem.regularizers`; the scenes': L_cond, depth smoothness and
 distortion, and the opacity entropy (not in the paper) at train.{cond, depth_smoothness,
 distortion, opacity_entropy}_weight) are logged by name.
@@ -215,6 +216,7 @@ DFM_RULES = {
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
     "diffusion.loss": rules.one_of("simple", "min_snr"),   # Eq. 8's weighting over t
     "diffusion.min_snr_gamma": rules.above(0.0),
+    "diffusion.min_snr_floor": rules.at_least(0.0),
     "diffusion.dynamic_threshold": rules.rule(                # percentile p; 0: off
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
         "0 (off) or a percentile in (0, 1]", 1.5),
@@ -361,7 +363,8 @@ class DFMFamily(ModelFamily):
                                             keep=keep)
             d = self.config.diffusion
             out = diffusion_loss(self.schedule, denoise, trgt.obs, rng, prediction="x0",
-                                 weighting=d.loss, min_snr_gamma=d.min_snr_gamma)
+                                 weighting=d.loss, min_snr_gamma=d.min_snr_gamma,
+                                 min_snr_floor=d.min_snr_floor)
             loss_trgt, signal = out.loss, out.aux
         novel = operator.apply(signal, views.novel.phi)
         return loss_trgt, mean_flat(jnp.square(novel - views.novel.obs)), signal
