@@ -207,9 +207,11 @@ def dfm_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Con
         det_samples=16,     # bins per ray of O_det
         time_mlp=True,      # Dense(t-embedding) in every ResnetFC block (brief D6); False:
                             # t only through the features (the field before D6)
-        image_features=False))  # True: each view's image (the context, O^trgt_t) appended
+        image_features=False,  # True: each view's image (the context, O^trgt_t) appended
                             # to its feature map, so the field reads the colour at the
                             # projected point itself (F + 3 channels in S)
+        density_from_context=False))  # True: sigma from the context's code alone (not in
+                            # the paper): S's geometry fixed by the context, shared by samples
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.num_timesteps = 1000

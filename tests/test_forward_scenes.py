@@ -216,11 +216,11 @@ def test_pack_unpack_and_the_context_only_signal():
     np.testing.assert_array_equal(pn.unpack(det)[2], 0.0)          # S_det: t = 0
 
 
-def _field(geo, time_mlp: bool = True):
+def _field(geo, time_mlp: bool = True, density_from_context: bool = False):
     """(a small PixelField, its params, S [2, 2, 8, 8, 4 + 13] at t = (5, 700), points
     [2, 5, 3])."""
     field = pn.PixelField(geo, 3, width=8, view_blocks=1, joint_blocks=1, num_freqs=2,
-                          time_mlp=time_mlp)
+                          time_mlp=time_mlp, density_from_context=density_from_context)
     rng = _rng(5)
     cams = cameras.look_at(jnp.asarray(rng.normal(size=(2, 2, 3)) * 0.3 + [3.0, 1.0, 2.0],
                                        jnp.float32))
@@ -249,6 +249,31 @@ def test_the_field_averages_over_views():
     twice = _at_time(jnp.concatenate([signal[:, :1], signal[:, :1]], axis=1), jnp.zeros(2))
     np.testing.assert_array_equal(apply(twice)[0], alone)       # a mean of copies: the one
     assert not np.allclose(alone, apply(_at_time(signal, jnp.zeros(2)))[0], atol=1e-3)
+
+
+def test_density_from_context_reads_sigma_from_the_context_slot_alone():
+    """model.pixelnerf.density_from_context: the same params; sigma is the default
+    field's sigma of the context alone (S with the context in both slots, t kept), so a
+    new target slot leaves it unchanged while colour moves; S_det's output is the
+    default field's."""
+    geo = sc.geometry(8)
+    field, params, signal, points = _field(geo, density_from_context=True)
+    default, default_params, _, _ = _field(geo)
+    shapes = lambda tree: jax.tree_util.tree_map(jnp.shape, tree)
+    assert shapes(params) == shapes(default_params)
+    apply = jax.jit(lambda f, s: f.apply({"params": params}, s, points), static_argnums=0)
+    values, density = apply(field, signal)
+    np.testing.assert_allclose(density, apply(default, pn.view_alone(signal, pn.CONTEXT_SLOT))[1],
+                               rtol=1e-6)
+    np.testing.assert_allclose(values, apply(default, signal)[0], rtol=1e-6)
+    features, c2w, t = pn.unpack(signal)
+    other = pn.pack(features.at[:, pn.TARGET_SLOT].set(-features[:, pn.TARGET_SLOT]), c2w, t)
+    moved_values, moved_density = apply(field, other)
+    np.testing.assert_array_equal(moved_density, density)
+    assert not np.allclose(moved_values, values, atol=1e-4)
+    assert not np.allclose(apply(default, other)[1], apply(default, signal)[1], atol=1e-4)
+    for a, b in zip(apply(field, pn.context_only(signal)), apply(default, pn.context_only(signal))):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 # The field's params before brief D6 (time_mlp=False) for view_blocks = joint_blocks = 1.

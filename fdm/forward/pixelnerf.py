@@ -30,7 +30,11 @@ mean over the views, h = mean_v h_v, then the joint blocks h <- ResBlock(h + Den
 and the heads
     sigma = softplus(Dense_1(h)),  c = sigmoid(Dense_3(h)),  g = Dense_G(h)
 (density, colour in [0, 1] and G rendered features; ResBlock(h) = h + Dense(relu(Dense(
-relu(h))))). t enters every block the way pixelNeRF injects its latent (the brief's D6),
+relu(h))))). With density_from_context (model.pixelnerf.density_from_context; not in the
+paper) sigma is read from the context's h_ctxt instead of the mean, through the same joint
+blocks and head: the geometry of S is then a function of the context (and t) alone, every
+sample shares it, and only colour and features see the target slot. S_det is unchanged
+(its mean is h_ctxt). t enters every block the way pixelNeRF injects its latent (the brief's D6),
 besides the features (the encoder is conditioned on t). time_mlp=False
 (model.pixelnerf.time_mlp) drops the Dense(temb) terms: t enters only through the
 features, the field of the checkpoints before D6 (the same params, t ignored).
@@ -153,7 +157,8 @@ class ResBlock(nn.Module):
 
 class PixelField(nn.Module):
     """The field of Eq. 10 (module doc): (S, world points) -> (values [c, g], sigma);
-    time_mlp: Dense(temb) in every block (False: t ignored, the field before D6)."""
+    time_mlp: Dense(temb) in every block (False: t ignored, the field before D6);
+    density_from_context: sigma from the context slot's code (module doc)."""
     geometry: ViewGeometry
     det_features: int = 8
     width: int = 64
@@ -162,6 +167,7 @@ class PixelField(nn.Module):
     num_freqs: int = 6
     position_scale: float = 4.0
     time_mlp: bool = True
+    density_from_context: bool = False
 
     def embed_time(self, t: jax.Array) -> jax.Array | None:
         """temb [B, width] of timesteps t [B] (module doc); None without time_mlp."""
@@ -194,14 +200,18 @@ class PixelField(nn.Module):
             hidden = hidden + nn.Dense(self.width, name=f"feature_{i}")(sampled)
             hidden = self.add_time(hidden, temb, f"view_time_{i}")
             hidden = ResBlock(self.width, name=f"view_block_{i}")(hidden)
-        hidden = jnp.mean(hidden, axis=1)                                   # [B, P, width]
+        num_points = hidden.shape[2]
+        joint = jnp.mean(hidden, axis=1)                                    # [B, P, width]
+        if self.density_from_context:                     # [B, 2P, width]: mean, context
+            joint = jnp.concatenate([joint, hidden[:, CONTEXT_SLOT]], axis=1)
         for i in range(self.joint_blocks):
-            hidden = self.add_time(hidden, temb, f"joint_time_{i}")
-            hidden = ResBlock(self.width, name=f"joint_block_{i}")(hidden)
-        hidden = nn.relu(hidden)
-        density = nn.softplus(nn.Dense(1, name="density")(hidden)[..., 0])
-        rgb = nn.sigmoid(nn.Dense(RGB, name="rgb")(hidden))
-        extra = nn.Dense(self.det_features, name="features")(hidden)
+            joint = self.add_time(joint, temb, f"joint_time_{i}")
+            joint = ResBlock(self.width, name=f"joint_block_{i}")(joint)
+        joint = nn.relu(joint)
+        density = nn.softplus(nn.Dense(1, name="density")(joint[:, -num_points:])[..., 0])
+        joint = joint[:, :num_points]
+        rgb = nn.sigmoid(nn.Dense(RGB, name="rgb")(joint))
+        extra = nn.Dense(self.det_features, name="features")(joint)
         return jnp.concatenate([rgb, extra], axis=-1), density
 
 

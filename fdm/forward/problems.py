@@ -126,7 +126,8 @@ def _scenes(config) -> ForwardProblem:
     network = scenes.denoiser(
         size, p.features, p.det_features, p.det_samples, bool(p.image_features),
         dict(width=p.width, view_blocks=p.view_blocks, joint_blocks=p.joint_blocks,
-             num_freqs=p.num_freqs, time_mlp=bool(p.time_mlp)),
+             num_freqs=p.num_freqs, time_mlp=bool(p.time_mlp),
+             density_from_context=bool(p.density_from_context)),
         dict(ch=m.unet.ch, ch_mult=tuple(m.unet.ch_mult), num_res_blocks=m.unet.num_res_blocks,
              attn_resolutions=tuple(m.unet.attn_resolutions), num_groups=m.unet.num_groups),
         bool(m.deterministic))

@@ -319,7 +319,7 @@ def denoiser(size: int, features: int, det_features: int, det_samples: int,
     num_res_blocks, attn_resolutions, num_groups) with out_ch = features, the views'
     images appended to the feature maps when image_features, the PixelField with
     det_features rendered features (field_kwargs: width, view_blocks, joint_blocks,
-    num_freqs, time_mlp)."""
+    num_freqs, time_mlp, density_from_context)."""
     field = PixelField(geometry(size), det_features, **field_kwargs)
     return SceneDenoiser(UNet(out_ch=features, **unet_kwargs), field, det_samples,
                          deterministic, image_features)

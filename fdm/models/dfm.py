@@ -112,7 +112,7 @@ Batches (`fdm.data.inverse_toys`, `fdm.data.scene_tuples`): the keys
 Config keys: model.{forward, network, deterministic, mlp.{width, depth,
 time_embed_dim}, unet.{ch, ch_mult, num_res_blocks, attn_resolutions, num_groups},
 pixelnerf.{features, det_features, width, view_blocks, joint_blocks, num_freqs,
-num_samples, det_samples, time_mlp, image_features}},
+num_samples, det_samples, time_mlp, image_features, density_from_context}},
 diffusion.{num_timesteps, beta_schedule, beta_start, beta_end, prediction, clip_x0,
 dynamic_threshold}, train.{novel_weight, context_dropout, lr_final_factor, cond_weight,
 depth_smoothness_weight, distortion_weight, opacity_entropy_weight}, eval.{batch_size, num_contexts,
@@ -211,6 +211,8 @@ DFM_RULES = {
                                            None),
     "model.pixelnerf.image_features": rules.rule(lambda v: isinstance(v, bool),
                                                  "True or False", None),
+    "model.pixelnerf.density_from_context": rules.rule(lambda v: isinstance(v, bool),
+                                                       "True or False", None),
     "diffusion.num_timesteps": rules.int_at_least(2),
     "diffusion.beta_schedule": rules.one_of(*sorted(SCHEDULE_ALIASES)),
     "diffusion.prediction": rules.one_of("x0"),            # the denoiser outputs forward(S)
