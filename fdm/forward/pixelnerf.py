@@ -34,8 +34,8 @@ relu(h))))). With density_from_context (model.pixelnerf.density_from_context; no
 paper) sigma is read from the context's h_ctxt instead of the mean, through the same joint
 blocks and head: the geometry of S is then a function of the context (and t) alone, every
 sample shares it, and only colour and features see the target slot. S_det is unchanged
-(its mean is h_ctxt). t enters every block the way pixelNeRF injects its latent (the brief's D6),
-besides the features (the encoder is conditioned on t). time_mlp=False
+(its mean is h_ctxt). t enters every block the way pixelNeRF injects its latent (the
+brief's D6), besides the features (the encoder is conditioned on t). time_mlp=False
 (model.pixelnerf.time_mlp) drops the Dense(temb) terms: t enters only through the
 features, the field of the checkpoints before D6 (the same params, t ignored).
 
