@@ -39,6 +39,11 @@ def rule(ok: Callable[[Any], bool], allowed: str, bad: Any) -> Rule:
     return Rule(allowed, lambda value, config: bool(ok(value)), bad)
 
 
+def boolean() -> Rule:
+    """True or False (not 0 / 1)."""
+    return rule(lambda v: isinstance(v, bool), "True or False", None)
+
+
 def one_of(*choices) -> Rule:
     """The value is one of `choices` (strings)."""
     return rule(lambda v: v in choices, f"one of {list(choices)}", "no_such_choice")
