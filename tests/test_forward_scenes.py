@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import scipy.linalg
+from scipy import ndimage
 
 from configs.forward_scenes import get_config
 from experiments import scenes_target_figure
@@ -508,6 +509,40 @@ def test_hidden_side_scores_of_exact_posterior_samples_and_its_mean():
     assert sc._hidden_side_scores(samples, std, truth_draw, mean_image, plain) == {}
 
 
+def test_interior_is_a_3x3_erosion_and_scores_exact_posterior_samples_inside_each_class():
+    masks = _rng(3).random((5, 9, 7)) < 0.8
+    np.testing.assert_array_equal(sc.interior(masks), ndimage.binary_erosion(
+        masks, structure=np.ones((1, 3, 3)), border_value=0))
+    batch = scene_tuples.load(None, 16, "eval", 8, 64, 0, hidden_sides=True)
+    true = sc.unpack_truth(batch["signal"])
+    obs, m = batch["trgt"], 8
+    lambert = true.prior_std / (2.0 * scene_family.color_prior_std())
+    colors = np.asarray(scene_family._colors(jax.random.PRNGKey(7), obs.shape[:1] + (m,)
+                                             + obs.shape[1:3]))
+    classes = true.pixel_classes()
+    draws = np.where(classes["hidden"][:, None, ..., None],
+                     2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
+    truth_draw, samples = draws[:, 0], draws[:, 1:]
+    std = np.mean(np.std(samples, axis=1), axis=-1)
+    scores = sc._interior_scores(samples, std, truth_draw, classes)
+    for name in ("seen", "hidden"):
+        inner = ndimage.binary_erosion(classes[name], np.ones((1, 3, 3)), border_value=0)
+        assert 0 < inner.sum() < classes[name].sum()
+        assert scores[f"{name}_interior_fraction"] == inner.sum() / classes[name].sum()
+        assert scores[f"sample_std_{name}_interior"] == pytest.approx(
+            np.mean([std[i, y, x] for i, y, x in zip(*np.nonzero(inner))]), rel=1e-6)
+        assert scores[f"rmse_trgt_{name}_interior"] == pytest.approx(np.sqrt(np.mean(
+            [_masked_rmse_loop(samples[:, j], truth_draw, inner) ** 2 for j in range(m - 1)])),
+            rel=1e-6)
+    # where seen the samples are the truth itself (float32 std of equal values: round-off);
+    # inside the hidden sides exact posterior draws
+    assert scores["sample_std_seen_interior"] < 1e-6
+    assert scores["rmse_trgt_seen_interior"] < 1e-6
+    assert scores["spread_skill_hidden_interior"] == pytest.approx(1.0, abs=0.1)
+    none = {"seen": np.zeros_like(true.seen), "hidden": np.zeros_like(true.seen)}
+    assert sc._interior_scores(samples, std, truth_draw, none) == {}
+
+
 # ------------------------------------------------------------------ scores
 
 
@@ -550,7 +585,8 @@ def test_scores_of_identical_samples_and_of_the_truth(smoke):
     problem = family.problem.bound(params)
     signal = np.asarray(jax.jit(family.deterministic_signal)(params, views.ctxt, views.trgt))
     scores = problem.score(np.repeat(signal[:, None], 3, 1), views, batch["signal"])
-    assert set(scores) == SCORES - {"eval_loss_trgt", "eval_loss_novel"} - GIVEN_TARGET
+    assert ({k for k in scores if "_interior" not in k}
+            == SCORES - {"eval_loss_trgt", "eval_loss_novel"} - GIVEN_TARGET)
     assert scores["sample_std_seen"] < 1e-6 and scores["sample_std_unseen"] < 1e-6
     assert scores["spread_skill_seen"] < 1e-5 and scores["spread_skill_unseen"] < 1e-5
     assert scores["psnr_trgt"] == pytest.approx(scores["psnr_trgt_mean"], abs=1e-4)

@@ -70,6 +70,15 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   predictor's expected RMSE there is lower; the posterior mean's equals it where the
   geometry is fixed, calibrated samples' is sqrt(2) of it); hidden_fraction the
   fraction of surface pixels that are hidden.
+  Away from edges (`interior`: the pixels of a class whose 3 x 3 neighbourhood lies
+  wholly in that class, none on the image border): sample_std_seen_interior,
+  spread_skill_seen_interior and rmse_trgt_seen_interior, and with hidden sides the same
+  _hidden_interior, as above over those pixels, with seen_interior_fraction (and
+  hidden_) the share of the class's pixels that are interior; absent when a class has
+  no interior pixel. A pixel on a class's edge
+  mixes surfaces at this resolution and moves with a small error of depth or silhouette,
+  so these tell the spread inside what the context sees from the spread along its
+  outline.
   rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
                      target's seen pixels (all samples, all channels): whether the
                      context's pixels reach the render (the deterministic model too)
@@ -440,7 +449,39 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_mean_image_seen": rmse(mean_image, seen),
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1)),
-            **_hidden_side_scores(trgt, std, views.trgt.obs, mean_image, true)}
+            **_hidden_side_scores(trgt, std, views.trgt.obs, mean_image, true),
+            **_interior_scores(trgt, std, views.trgt.obs, classes)}
+
+
+def interior(mask: np.ndarray) -> np.ndarray:
+    """The pixels of mask bool [N, H, W] whose 3 x 3 neighbourhood lies wholly in it, bool
+    [N, H, W] (outside the image counts as outside the mask)."""
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape[1:]
+    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)), constant_values=False)
+    inner = np.ones_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            inner &= padded[:, dy:dy + h, dx:dx + w]
+    return inner
+
+
+def _interior_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
+                     classes: dict[str, np.ndarray]) -> dict[str, float]:
+    """The *_seen_interior and *_hidden_interior scores (module doc) of target renders
+    trgt [N, M, H, W, 3] with their per-pixel std [N, H, W] against obs [N, H, W, 3]; a
+    class without interior pixels (no hidden sides, tiny images) is skipped."""
+    scores = {}
+    for name in ("seen", "hidden"):
+        mask = classes[name]
+        inner = interior(mask)
+        if not inner.any():
+            continue
+        scores.update({f"sample_std_{name}_interior": _masked_mean(std, inner),
+                       f"spread_skill_{name}_interior": spread_skill_ratio(trgt, obs, inner),
+                       f"rmse_trgt_{name}_interior": _masked_rmse(trgt, obs, inner),
+                       f"{name}_interior_fraction": float(np.sum(inner) / np.sum(mask))})
+    return scores
 
 
 def _samples_at(operator: SceneOperator, signals: np.ndarray, c2w: np.ndarray) -> np.ndarray:
