@@ -8,6 +8,7 @@ visibility masks, the scores on constructed samples, and the smoke config throug
 command line."""
 
 import colorsys
+import dataclasses
 import os
 
 import jax
@@ -524,7 +525,8 @@ def test_interior_is_a_3x3_erosion_and_scores_exact_posterior_samples_inside_eac
                      2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
     truth_draw, samples = draws[:, 0], draws[:, 1:]
     std = np.mean(np.std(samples, axis=1), axis=-1)
-    scores = sc._interior_scores(samples, std, truth_draw, classes)
+    mean_image = np.broadcast_to(obs.mean(0), obs.shape)[:, None]
+    scores = sc._interior_scores(samples, std, truth_draw, mean_image, true)
     for name in ("seen", "hidden"):
         inner = ndimage.binary_erosion(classes[name], np.ones((1, 3, 3)), border_value=0)
         assert 0 < inner.sum() < classes[name].sum()
@@ -534,13 +536,20 @@ def test_interior_is_a_3x3_erosion_and_scores_exact_posterior_samples_inside_eac
         assert scores[f"rmse_trgt_{name}_interior"] == pytest.approx(np.sqrt(np.mean(
             [_masked_rmse_loop(samples[:, j], truth_draw, inner) ** 2 for j in range(m - 1)])),
             rel=1e-6)
+        assert scores[f"rmse_mean_image_{name}_interior"] == pytest.approx(
+            _masked_rmse_loop(mean_image[:, 0], truth_draw, inner), rel=1e-6)
+    assert scores["rmse_context_warp_seen_interior"] == pytest.approx(_masked_rmse_loop(
+        true.warp, truth_draw, sc.interior(classes["seen"])), rel=1e-6)
+    assert scores["prior_std_hidden_interior"] == pytest.approx(
+        true.prior_std[sc.interior(classes["hidden"])].mean(), rel=1e-6)
     # where seen the samples are the truth itself (float32 std of equal values: round-off);
     # inside the hidden sides exact posterior draws
     assert scores["sample_std_seen_interior"] < 1e-6
     assert scores["rmse_trgt_seen_interior"] < 1e-6
     assert scores["spread_skill_hidden_interior"] == pytest.approx(1.0, abs=0.1)
-    none = {"seen": np.zeros_like(true.seen), "hidden": np.zeros_like(true.seen)}
-    assert sc._interior_scores(samples, std, truth_draw, none) == {}
+    unseen = np.zeros_like(true.seen)           # neither seen nor hidden pixels: no scores
+    assert sc._interior_scores(samples, std, truth_draw, mean_image, dataclasses.replace(
+        true, seen=unseen, hidden=unseen)) == {}
 
 
 # ------------------------------------------------------------------ scores

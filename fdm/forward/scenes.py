@@ -73,9 +73,10 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   Away from edges (`interior`: the pixels of a class whose 3 x 3 neighbourhood lies
   wholly in that class, none on the image border): sample_std_seen_interior,
   spread_skill_seen_interior and rmse_trgt_seen_interior, and with hidden sides the same
-  _hidden_interior, as above over those pixels, with seen_interior_fraction (and
-  hidden_) the share of the class's pixels that are interior; absent when a class has
-  no interior pixel. A pixel on a class's edge
+  _hidden_interior, as above over those pixels, with their baselines and known answers
+  rmse_mean_image_*_interior, rmse_context_warp_seen_interior and
+  prior_std_hidden_interior, and seen_interior_fraction (and hidden_) the share of the
+  class's pixels that are interior; absent when a class has no interior pixel. A pixel on a class's edge
   mixes surfaces at this resolution and moves with a small error of depth or silhouette,
   so these tell the spread inside what the context sees from the spread along its
   outline.
@@ -450,7 +451,7 @@ def score(operator: SceneOperator, signals: np.ndarray, views: ObservationTuple,
             "rmse_mean_image_unseen": rmse(mean_image, unseen),
             "unseen_fraction": float(np.sum(unseen) / max(np.sum(true.surface), 1)),
             **_hidden_side_scores(trgt, std, views.trgt.obs, mean_image, true),
-            **_interior_scores(trgt, std, views.trgt.obs, classes)}
+            **_interior_scores(trgt, std, views.trgt.obs, mean_image, true)}
 
 
 def interior(mask: np.ndarray) -> np.ndarray:
@@ -467,20 +468,26 @@ def interior(mask: np.ndarray) -> np.ndarray:
 
 
 def _interior_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
-                     classes: dict[str, np.ndarray]) -> dict[str, float]:
+                     mean_image: np.ndarray, true: Truth) -> dict[str, float]:
     """The *_seen_interior and *_hidden_interior scores (module doc) of target renders
-    trgt [N, M, H, W, 3] with their per-pixel std [N, H, W] against obs [N, H, W, 3]; a
-    class without interior pixels (no hidden sides, tiny images) is skipped."""
+    trgt [N, M, H, W, 3] with their per-pixel std [N, H, W] against obs [N, H, W, 3], and
+    the mean view's mean_image [N, 1, H, W, 3]; a class without interior pixels (no
+    hidden sides, tiny images) is skipped."""
     scores = {}
-    for name in ("seen", "hidden"):
-        mask = classes[name]
+    for name, mask in true.pixel_classes().items():
         inner = interior(mask)
-        if not inner.any():
+        if name == "unseen" or not inner.any():
             continue
         scores.update({f"sample_std_{name}_interior": _masked_mean(std, inner),
                        f"spread_skill_{name}_interior": spread_skill_ratio(trgt, obs, inner),
                        f"rmse_trgt_{name}_interior": _masked_rmse(trgt, obs, inner),
+                       f"rmse_mean_image_{name}_interior": _masked_rmse(mean_image, obs, inner),
                        f"{name}_interior_fraction": float(np.sum(inner) / np.sum(mask))})
+        if name == "seen":
+            scores["rmse_context_warp_seen_interior"] = _masked_rmse(true.warp[:, None], obs,
+                                                                     inner)
+        else:
+            scores["prior_std_hidden_interior"] = _masked_mean(true.prior_std, inner)
     return scores
 
 
