@@ -850,6 +850,23 @@ def test_smoke_config_trains_evaluates_and_samples_through_the_command_line(tmp_
     assert scenes_target_figure.main([f"--workdir={tmp_path / 'wd'}"]) == 2
 
 
+def test_pixel_class_image_colours_each_class_and_lightens_edges():
+    true = sc.unpack_truth(scene_tuples.load(None, 16, "eval", 8, 64, 0,
+                                             hidden_sides=True)["signal"])
+    image = sc.pixel_class_image(true)
+    hidden = true.hidden & ~true.seen
+    for name, mask in (("hidden", hidden), ("seen", true.seen),
+                       ("unseen", true.surface & ~true.seen & ~hidden)):
+        inner = (ndimage.binary_erosion(mask, np.ones((1, 3, 3)), border_value=0)
+                 if name != "unseen" else mask)
+        assert inner.any()
+        color = sc.PIXEL_CLASS_COLORS[name]
+        np.testing.assert_allclose(image[inner], np.broadcast_to(color, image[inner].shape))
+        np.testing.assert_allclose(image[mask & ~inner], np.broadcast_to(
+            (color + 1.0) / 2.0, image[mask & ~inner].shape))      # edges: halfway to white
+    assert np.all(image[~true.surface & ~hidden & ~true.seen] == 1.0)
+
+
 def test_target_figure_tiles_show_the_classes_and_the_spread():
     config = get_config("smoke")
     batch = scene_tuples.load(None, 8, "eval", 8, 4, 0, hidden_sides=True)
@@ -866,11 +883,7 @@ def test_target_figure_tiles_show_the_classes_and_the_spread():
     true = sc.unpack_truth(batch["signal"])
     hidden = true.hidden & ~true.seen
     assert hidden.any()
-    np.testing.assert_allclose(tiles[:, 2][hidden], np.broadcast_to(
-        sc.PIXEL_CLASS_COLORS["hidden"], tiles[:, 2][hidden].shape))
-    np.testing.assert_allclose(tiles[:, 2][true.seen], np.broadcast_to(
-        sc.PIXEL_CLASS_COLORS["seen"], tiles[:, 2][true.seen].shape))
-    assert np.all(tiles[:, 2][~true.surface & ~true.hidden] == 1.0)
+    np.testing.assert_allclose(tiles[:, 2], sc.pixel_class_image(true), atol=1e-7)  # float32
     np.testing.assert_allclose(tiles[:, -2], -1.0, atol=1e-5)   # identical samples: no spread
     np.testing.assert_allclose(tiles[:, -1][..., 0][hidden], np.clip(
         2.0 * true.prior_std[hidden] / sc.STD_DISPLAY_MAX - 1.0, -1.0, 1.0), rtol=1e-6)

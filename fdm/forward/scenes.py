@@ -612,18 +612,29 @@ def target_figure_tiles(operator: SceneOperator, signals: np.ndarray,
                         views: ObservationTuple, truth: np.ndarray) -> np.ndarray:
     """Tiles [N, M + 5, H, W, 3] in [-1, 1], a row per tuple: the context, the true
     target, its pixel classes (white background, green seen, grey unseen, magenta
-    hidden), the M samples signals [N, M, ...] rendered at the target camera, their
+    hidden; seen and hidden pixels off their class's `interior` halfway to white), the
+    M samples signals [N, M, ...] rendered at the target camera, their
     per-pixel std and the known answer's (prior_std where hidden, black elsewhere), both
     as grey levels with white at STD_DISPLAY_MAX."""
     renders = _samples_at(operator, np.asarray(signals), views.trgt.phi)
     true = unpack_truth(truth)
     hidden = true.pixel_classes()["hidden"]
-    classes = np.select([hidden[..., None], true.seen[..., None], true.surface[..., None]],
-                        [PIXEL_CLASS_COLORS[k] for k in ("hidden", "seen", "unseen")], 1.0)
+    classes = pixel_class_image(true)
     prior = np.where(hidden, true.prior_std, 0.0)
     return np.concatenate([views.ctxt.obs[:, None], views.trgt.obs[:, None],
                            classes[:, None], renders, _grey(_pixel_std(renders))[:, None],
                            _grey(prior)[:, None]], axis=1).astype(np.float32)
+
+
+def pixel_class_image(true: Truth) -> np.ndarray:
+    """The target's pixel classes as images [N, H, W, 3] in [-1, 1]: PIXEL_CLASS_COLORS
+    (white background), the seen and hidden pixels off their class's `interior` halfway
+    to white."""
+    hidden = true.pixel_classes()["hidden"]
+    edge = (hidden & ~interior(hidden)) | (true.seen & ~interior(true.seen))
+    classes = np.select([hidden[..., None], true.seen[..., None], true.surface[..., None]],
+                        [PIXEL_CLASS_COLORS[k] for k in ("hidden", "seen", "unseen")], 1.0)
+    return np.where(edge[..., None], (classes + 1.0) / 2.0, classes)
 
 
 def _grey(std: np.ndarray) -> np.ndarray:
