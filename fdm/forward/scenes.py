@@ -76,10 +76,10 @@ Scores of samples [N, M, ...] of N eval tuples (`score`; images compared on [0, 
   _hidden_interior, as above over those pixels, with their baselines and known answers
   rmse_mean_image_*_interior, rmse_context_warp_seen_interior and
   prior_std_hidden_interior, and seen_interior_fraction (and hidden_) the share of the
-  class's pixels that are interior; absent when a class has no interior pixel. A pixel on a class's edge
-  mixes surfaces at this resolution and moves with a small error of depth or silhouette,
-  so these tell the spread inside what the context sees from the spread along its
-  outline.
+  class's pixels that are interior; absent when a class has no interior pixel. A pixel
+  on a class's edge mixes surfaces at this resolution and moves with a small error of
+  depth or silhouette, so these tell the spread inside what the context sees from the
+  spread along its outline.
   rmse_trgt_seen     RMSE on [0, 1] of the M target renders against O^trgt over the
                      target's seen pixels (all samples, all channels): whether the
                      context's pixels reach the render (the deterministic model too)
@@ -473,10 +473,11 @@ def _interior_scores(trgt: np.ndarray, std: np.ndarray, obs: np.ndarray,
     trgt [N, M, H, W, 3] with their per-pixel std [N, H, W] against obs [N, H, W, 3], and
     the mean view's mean_image [N, 1, H, W, 3]; a class without interior pixels (no
     hidden sides, tiny images) is skipped."""
-    scores = {}
-    for name, mask in true.pixel_classes().items():
+    scores, classes = {}, true.pixel_classes()
+    for name in ("seen", "hidden"):
+        mask = classes[name]
         inner = interior(mask)
-        if name == "unseen" or not inner.any():
+        if not inner.any():
             continue
         scores.update({f"sample_std_{name}_interior": _masked_mean(std, inner),
                        f"spread_skill_{name}_interior": spread_skill_ratio(trgt, obs, inner),
