@@ -476,15 +476,25 @@ def test_hidden_side_tuples_repaint_only_far_sides_and_mark_them():
     assert not np.array_equal(t_two.ring, t_plain.ring)
 
 
-def test_hidden_side_scores_of_exact_posterior_samples_and_its_mean():
+def _exact_posterior_draws(seed: int, m: int = 8):
+    """(truth, obs, lambert, draws): the 8 hidden-sides eval tuples at 16 x 16, their
+    targets obs, the Lambert factor f(n) and m exact posterior draws [N, m, H, W, 3] of
+    each target: obs where no hidden side shows unseen, elsewhere the colour prior's draws
+    (key `seed`) shaded by f(n)."""
     batch = scene_tuples.load(None, 16, "eval", 8, 64, 0, hidden_sides=True)
-    true = sc.unpack_truth(batch["signal"])
-    obs, m = batch["trgt"], 8
+    true, obs = sc.unpack_truth(batch["signal"]), batch["trgt"]
     lambert = true.prior_std / (2.0 * scene_family.color_prior_std())     # f(n) where hidden
-    colors = np.asarray(scene_family._colors(jax.random.PRNGKey(5), obs.shape[:1] + (m,)
+    colors = np.asarray(scene_family._colors(jax.random.PRNGKey(seed), obs.shape[:1] + (m,)
                                              + obs.shape[1:3]))        # [N, M, H, W, 3]
-    hidden = true.hidden[:, None, ..., None]
-    draws = np.where(hidden, 2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
+    draws = np.where(true.pixel_classes()["hidden"][:, None, ..., None],
+                     2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
+    return true, obs, lambert, draws
+
+
+def test_hidden_side_scores_of_exact_posterior_samples_and_its_mean():
+    m = 8
+    true, obs, lambert, draws = _exact_posterior_draws(5, m)
+    hidden = true.pixel_classes()["hidden"][:, None, ..., None]
     truth_draw = draws[:, 0]                    # the truth: one more posterior draw
     samples = draws[:, 1:]
     std = np.mean(np.std(samples, axis=1), axis=-1)
@@ -514,15 +524,9 @@ def test_interior_is_a_3x3_erosion_and_scores_exact_posterior_samples_inside_eac
     masks = _rng(3).random((5, 9, 7)) < 0.8
     np.testing.assert_array_equal(sc.interior(masks), ndimage.binary_erosion(
         masks, structure=np.ones((1, 3, 3)), border_value=0))
-    batch = scene_tuples.load(None, 16, "eval", 8, 64, 0, hidden_sides=True)
-    true = sc.unpack_truth(batch["signal"])
-    obs, m = batch["trgt"], 8
-    lambert = true.prior_std / (2.0 * scene_family.color_prior_std())
-    colors = np.asarray(scene_family._colors(jax.random.PRNGKey(7), obs.shape[:1] + (m,)
-                                             + obs.shape[1:3]))
+    m = 8
+    true, obs, _, draws = _exact_posterior_draws(7, m)
     classes = true.pixel_classes()
-    draws = np.where(classes["hidden"][:, None, ..., None],
-                     2.0 * lambert[:, None, ..., None] * colors - 1.0, obs[:, None])
     truth_draw, samples = draws[:, 0], draws[:, 1:]
     std = np.mean(np.std(samples, axis=1), axis=-1)
     mean_image = np.broadcast_to(obs.mean(0), obs.shape)[:, None]
@@ -532,21 +536,25 @@ def test_interior_is_a_3x3_erosion_and_scores_exact_posterior_samples_inside_eac
         assert 0 < inner.sum() < classes[name].sum()
         assert scores[f"{name}_interior_fraction"] == inner.sum() / classes[name].sum()
         assert scores[f"sample_std_{name}_interior"] == pytest.approx(
-            np.mean([std[i, y, x] for i, y, x in zip(*np.nonzero(inner))]), rel=1e-6)
+            np.mean([std[i, y, x] for i, y, x in zip(*np.nonzero(inner))]), rel=1e-5)
         assert scores[f"rmse_trgt_{name}_interior"] == pytest.approx(np.sqrt(np.mean(
             [_masked_rmse_loop(samples[:, j], truth_draw, inner) ** 2 for j in range(m - 1)])),
-            rel=1e-6)
+            rel=1e-5)
         assert scores[f"rmse_mean_image_{name}_interior"] == pytest.approx(
-            _masked_rmse_loop(mean_image[:, 0], truth_draw, inner), rel=1e-6)
+            _masked_rmse_loop(mean_image[:, 0], truth_draw, inner), rel=1e-5)
+    # rel 1e-5: float32 masked sums over N H W = 16384 pixels (pairwise summation, about
+    # 14 roundings of 6e-8) against float64 loops
     assert scores["rmse_context_warp_seen_interior"] == pytest.approx(_masked_rmse_loop(
-        true.warp, truth_draw, sc.interior(classes["seen"])), rel=1e-6)
+        true.warp, truth_draw, sc.interior(classes["seen"])), rel=1e-5)
     assert scores["prior_std_hidden_interior"] == pytest.approx(
-        true.prior_std[sc.interior(classes["hidden"])].mean(), rel=1e-6)
+        true.prior_std[sc.interior(classes["hidden"])].mean(), rel=1e-5)
     # where seen the samples are the truth itself (float32 std of equal values: round-off);
     # inside the hidden sides exact posterior draws
     assert scores["sample_std_seen_interior"] < 1e-6
     assert scores["rmse_trgt_seen_interior"] < 1e-6
-    assert scores["spread_skill_hidden_interior"] == pytest.approx(1.0, abs=0.1)
+    # 68 interior hidden pixels x 3 channels: the error term's sampling error is about
+    # sqrt(2 / 204) = 10 %, the ratio's (its square root) about 5 %: 3 sigma
+    assert scores["spread_skill_hidden_interior"] == pytest.approx(1.0, abs=0.15)
     unseen = np.zeros_like(true.seen)           # neither seen nor hidden pixels: no scores
     assert sc._interior_scores(samples, std, truth_draw, mean_image, dataclasses.replace(
         true, seen=unseen, hidden=unseen)) == {}
