@@ -1,7 +1,8 @@
 """Seed study: `python -m experiments.seed_study --config=configs/NAME.py --workdir=DIR --seeds=5`.
 
   [--parallel=1] [--nopin_cores] [--eval_at=300,1000] [--select_by=[-]KEY]
-  [--min_iou=70 | --max_pose_err=10 [--min_psnr=19]] [--config.key=value ...]
+  [--min_iou=70 | --max_pose_err=10 [--min_psnr=19] | --min_contrast=2]
+  [--baselines_from=DIR] [--config.key=value ...]
 
 Trains seeds 0..N-1 (or --seeds=3,7,9) of any config, each in DIR/seed_{s}/ through
 `python -m experiments.main` subprocesses (--config.train.seed=s and the --config.*
@@ -11,9 +12,14 @@ trivial baselines and "k of n seeds" succeed. The logic is `fdm.seed_study`.
 
 The criterion follows model.family: NeRF lifting (configs/lego.py:cpu, ...) counts
 "registers: k of n seeds" (pose_rot_err_deg_median <= --max_pose_err degrees, and
-psnr >= --min_psnr when given); every other family "segments: k of n seeds" (seg_iou
->= --min_iou and > the centre prior). A threshold flag of the other criterion is an
-error. --select_by=KEY (a results.json key; -KEY: lower is better) adds the label-free
+psnr >= --min_psnr when given); PDAE (configs/pdae.py) "represents" (the seed-002
+issue's bar on linear probes; --baselines_from=the workdir of a :random_encoder run on
+the same data); diffusion through a forward model (configs/forward_scenes.py
+:hidden_sides) "separates" (hidden-side sample std >= --min_contrast x the seen side's,
+inside each pixel class; --baselines_from=a :hidden_sides_deterministic run adds the
+deterministic model's errors); every other family "segments: k of n seeds" (seg_iou
+>= --min_iou and > the centre prior). A threshold flag of another criterion is an
+error, as is --baselines_from where the baselines are in every run. --select_by=KEY (a results.json key; -KEY: lower is better) adds the label-free
 pick: the seed with the best KEY, whether it succeeds, and in how many pairs of seeds
 the better by KEY succeeds (e.g. --select_by=psnr on Lego). A seed directory that
 already holds final results (say a symlink DIR/seed_2 -> an earlier run's workdir) is
@@ -23,6 +29,7 @@ Thin, like experiments/main.py: bad input ends with ONE line on stderr and exit 
 before anything is written; a failed seed is reported and the others go on; the exit
 code is 1 when any seed failed.
 """
+import os
 import shlex
 import sys
 
@@ -52,7 +59,13 @@ _MIN_PSNR = flags.DEFINE_float(
 _SELECT_BY = flags.DEFINE_string(
     "select_by", "", "A results.json key to pick the best seed by (higher is better; "
     "-KEY: lower is better), e.g. psnr or -eval_loss; reports the pick and best-of-2.")
-THRESHOLD_FLAGS = ("min_iou", "max_pose_err", "min_psnr")
+_MIN_CONTRAST = flags.DEFINE_float(
+    "min_contrast", 2.0, "Forward-model scenes: a seed separates when the hidden pixels' "
+    "interior sample std is >= this times the seen pixels'.")
+_BASELINES_FROM = flags.DEFINE_string(
+    "baselines_from", "", "The workdir of a finished baseline run whose results give the "
+    "trivial baselines (PDAE: a :random_encoder run; forward scenes: a deterministic run).")
+THRESHOLD_FLAGS = ("min_iou", "max_pose_err", "min_psnr", "min_contrast")
 
 
 def _config_arg() -> str:
@@ -70,11 +83,16 @@ def study_from_flags() -> seed_study.Study:
     min_iou = seed_study.parse_min_iou(_MIN_IOU.value)
     max_pose_err = seed_study.parse_max_pose_err(_MAX_POSE_ERR.value)
     min_psnr = seed_study.parse_min_psnr(_MIN_PSNR.value)
+    min_contrast = seed_study.parse_min_contrast(_MIN_CONTRAST.value)
     select_by = seed_study.parse_select_by(_SELECT_BY.value)
     family = str(config.get("model", {}).get("family", ""))
+    criterion = seed_study.criterion_for(family, min_iou, max_pose_err, min_psnr, min_contrast)
     seed_study.check_threshold_flags(
-        seed_study.criterion_for(family, min_iou, max_pose_err, min_psnr),
-        [name for name in THRESHOLD_FLAGS if flags.FLAGS[name].present], family)
+        criterion, [name for name in THRESHOLD_FLAGS if flags.FLAGS[name].present], family)
+    baselines_from = os.path.abspath(_BASELINES_FROM.value) if _BASELINES_FROM.value else ""
+    baselines = (seed_study.read_baseline_run(baselines_from, criterion,
+                                              config.data.to_dict())
+                 if baselines_from else None)
     num_steps = int(config.train.num_steps)
     eval_at = seed_study.parse_eval_at(_EVAL_AT.value, num_steps)
     overrides = seed_study.config_overrides(sys.argv)
@@ -86,7 +104,8 @@ def study_from_flags() -> seed_study.Study:
         overrides=tuple(overrides), min_iou=min_iou, parallel=parallel,
         at_end_key="at_end" in config.get("eval", {}), command=command,
         pin_cores=_PIN_CORES.value, family=family, max_pose_err=max_pose_err,
-        min_psnr=min_psnr, select_by=select_by)
+        min_psnr=min_psnr, select_by=select_by, min_contrast=min_contrast,
+        baselines_from=baselines_from, baselines=baselines)
 
 
 def main(argv: list[str]) -> None:

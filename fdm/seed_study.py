@@ -12,15 +12,38 @@ Criteria. What "a seed succeeds" means depends on the family (`criterion_for`, f
 `model.family`); a `Criterion` names the per-seed columns read from results.json, the
 trivial baselines, the headline metric (the `@N` columns of --eval_at legs and the
 "seed s done" line), the rule, its thresholds and the word of the count:
-  * SEGMENTATION (every family but NeRF lifting): seg_iou >= min_iou (percent, default
+  * SEGMENTATION (every other family: FDM, DDPM, ...): seg_iou >= min_iou (percent, default
     70) and > the centre-prior baseline; "segments: k of n seeds". None (unknown)
     without seg_iou (a DDPM).
   * REGISTRATION (`model.family` "nerf_lifting", e.g. configs/lego.py:cpu): the aligned
     median rotation error of the held-out cameras pose_rot_err_deg_median <=
     max_pose_err (degrees, default 10) and, when min_psnr is given, psnr >= min_psnr;
     "registers: k of n seeds". None without pose_rot_err_deg_median (supervised runs).
-The thresholds live in the `Study` (--min_iou, --max_pose_err, --min_psnr) and are
-recorded in seed_study.json with the criterion's name.
+  * REPRESENTATION (`model.family` "pdae": PDAE, DiffSiam, SimSiam-only on the factors
+    data): the seed-002 issue's bar on linear probes of z: the mean probe at least
+    min_mean_gain (0.10) above the random-init encoder's, shape and stripe above the
+    raw-pixel probe, object hue >= min_obj_hue (0.90), z lowering the loss in the
+    noisiest quarter of t by >= min_z_gain (0.10); "represents: k of n seeds". The
+    trivial baselines are another run's (--baselines_from: the `configs/pdae.py
+    :random_encoder` run, which probes the random-init encoder and the raw pixels);
+    None while a probe or a baseline is missing.
+  * SEPARATION (`model.family` "dfm", diffusion through a forward model, on the
+    hidden-sides scenes): samples that agree where the context sees and differ where
+    it does not, inside each pixel class (the `_interior` scores of
+    `fdm.forward.scenes`): sample_std_hidden_interior >= min_contrast (default 2) x
+    sample_std_seen_interior and > 0; "separates: k of n seeds". Baselines: the known
+    answer prior_std_hidden_interior and the copy / mean-view errors of the run itself,
+    the deterministic model's errors with --baselines_from (a `:hidden_sides_deterministic`
+    run). None without the interior scores (the other forward-model experiments).
+The thresholds live in the `Study` (--min_iou, --max_pose_err, --min_psnr,
+--min_contrast) and are recorded in seed_study.json with the criterion's name.
+
+Baselines from another run (--baselines_from=DIR). Where a family's trivial baseline is
+a run of its own (the random-init encoder, the deterministic model), the criterion's
+`baseline_run` turns that run's results.json (and config.json, checked to be the right
+kind of run) into baseline keys; `build_row` reads each seed's results with those keys
+underneath (a seed's own keys win), so the rule and the "Trivial baselines" line see
+them. A family without `baseline_run` rejects the flag.
 
 Label-free selection (--select_by=KEY, "-KEY": lower is better). The success criteria
 use labels (masks, true cameras) a user of a new scene does not have. `select_summary`
@@ -107,6 +130,36 @@ POSE_LEGEND = ("psnr: held-out views rendered from the encoder's predicted camer
                "pose_const_baseline_deg (one constant rotation); train min: wall time of "
                "the training subprocesses.")
 LIFTING_FAMILIES = ("nerf_lifting",)   # model.family values scored by REGISTRATION
+# Representation (PDAE / DiffSiam, fdm/models/pdae.py `evaluate`; the factors data).
+PROBE_METRICS = ("probe_mean", "probe_bg_hue", "probe_quadrant", "probe_shape",
+                 "probe_obj_hue", "probe_stripe", "z_gain_q3", "eval_loss")
+PROBE_BASELINES = ("random_encoder_probe_mean", "probe_pixels_mean", "probe_pixels_shape",
+                   "probe_pixels_stripe")
+BEAT_PIXELS = ("shape", "stripe")       # factors whose probe must beat the raw pixels'
+PROBE_LEGEND = ("probe_<factor>: linear-probe test accuracy on z (fraction); probe_mean: "
+                "their mean; z_gain_q3: how much z lowers the loss in the noisiest quarter "
+                "of t; baselines: random_encoder_probe_mean (the random-init encoder's mean "
+                "probe), probe_pixels_<factor> (the same probe on raw pixels); train min: "
+                "wall time of the training subprocesses.")
+REPRESENTATION_FAMILIES = ("pdae",)
+# Separation (diffusion through a forward model, fdm/forward/scenes.py; hidden-sides).
+SEPARATION_METRICS = ("interior_contrast", "sample_std_seen_interior",
+                      "sample_std_hidden_interior", "spread_skill_seen_interior",
+                      "spread_skill_hidden_interior", "rmse_trgt_seen_interior",
+                      "rmse_trgt_hidden_interior", "fd_pixels_trgt")
+SEPARATION_BASELINES = ("prior_std_hidden_interior", "rmse_context_warp_seen_interior",
+                        "rmse_mean_image_seen_interior", "rmse_mean_image_hidden_interior",
+                        "deterministic_rmse_trgt_seen_interior",
+                        "deterministic_rmse_trgt_hidden_interior",
+                        "deterministic_fd_pixels_trgt")
+SEPARATION_LEGEND = ("sample_std_*_interior: the samples' per-pixel std at the target view "
+                     "([-1, 1]) over the seen / hidden pixels off their class's outline; "
+                     "interior_contrast: hidden / seen; rmse_trgt_*: the samples' error "
+                     "([0, 1]); baselines: prior_std_hidden_interior (the known answer's "
+                     "hidden spread; the seen one is 0), the context warped along the true "
+                     "geometry, the mean view, the deterministic model (deterministic_*); "
+                     "train min: wall time of the training subprocesses.")
+SEPARATION_FAMILIES = ("dfm",)
 # results.json keys computed without labels (masks, true cameras): --select_by on one
 # of them is a protocol a user can apply to a new scene.
 LABEL_FREE_KEYS = ("psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "eval_loss",
@@ -353,6 +406,85 @@ def registers(results: Optional[dict], max_pose_err: float,
     return err <= max_pose_err
 
 
+def _mean_of(results: dict, prefix: str) -> Optional[float]:
+    """The mean of the finite numbers results[prefix + factor] over the factors (keys
+    `prefix<name>` whose name is not 'mean', has no '_seg<g>' tail and does not start
+    with 'pixels_'); None without any."""
+    values = [_number(results, k) for k in results
+              if k.startswith(prefix) and not re.search(r"_seg\d+$", k)
+              and k[len(prefix):] != "mean" and not k[len(prefix):].startswith("pixels_")]
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def probe_means(results: dict) -> dict:
+    """probe_mean and probe_pixels_mean (the mean linear probe over the factors of z and
+    of the raw pixels), the ones the results allow."""
+    means = {"probe_mean": _mean_of(results, "probe_"),
+             "probe_pixels_mean": _mean_of(results, "probe_pixels_")}
+    return {k: v for k, v in means.items() if v is not None}
+
+
+def represents(results: Optional[dict], min_mean_gain: float, min_obj_hue: float,
+               min_z_gain: float) -> Optional[bool]:
+    """probe_mean >= random_encoder_probe_mean + min_mean_gain, probe_<f> >
+    probe_pixels_<f> for f in BEAT_PIXELS, probe_obj_hue >= min_obj_hue and z_gain_q3 >=
+    min_z_gain; None when any of these numbers is missing."""
+    r = {**(results or {}), **probe_means(results or {})}
+    keys = ["probe_mean", "random_encoder_probe_mean", "probe_obj_hue", "z_gain_q3",
+            *[f"probe_{f}" for f in BEAT_PIXELS], *[f"probe_pixels_{f}" for f in BEAT_PIXELS]]
+    v = {k: _number(r, k) for k in keys}
+    if any(x is None for x in v.values()):
+        return None
+    return (v["probe_mean"] >= v["random_encoder_probe_mean"] + min_mean_gain
+            and all(v[f"probe_{f}"] > v[f"probe_pixels_{f}"] for f in BEAT_PIXELS)
+            and v["probe_obj_hue"] >= min_obj_hue and v["z_gain_q3"] >= min_z_gain)
+
+
+def random_encoder_baselines(results: dict, config: dict) -> dict:
+    """The trivial baselines of a `configs/pdae.py:random_encoder` run: its mean probe as
+    random_encoder_probe_mean, and its raw-pixel probes; UserError for another run."""
+    steps = (config.get("train") or {}).get("num_steps")
+    if steps is None or steps > 1 or "probe_pixels_shape" not in results:
+        raise UserError(
+            f"the --baselines_from run is not a random-init encoder with raw-pixel probes "
+            f"(train.num_steps={steps}, probe_pixels_* {'present' if 'probe_pixels_shape' in results else 'missing'}); "
+            "pass the workdir of a configs/pdae.py:random_encoder run on the same data")
+    means = probe_means(results)
+    return {"random_encoder_probe_mean": means.get("probe_mean"),
+            **{k: v for k, v in results.items() if k.startswith("probe_pixels_")},
+            **{k: v for k, v in means.items() if k == "probe_pixels_mean"}}
+
+
+def interior_contrast(results: dict) -> dict:
+    """{"interior_contrast": hidden / seen interior sample std} when both are there and
+    the seen one is > 0, else {}."""
+    seen = _number(results, "sample_std_seen_interior")
+    hidden = _number(results, "sample_std_hidden_interior")
+    return {"interior_contrast": hidden / seen} if hidden is not None and seen else {}
+
+
+def separates(results: Optional[dict], min_contrast: float) -> Optional[bool]:
+    """sample_std_hidden_interior > 0 and >= min_contrast x sample_std_seen_interior;
+    None without them."""
+    seen = _number(results, "sample_std_seen_interior")
+    hidden = _number(results, "sample_std_hidden_interior")
+    if seen is None or hidden is None:
+        return None
+    return hidden > 0 and hidden >= min_contrast * seen
+
+
+def deterministic_baselines(results: dict, config: dict) -> dict:
+    """The deterministic model's interior errors and FD (deterministic_<key>) from a
+    `configs/forward_scenes.py:hidden_sides_deterministic` run; UserError for another."""
+    if not (config.get("model") or {}).get("deterministic"):
+        raise UserError("the --baselines_from run is not a deterministic model "
+                        "(model.deterministic is not True in its config.json); pass the "
+                        "workdir of a configs/forward_scenes.py:hidden_sides_deterministic run")
+    keys = ("rmse_trgt_seen_interior", "rmse_trgt_hidden_interior", "fd_pixels_trgt")
+    return {f"deterministic_{k}": results[k] for k in keys if k in results}
+
+
 @dataclasses.dataclass(frozen=True)
 class Criterion:
     """What "a seed succeeds" means for a family, and the columns that show it.
@@ -362,7 +494,9 @@ class Criterion:
     reported once; headline: the metric of the @N columns and of the "seed s done"
     line; rule(results, **thresholds) -> True / False / None (unknown); description:
     the "(criterion: ...)" of the summary line; success: the name of the success column
-    and of the count ("segments: k of n seeds")."""
+    and of the count ("segments: k of n seeds"); derive(results) -> columns computed
+    from the results (probe_mean); baseline_run(results, config) -> the baseline keys
+    of a --baselines_from run (None: the family takes none)."""
     name: str
     metrics: tuple[str, ...]
     baselines: tuple[str, ...]
@@ -372,10 +506,18 @@ class Criterion:
     description: str
     legend: str
     success: str
+    derive: Callable[[dict], dict] = lambda results: {}
+    baseline_run: Optional[Callable[[dict, dict], dict]] = None
 
     def succeeds(self, results: Optional[dict]) -> Optional[bool]:
         """Whether a seed with these final results succeeds; None when unknown."""
         return self.rule(results, **dict(self.thresholds))
+
+    def columns(self, results: Optional[dict], baselines: Optional[dict] = None) -> dict:
+        """The results with the baselines underneath (the results' own keys win) and the
+        derived columns on top; {} for no results and no baselines."""
+        merged = {**(baselines or {}), **(results or {})}
+        return {**merged, **self.derive(merged)} if merged else {}
 
 
 def segmentation(min_iou: float = 70.0) -> Criterion:
@@ -395,18 +537,87 @@ def registration(max_pose_err: float = 10.0, min_psnr: Optional[float] = None) -
                      description, POSE_LEGEND, "registers")
 
 
+def representation(min_mean_gain: float = 0.10, min_obj_hue: float = 0.90,
+                   min_z_gain: float = 0.10) -> Criterion:
+    """The representation criterion (`represents`): the seed-002 issue's bar."""
+    description = (f"probe_mean >= the random encoder's + {min_mean_gain:g}, "
+                   + " and ".join(BEAT_PIXELS) + f" > raw pixels, obj_hue >= {min_obj_hue:g}, "
+                   f"z_gain_q3 >= {min_z_gain:g}")
+    return Criterion("representation", PROBE_METRICS, PROBE_BASELINES, "probe_mean",
+                     represents, (("min_mean_gain", float(min_mean_gain)),
+                                  ("min_obj_hue", float(min_obj_hue)),
+                                  ("min_z_gain", float(min_z_gain))),
+                     description, PROBE_LEGEND, "represents", probe_means,
+                     random_encoder_baselines)
+
+
+def separation(min_contrast: float = 2.0) -> Criterion:
+    """The separation criterion (`separates`) at min_contrast."""
+    return Criterion("separation", SEPARATION_METRICS, SEPARATION_BASELINES,
+                     "interior_contrast", separates, (("min_contrast", float(min_contrast)),),
+                     f"sample_std_hidden_interior >= {min_contrast:g} x "
+                     "sample_std_seen_interior", SEPARATION_LEGEND, "separates",
+                     interior_contrast, deterministic_baselines)
+
+
 SEGMENTATION = segmentation()
 REGISTRATION = registration()
-CRITERIA = {"segmentation": segmentation, "registration": registration}
+REPRESENTATION = representation()
+SEPARATION = separation()
+CRITERIA = {"segmentation": segmentation, "registration": registration,
+            "representation": representation, "separation": separation}
+
+
+def parse_min_contrast(value: float) -> float:
+    """--min_contrast; UserError unless a finite number >= 1."""
+    if value is None or not 1 <= value < math.inf:
+        raise UserError(f"bad --min_contrast={value}; pass how many times the hidden "
+                        "pixels' sample std must exceed the seen pixels' (>= 1), e.g. "
+                        "--min_contrast=2")
+    return float(value)
 
 
 def criterion_for(family: str, min_iou: float = 70.0, max_pose_err: float = 10.0,
-                  min_psnr: Optional[float] = None) -> Criterion:
-    """REGISTRATION (max_pose_err, min_psnr) for a NeRF-lifting model.family, else
-    SEGMENTATION (min_iou)."""
-    if str(family) in LIFTING_FAMILIES:
+                  min_psnr: Optional[float] = None, min_contrast: float = 2.0) -> Criterion:
+    """REGISTRATION (max_pose_err, min_psnr) for a NeRF-lifting model.family,
+    REPRESENTATION for PDAE, SEPARATION (min_contrast) for diffusion through a forward
+    model, else SEGMENTATION (min_iou)."""
+    family = str(family)
+    if family in LIFTING_FAMILIES:
         return registration(max_pose_err, min_psnr)
+    if family in REPRESENTATION_FAMILIES:
+        return representation()
+    if family in SEPARATION_FAMILIES:
+        return separation(min_contrast)
     return segmentation(min_iou)
+
+
+def data_differences(ours: dict, theirs: dict) -> list[str]:
+    """The data.* keys two configs both declare with different values (as JSON: tuples
+    and lists alike), sorted."""
+    ours, theirs = json.loads(json.dumps(ours)), json.loads(json.dumps(theirs))
+    return sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
+
+
+def read_baseline_run(directory: str, criterion: Criterion,
+                      data: Optional[dict] = None) -> dict:
+    """The baseline keys of the finished run in `directory` (--baselines_from); UserError
+    when the criterion takes none, the run has no results.json / config.json, is the
+    wrong kind of run, or (data: the study's data config) saw other data."""
+    if criterion.baseline_run is None:
+        raise UserError(f"--baselines_from does not apply to the {criterion.name} "
+                        "criterion (its baselines are in every run's results); drop it")
+    results = read_json(os.path.join(directory, RESULTS_FILE))
+    config = read_json(os.path.join(directory, "config.json"))
+    if results is None or config is None:
+        raise UserError(f"--baselines_from={directory} has no readable results.json and "
+                        "config.json; pass the workdir of a finished baseline run")
+    differ = data_differences(data or {}, config.get("data") or {})
+    if differ:
+        cells = ", ".join(f"data.{k} {data[k]!r} vs {config['data'][k]!r}" for k in differ)
+        raise UserError(f"the --baselines_from run saw other data ({cells}); pass a "
+                        "baseline run made with the same --config.data.* flags")
+    return criterion.baseline_run(results, config)
 
 
 def check_threshold_flags(criterion: Criterion, given: Sequence[str], family: str) -> None:
@@ -446,18 +657,20 @@ def numeric_columns(eval_at: Sequence[int] = (),
 def build_row(seed: int, final: Optional[dict], at_steps: Optional[dict] = None,
               timing: Optional[dict] = None, min_iou: float = 70.0,
               error: Optional[str] = None, criterion: Optional[Criterion] = None,
-              extra: Sequence[str] = ()) -> dict:
+              extra: Sequence[str] = (), baselines: Optional[dict] = None) -> dict:
     """One seed's row: the criterion's metrics of the final results (None where
     missing), the headline of each --eval_at results (@N), wall times (min), the
     baselines, the `extra` keys (--select_by) and the success column (None when
     unknown, False for a failed seed), status and error. criterion: default
-    segmentation at min_iou."""
+    segmentation at min_iou; baselines: a --baselines_from run's keys, read under each
+    results (`Criterion.columns`)."""
     criterion = criterion or segmentation(min_iou)
     timing = timing or {}
     row = {"seed": int(seed), "status": "failed" if error else "ok", "error": error,
            "step": (final or {}).get("step")}
+    final = criterion.columns(final, baselines) if final is not None else baselines
     row.update({k: _number(final, k) for k in criterion.metrics})
-    row.update({at_column(n, criterion): _number(r, criterion.headline)
+    row.update({at_column(n, criterion): _number(criterion.columns(r), criterion.headline)
                 for n, r in sorted((at_steps or {}).items())})
     for key, column in (("train_wall_s", "train_min"), ("eval_wall_s", "eval_min")):
         seconds = _number(timing, key)
@@ -600,7 +813,9 @@ def render_markdown(study: dict) -> str:
            *_table(["over seeds", *header[1:-1]], stat_lines), ""]
     if summary["baselines"]:
         cells = ", ".join(f"{k} {fmt(v)}" for k, v in summary["baselines"].items())
-        out += [f"Trivial baselines (seed {summary['baselines_seed']}): {cells}", ""]
+        source = f"seed {summary['baselines_seed']}" + (
+            f" and the run in {study['baselines_from']}" if study.get("baselines_from") else "")
+        out += [f"Trivial baselines ({source}): {cells}", ""]
     out += [success_line(summary), ""]
     for line in selection_lines(summary):
         out += [line, ""]
@@ -634,11 +849,15 @@ class Study:
     max_pose_err: float = 10.0    # registration: pose_rot_err_deg_median threshold (deg)
     min_psnr: Optional[float] = None  # registration: psnr threshold (dB), None = none
     select_by: Optional[Selection] = None  # --select_by, None = off
+    min_contrast: float = 2.0     # separation: hidden / seen interior sample std
+    baselines_from: str = ""      # --baselines_from: the baseline run's workdir, "" = none
+    baselines: Optional[dict] = None  # its baseline keys (`read_baseline_run`)
 
     @property
     def criterion(self) -> Criterion:
         """The success criterion of this study's family and thresholds."""
-        return criterion_for(self.family, self.min_iou, self.max_pose_err, self.min_psnr)
+        return criterion_for(self.family, self.min_iou, self.max_pose_err, self.min_psnr,
+                             self.min_contrast)
 
 
 class SeedOutcome(NamedTuple):
@@ -740,7 +959,7 @@ def _run_leg(study: Study, seed: int, leg: Leg, log: Callable[[str], None],
         write_json(results, os.path.join(directory, leg.results_name))
         criterion = study.criterion
         log(f"seed {seed}: step {leg.step} done: {at_column(leg.step, criterion)} "
-            f"{fmt(_number(results, criterion.headline))}")
+            f"{fmt(_number(criterion.columns(results), criterion.headline))}")
     return None
 
 
@@ -801,7 +1020,7 @@ def _done_line(seed: int, outcome: SeedOutcome, directory: str,
     minutes = sum(w or 0.0 for w in walls) / 60
     notes = ([] if all(w is None for w in walls) else [f"{minutes:.1f} min"]) + \
         ([] if outcome.ran else ["already complete"])
-    value = fmt(_number(outcome.final, criterion.headline))
+    value = fmt(_number(criterion.columns(outcome.final), criterion.headline))
     return f"seed {seed} done: {criterion.headline} {value}" + (
         f" ({', '.join(notes)})" if notes else "")
 
@@ -819,14 +1038,14 @@ def study_document(study: Study, outcomes: dict) -> dict:
     criterion, selection = study.criterion, study.select_by
     extra = (selection.key,) if selection else ()
     rows = [build_row(s, o.final, o.at_steps, o.timing, study.min_iou, o.error, criterion,
-                      extra) for s, o in sorted(outcomes.items())]
+                      extra, study.baselines) for s, o in sorted(outcomes.items())]
     return {"config": study.config_name, "config_file": study.config_arg,
             "workdir": study.workdir, "seeds": list(study.seeds), "eval_at": list(study.eval_at),
             "num_steps": study.num_steps, "overrides": list(study.overrides),
             "family": study.family, "criterion": criterion.name,
             "thresholds": dict(criterion.thresholds), "min_iou": study.min_iou,
             "select_by": selection.flag() if selection else "",
-            "command": study.command, "rows": rows,
+            "baselines_from": study.baselines_from, "command": study.command, "rows": rows,
             "summary": summarise(rows, study.eval_at, study.min_iou, criterion, selection)}
 
 

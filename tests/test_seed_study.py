@@ -1,5 +1,5 @@
 """Seed studies (fdm/seed_study.py, experiments/seed_study.py): the pure pieces on
-hand-made inputs (both criteria, --select_by), the runner with a fake subprocess
+hand-made inputs (the four criteria, --select_by, --baselines_from), the runner with a fake subprocess
 (including seed directories linked to finished runs), and one end-to-end study of a
 tiny FDM through the command line (train, evaluate at a step, resume)."""
 import itertools
@@ -289,7 +289,10 @@ def test_registers_criterion():
 def test_criterion_for():
     assert ss.criterion_for("nerf_lifting") == ss.REGISTRATION
     assert ss.criterion_for("nerf_lifting").success == "registers"
-    for family in ("fdm", "ddpm", "fdm_given_masks", "dfm", ""):
+    assert ss.criterion_for("pdae") == ss.REPRESENTATION
+    assert ss.criterion_for("dfm") == ss.SEPARATION
+    assert ss.criterion_for("dfm", min_contrast=3).thresholds == (("min_contrast", 3.0),)
+    for family in ("fdm", "ddpm", "fdm_given_masks", ""):
         assert ss.criterion_for(family) == ss.SEGMENTATION
         assert ss.criterion_for(family).success == "segments"
     seg = ss.criterion_for("fdm", min_iou=55, max_pose_err=3, min_psnr=20)
@@ -310,6 +313,134 @@ def test_criterion_for():
 
 
 CRITERION_55 = "seg_iou >= 55 and > the centre prior"
+
+
+# PDAE results.json (fdm/models/pdae.py `evaluate`), the 32 x 32 centre-placement runs of
+# session 31 (DiffSiam, SimSiam only) and the :random_encoder run's keys.
+FACTORS = ("bg_hue", "quadrant", "shape", "obj_hue", "stripe")
+DIFFSIAM = {"step": 2000, "probe_bg_hue": 1.0, "probe_quadrant": 0.866, "probe_shape": 0.4405,
+            "probe_obj_hue": 0.9505, "probe_stripe": 0.62, "probe_shape_seg0": 0.397,
+            "probe_obj_hue_seg2": 0.844, "z_gain_q3": 0.437, "eval_loss": 0.004}
+SIMSIAM = dict(DIFFSIAM, probe_quadrant=0.83, probe_shape=0.394, probe_obj_hue=0.9525,
+               probe_stripe=0.5585, z_gain_q3=0.0)
+RANDOM_ENCODER = {"step": 1, "probe_bg_hue": 0.853, "probe_quadrant": 0.845,
+                  "probe_shape": 0.359, "probe_obj_hue": 0.579, "probe_stripe": 0.595,
+                  "probe_shape_seg1": 0.3, "probe_pixels_bg_hue": 1.0,
+                  "probe_pixels_quadrant": 0.938, "probe_pixels_shape": 0.3855,
+                  "probe_pixels_obj_hue": 0.993, "probe_pixels_stripe": 0.521}
+RANDOM_CONFIG = {"name": "random_encoder_factors", "train": {"num_steps": 1},
+                 "data": {"dataset": "factors", "image_size": 32, "placement": "centre"}}
+
+
+def _mean(results, prefix):
+    return sum(results[prefix + f] for f in FACTORS) / len(FACTORS)
+
+
+def test_probe_means_average_the_factors_only():
+    means = ss.probe_means(RANDOM_ENCODER)
+    assert means["probe_mean"] == pytest.approx((0.853 + 0.845 + 0.359 + 0.579 + 0.595) / 5)
+    assert means["probe_pixels_mean"] == pytest.approx(
+        (1.0 + 0.938 + 0.3855 + 0.993 + 0.521) / 5)
+    # Segment groups, the pixel probes and an earlier mean do not enter the mean.
+    assert ss.probe_means(dict(DIFFSIAM, probe_mean=0.0))["probe_mean"] == \
+        pytest.approx(_mean(DIFFSIAM, "probe_"))
+    assert ss.probe_means({"eval_loss": 0.1}) == {}
+
+
+def test_random_encoder_baselines():
+    base = ss.random_encoder_baselines(RANDOM_ENCODER, RANDOM_CONFIG)
+    assert base["random_encoder_probe_mean"] == pytest.approx(_mean(RANDOM_ENCODER, "probe_"))
+    assert base["probe_pixels_mean"] == pytest.approx(_mean(RANDOM_ENCODER, "probe_pixels_"))
+    assert base["probe_pixels_shape"] == 0.3855 and "probe_shape" not in base
+    trained = dict(RANDOM_CONFIG, train={"num_steps": 2000})
+    with pytest.raises(UserError, match="not a random-init encoder"):
+        ss.random_encoder_baselines(RANDOM_ENCODER, trained)
+    no_pixels = {k: v for k, v in RANDOM_ENCODER.items() if "pixels" not in k}
+    with pytest.raises(UserError, match="probe_pixels_\\* missing"):
+        ss.random_encoder_baselines(no_pixels, RANDOM_CONFIG)
+
+
+def test_represents_is_the_issue_bar():
+    base = ss.random_encoder_baselines(RANDOM_ENCODER, RANDOM_CONFIG)
+    rule = ss.REPRESENTATION
+    assert rule.succeeds(rule.columns(DIFFSIAM, base)) is True
+    # SimSiam alone: stripes below the raw pixels, z does not help denoising.
+    assert rule.succeeds(rule.columns(SIMSIAM, base)) is False
+    # Each bar alone fails it, at and just past its threshold.
+    assert rule.succeeds(rule.columns(dict(DIFFSIAM, probe_shape=0.3855), base)) is False
+    assert rule.succeeds(rule.columns(dict(DIFFSIAM, probe_stripe=0.5), base)) is False
+    assert rule.succeeds(rule.columns(dict(DIFFSIAM, probe_obj_hue=0.9), base)) is True
+    assert rule.succeeds(rule.columns(dict(DIFFSIAM, probe_obj_hue=0.899), base)) is False
+    assert rule.succeeds(rule.columns(dict(DIFFSIAM, z_gain_q3=0.099), base)) is False
+    low = dict(base, random_encoder_probe_mean=_mean(DIFFSIAM, "probe_") - 0.099)
+    assert rule.succeeds(rule.columns(DIFFSIAM, low)) is False
+    # Unknown without the baselines or a probe.
+    assert rule.succeeds(rule.columns(DIFFSIAM)) is None
+    assert rule.succeeds(rule.columns({"step": 2000, "eval_loss": 0.1}, base)) is None
+    assert ss.represents(None, 0.1, 0.9, 0.1) is None
+    # A run's own raw-pixel probes (eval.pixel_probes) win over the baseline run's.
+    own = dict(DIFFSIAM, probe_pixels_shape=0.45)
+    assert rule.succeeds(rule.columns(own, base)) is False
+    assert rule.columns(own, base)["probe_pixels_shape"] == 0.45
+
+
+# Forward-model scenes results.json (fdm/forward/scenes.py `_interior_scores`), from the
+# hidden-sides runs of session 31 (paper's loss, 9600 steps; min_snr 2400 steps) and the
+# deterministic model.
+SCENES = {"step": 9600, "sample_std_seen_interior": 0.0726, "sample_std_hidden_interior": 0.246,
+          "spread_skill_seen_interior": 0.549, "spread_skill_hidden_interior": 0.588,
+          "rmse_trgt_seen_interior": 0.1475, "rmse_trgt_hidden_interior": 0.3502,
+          "fd_pixels_trgt": 1.274, "prior_std_hidden_interior": 0.3173,
+          "rmse_context_warp_seen_interior": 0.0503}
+MIN_SNR = dict(SCENES, step=2400, sample_std_seen_interior=0.195,
+               sample_std_hidden_interior=0.368)
+DETERMINISTIC = dict(SCENES, step=2400, sample_std_seen_interior=0.0,
+                     sample_std_hidden_interior=0.0, rmse_trgt_seen_interior=0.1403,
+                     rmse_trgt_hidden_interior=0.2415, fd_pixels_trgt=1.837)
+
+
+def test_separates_criterion():
+    assert ss.separates(SCENES, 2.0) is True and ss.separates(SCENES, 3.5) is False
+    assert ss.separates(MIN_SNR, 2.0) is False and ss.separates(MIN_SNR, 1.5) is True
+    at = dict(SCENES, sample_std_hidden_interior=2 * 0.0726)
+    assert ss.separates(at, 2.0) is True                        # at the threshold
+    assert ss.separates(DETERMINISTIC, 1.0) is False            # no spread anywhere
+    known_answer = dict(SCENES, sample_std_seen_interior=0.0, sample_std_hidden_interior=0.3)
+    assert ss.separates(known_answer, 2.0) is True
+    assert ss.separates({"sample_std_seen": 0.1}, 2.0) is None  # no interior scores
+    assert ss.interior_contrast(SCENES) == {"interior_contrast": pytest.approx(0.246 / 0.0726)}
+    assert ss.interior_contrast(known_answer) == {} and ss.interior_contrast({}) == {}
+
+
+def test_deterministic_baselines():
+    config = {"model": {"deterministic": True}, "data": {"hidden_sides": True}}
+    base = ss.deterministic_baselines(DETERMINISTIC, config)
+    assert base == {"deterministic_rmse_trgt_seen_interior": 0.1403,
+                    "deterministic_rmse_trgt_hidden_interior": 0.2415,
+                    "deterministic_fd_pixels_trgt": 1.837}
+    with pytest.raises(UserError, match="not a deterministic model"):
+        ss.deterministic_baselines(SCENES, {"model": {"deterministic": False}})
+    row = ss.build_row(0, SCENES, criterion=ss.SEPARATION, baselines=base)
+    assert row["separates"] is True and row["interior_contrast"] == pytest.approx(3.388, abs=1e-3)
+    assert row["deterministic_rmse_trgt_seen_interior"] == 0.1403
+    assert row["prior_std_hidden_interior"] == 0.3173
+
+
+def test_read_baseline_run(tmp_path):
+    run = tmp_path / "random"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(RANDOM_ENCODER))
+    (run / "config.json").write_text(json.dumps(RANDOM_CONFIG))
+    data = dict(RANDOM_CONFIG["data"])
+    base = ss.read_baseline_run(str(run), ss.REPRESENTATION, data)
+    assert base == ss.random_encoder_baselines(RANDOM_ENCODER, RANDOM_CONFIG)
+    with pytest.raises(UserError, match=r"other data \(data.image_size 16 vs 32\)"):
+        ss.read_baseline_run(str(run), ss.REPRESENTATION, dict(data, image_size=16))
+    with pytest.raises(UserError, match="does not apply to the segmentation"):
+        ss.read_baseline_run(str(run), ss.SEGMENTATION, data)
+    with pytest.raises(UserError, match="no readable results.json"):
+        ss.read_baseline_run(str(tmp_path / "nothing"), ss.REPRESENTATION, data)
+    assert ss.data_differences({"crop": (1, 2), "a": 1}, {"crop": [1, 2], "b": 2}) == []
 
 
 def _lego_rows(criterion=ss.REGISTRATION, extra=()):
@@ -611,6 +742,38 @@ def test_linked_finished_runs_are_only_reported(tmp_path, monkeypatch):
     assert "best of 2 by psnr registers in 3 of 3 pairs" in md
 
 
+def test_linked_pdae_runs_with_baselines_from(tmp_path, monkeypatch):
+    """DiffSiam / SimSiam workdirs linked as seeds, the random-encoder run as
+    --baselines_from: "represents: 1 of 2 seeds" with the baselines in every row."""
+    runs = {}
+    for seed, results in ((0, DIFFSIAM), (1, SIMSIAM)):
+        run = tmp_path / "runs" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(results))
+        runs[seed] = run
+    base = ss.random_encoder_baselines(RANDOM_ENCODER, RANDOM_CONFIG)
+    study = _study(tmp_path, seeds=(0, 1), num_steps=2000, eval_at=(), family="pdae",
+                   overrides=(), baselines_from="runs/random", baselines=base)
+    os.makedirs(study.workdir)
+    for seed, run in runs.items():
+        os.symlink(run, ss.seed_dir(study.workdir, seed))
+    calls, lines = [], []
+    monkeypatch.setattr(ss, "call", _fake_call(calls))
+    assert ss.run_study(study, out=lines.append) == 0 and calls == []
+    assert "seed 0 done: probe_mean 0.775 (already complete)" in lines
+    doc = ss.read_json(os.path.join(study.workdir, "seed_study.json"))
+    assert doc["criterion"] == "representation" and doc["baselines_from"] == "runs/random"
+    assert [r["represents"] for r in doc["rows"]] == [True, False]
+    assert all(r["probe_pixels_shape"] == 0.3855 for r in doc["rows"])
+    assert doc["summary"]["stats"]["probe_shape"]["mean"] == pytest.approx((0.4405 + 0.394) / 2)
+    md = (tmp_path / "study" / "seed_study.md").read_text()
+    assert ("represents: 1 of 2 seeds (criterion: probe_mean >= the random encoder's + 0.1, "
+            "shape and stripe > raw pixels, obj_hue >= 0.9, z_gain_q3 >= 0.1)") in md
+    assert "Trivial baselines (seed 0 and the run in runs/random): random_encoder_probe_mean " \
+        "0.646, probe_pixels_mean 0.767, probe_pixels_shape 0.386, probe_pixels_stripe 0.521" in md
+    assert "| seed | probe_mean | probe_bg_hue |" in md
+
+
 def test_dangling_seed_link_fails_that_seed(tmp_path, monkeypatch):
     calls, lines = [], []
     monkeypatch.setattr(ss, "call", _fake_call(calls))
@@ -649,6 +812,12 @@ BAD_INPUT = {
                           "--max_pose_err"),
     "select_by": (["--config=configs/lego.py:cpu", "--seeds=2", "--select_by=-"],
                   "--select_by"),
+    "min_contrast": (["--config=configs/forward_scenes.py:hidden_sides", "--seeds=2",
+                      "--min_contrast=0.5"], "--min_contrast"),
+    "foreign_baselines_from": (["--config=configs/shapes.py", "--seeds=2",
+                                "--baselines_from=."], "--baselines_from"),
+    "missing_baselines_from": (["--config=configs/pdae.py", "--seeds=2",
+                                "--baselines_from=no_such_run"], "--baselines_from"),
 }
 
 
