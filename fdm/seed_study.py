@@ -727,20 +727,21 @@ def select_summary(rows: Sequence[dict], selection: Optional[Selection],
 def summarise(rows: Sequence[dict], eval_at: Sequence[int] = (), min_iou: float = 70.0,
               criterion: Optional[Criterion] = None,
               selection: Optional[Selection] = None) -> dict:
-    """Mean/std of each numeric column over the seeds that have it, the baselines of the
-    first row that has them, how many seeds succeed (under the criterion's success
-    word, e.g. "segments") and the --select_by pick. criterion: default segmentation
-    at min_iou."""
+    """Mean/std of each numeric column over the seeds that have it, each baseline from
+    the first row that has it (baselines_seeds: those rows' seeds), how many seeds
+    succeed (under the criterion's success word, e.g. "segments") and the --select_by
+    pick. criterion: default segmentation at min_iou."""
     criterion = criterion or segmentation(min_iou)
     stats = {c: _mean_std([r[c] for r in rows if r.get(c) is not None])
              for c in numeric_columns(eval_at, criterion)}
-    baselines, baselines_seed = {}, None
-    for row in rows:
-        if any(row.get(k) is not None for k in criterion.baselines):
-            baselines = {k: row[k] for k in criterion.baselines if row.get(k) is not None}
-            baselines_seed = row["seed"]
-            break
-    return {"stats": stats, "baselines": baselines, "baselines_seed": baselines_seed,
+    baselines, sources = {}, {}
+    for key in criterion.baselines:
+        row = next((r for r in rows if r.get(key) is not None), None)
+        if row is not None:
+            baselines[key], sources[key] = row[key], row["seed"]
+    seeds = sorted(set(sources.values()))
+    return {"stats": stats, "baselines": baselines,
+            "baselines_seed": seeds[0] if seeds else None, "baselines_seeds": seeds,
             criterion.success: sum(r.get(criterion.success) is True for r in rows),
             "seeds": len(rows), "failed": [r["seed"] for r in rows if r.get("status") == "failed"],
             **dict(criterion.thresholds), "criterion": criterion.description,
@@ -813,7 +814,8 @@ def render_markdown(study: dict) -> str:
            *_table(["over seeds", *header[1:-1]], stat_lines), ""]
     if summary["baselines"]:
         cells = ", ".join(f"{k} {fmt(v)}" for k, v in summary["baselines"].items())
-        source = f"seed {summary['baselines_seed']}" + (
+        seeds = summary.get("baselines_seeds") or [summary["baselines_seed"]]
+        source = ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds)) + (
             f" and the run in {study['baselines_from']}" if study.get("baselines_from") else "")
         out += [f"Trivial baselines ({source}): {cells}", ""]
     out += [success_line(summary), ""]

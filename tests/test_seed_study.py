@@ -184,9 +184,11 @@ def test_summarise():
                                            "n": 2}
     assert summary["stats"]["seg_iou@50"]["mean"] == 45.0
     assert summary["stats"]["train_min"]["mean"] == 2.0
-    # The first row with baselines (seed 0 failed and has none).
-    assert summary["baselines_seed"] == 1
-    assert summary["baselines"] == {"baseline_all_fg_iou": 30.0, "baseline_centre_iou": 60.0}
+    # Each baseline from the first row with it (seed 0 failed and has none; only seed 2
+    # has the mask prior).
+    assert summary["baselines_seed"] == 1 and summary["baselines_seeds"] == [1, 2]
+    assert summary["baselines"] == {"baseline_all_fg_iou": 30.0, "baseline_centre_iou": 60.0,
+                                    "baseline_mask_prior_iou": 66.0}
     one = ss.summarise(_rows()[1:2], [50])
     assert one["stats"]["seg_iou"]["std"] is None and one["stats"]["seg_iou@50"]["n"] == 1
     none = ss.summarise(_rows()[:1], [50])
@@ -208,12 +210,14 @@ def test_render_markdown():
     assert next(l for l in lines if l.startswith("| 1 |")).endswith("| yes |")
     assert next(l for l in lines if l.startswith("| 2 |")).endswith("| no |")
     assert ss.MISSING in md and "| mean | 70.0 | 45.0 |" in md
-    assert "Trivial baselines (seed 1): baseline_all_fg_iou 30.0, baseline_centre_iou 60.0" in md
+    assert ("Trivial baselines (seeds 1, 2): baseline_all_fg_iou 30.0, baseline_centre_iou "
+            "60.0, baseline_mask_prior_iou 66.0") in md
     assert "seed 0 failed: evaluate exited with code 1: x" in md
 
 
 def test_segmentation_output_is_unchanged():
-    """The segmentation study renders exactly as before the criteria existed."""
+    """The segmentation study renders as before the criteria existed (except that each
+    baseline now comes from the first seed that has it)."""
     rows = _rows()
     summary = ss.summarise(rows, [50], 70)
     assert ss.summarise(rows, [50], 70, ss.SEGMENTATION) == summary
@@ -247,7 +251,7 @@ SEGMENTATION_MD = """## Seed study: shapes (configs/shapes.py), seeds 0,1,2
 | std | 7.07 | 7.07 | 0 | 0 | 0 | 0 | 0 | 1.41 |
 | n | 2 | 2 | 2 | 2 | 2 | 2 | 2 | 2 |
 
-Trivial baselines (seed 1): baseline_all_fg_iou 30.0, baseline_centre_iou 60.0
+Trivial baselines (seeds 1, 2): baseline_all_fg_iou 30.0, baseline_centre_iou 60.0, baseline_mask_prior_iou 66.0
 
 segments: 1 of 3 seeds (criterion: seg_iou >= 70 and > the centre prior)
 
