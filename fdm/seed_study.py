@@ -445,15 +445,16 @@ def random_encoder_baselines(results: dict, config: dict) -> dict:
     """The trivial baselines of a `configs/pdae.py:random_encoder` run: its mean probe as
     random_encoder_probe_mean, and its raw-pixel probes; UserError for another run."""
     steps = (config.get("train") or {}).get("num_steps")
-    if steps is None or steps > 1 or "probe_pixels_shape" not in results:
+    pixels = "present" if "probe_pixels_shape" in results else "missing"
+    if steps is None or steps > 1 or pixels == "missing":
         raise UserError(
-            f"the --baselines_from run is not a random-init encoder with raw-pixel probes "
-            f"(train.num_steps={steps}, probe_pixels_* {'present' if 'probe_pixels_shape' in results else 'missing'}); "
-            "pass the workdir of a configs/pdae.py:random_encoder run on the same data")
+            "the --baselines_from run is not a random-init encoder with raw-pixel probes "
+            f"(train.num_steps={steps}, probe_pixels_* {pixels}); pass the workdir of a "
+            "configs/pdae.py:random_encoder run on the same data")
     means = probe_means(results)
     return {"random_encoder_probe_mean": means.get("probe_mean"),
             **{k: v for k, v in results.items() if k.startswith("probe_pixels_")},
-            **{k: v for k, v in means.items() if k == "probe_pixels_mean"}}
+            "probe_pixels_mean": means["probe_pixels_mean"]}
 
 
 def interior_contrast(results: dict) -> dict:
