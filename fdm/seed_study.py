@@ -444,7 +444,7 @@ def represents(results: Optional[dict], min_mean_gain: float, min_obj_hue: float
 def random_encoder_baselines(results: dict, config: dict) -> dict:
     """The trivial baselines of a `configs/pdae.py:random_encoder` run: its mean probe as
     random_encoder_probe_mean, and its raw-pixel probes; UserError for another run."""
-    steps = (config.get("train") or {}).get("num_steps")
+    steps = recorded(config, "train", "num_steps")
     pixels = "present" if "probe_pixels_shape" in results else "missing"
     if steps is None or steps > 1 or pixels == "missing":
         raise UserError(
@@ -478,7 +478,7 @@ def separates(results: Optional[dict], min_contrast: float) -> Optional[bool]:
 def deterministic_baselines(results: dict, config: dict) -> dict:
     """The deterministic model's interior errors and FD (deterministic_<key>) from a
     `configs/forward_scenes.py:hidden_sides_deterministic` run; UserError for another."""
-    if not (config.get("model") or {}).get("deterministic"):
+    if not recorded(config, "model", "deterministic"):
         raise UserError("the --baselines_from run is not a deterministic model "
                         "(model.deterministic is not True in its config.json); pass the "
                         "workdir of a configs/forward_scenes.py:hidden_sides_deterministic run")
@@ -613,9 +613,10 @@ def read_baseline_run(directory: str, criterion: Criterion,
     if results is None or config is None:
         raise UserError(f"--baselines_from={directory} has no readable results.json and "
                         "config.json; pass the workdir of a finished baseline run")
-    differ = data_differences(data or {}, config.get("data") or {})
+    theirs = recorded(config, "data") or {}
+    differ = data_differences(data or {}, theirs)
     if differ:
-        cells = ", ".join(f"data.{k} {data[k]!r} vs {config['data'][k]!r}" for k in differ)
+        cells = ", ".join(f"data.{k} {data[k]!r} vs {theirs[k]!r}" for k in differ)
         raise UserError(f"the --baselines_from run saw other data ({cells}); pass a "
                         "baseline run made with the same --config.data.* flags")
     return criterion.baseline_run(results, config)
@@ -966,10 +967,17 @@ def _run_leg(study: Study, seed: int, leg: Leg, log: Callable[[str], None],
     return None
 
 
+def recorded(config: Optional[dict], section: str, key: Optional[str] = None):
+    """config[section][key] (or the section, key None) of the config.json an earlier run
+    wrote: a plain dict that may lack the section or key (an older version wrote it);
+    None then."""
+    part = (config or {}).get(section)
+    return part if key is None else (part or {}).get(key)
+
+
 def recorded_seed(directory: str) -> Optional[int]:
     """train.seed of the config.json a run wrote in `directory`, None without one."""
-    value = ((read_json(os.path.join(directory, "config.json")) or {}).get("train") or {}
-             ).get("seed")
+    value = recorded(read_json(os.path.join(directory, "config.json")), "train", "seed")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
