@@ -19,9 +19,10 @@ the same data); diffusion through a forward model (configs/forward_scenes.py
 inside each pixel class; --baselines_from=a :hidden_sides_deterministic run adds the
 deterministic model's errors); every other family "segments: k of n seeds" (seg_iou
 >= --min_iou and > the centre prior). A threshold flag of another criterion is an
-error, as is --baselines_from where the baselines are in every run. --select_by=KEY (a results.json key; -KEY: lower is better) adds the label-free
-pick: the seed with the best KEY, whether it succeeds, and in how many pairs of seeds
-the better by KEY succeeds (e.g. --select_by=psnr on Lego). A seed directory that
+error, as is --baselines_from where the baselines are in every run. --select_by=KEY
+(a results.json key; -KEY: lower is better) adds the label-free pick: the seed with
+the best KEY, whether it succeeds, and in how many pairs of seeds the better by KEY
+succeeds (e.g. --select_by=psnr on Lego). A seed directory that
 already holds final results (say a symlink DIR/seed_2 -> an earlier run's workdir) is
 only reported, never retrained or written.
 

@@ -1,7 +1,7 @@
 """Seed studies (fdm/seed_study.py, experiments/seed_study.py): the pure pieces on
-hand-made inputs (the four criteria, --select_by, --baselines_from), the runner with a fake subprocess
-(including seed directories linked to finished runs), and one end-to-end study of a
-tiny FDM through the command line (train, evaluate at a step, resume)."""
+hand-made inputs (the four criteria, --select_by, --baselines_from), the runner with a
+fake subprocess (including seed directories linked to finished runs), and one
+end-to-end study of a tiny FDM through the command line (train, evaluate at a step, resume)."""
 import itertools
 import json
 import os
