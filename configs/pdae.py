@@ -129,6 +129,7 @@ def pdae_config(name: str, data: ml_collections.ConfigDict) -> ml_collections.Co
     c.eval.probe_segments = 0          # > 0: also probe groups of this many parts of z
     c.eval.probe_segment_groups = ((0,),)
     c.eval.pixel_probes = False        # True: also the raw-pixel baseline, probe_pixels_<name>
+    c.eval.invariance_examples = 1000  # eval images whose z is compared with their views' z
     c.eval.num_samples = 64            # reconstructions (metrics and the recon figure)
     c.eval.sample_steps = 100          # DDIM steps (and inversion steps) of all guided sampling
     # Few-shot episodes (Table 4.2) on the eval z per label column: 5-way, or all the
@@ -223,7 +224,7 @@ def _smoke(c) -> None:
     c.eval.num_examples, c.eval.batch_size = 16, 8
     c.eval.probe_val_examples, c.eval.probe_segments = 8, 2
     c.eval.probe_segment_groups = ((0,), (1,))
-    c.eval.num_samples, c.eval.sample_steps = 4, 2
+    c.eval.num_samples, c.eval.sample_steps, c.eval.invariance_examples = 4, 2, 8
     c.eval.few_shot_shots, c.eval.few_shot_episodes, c.eval.few_shot_queries = (1,), 4, 1
     c.eval.counterfactual_pairs, c.eval.counterfactual_scales = 2, (0.5, 1.0)
     c.eval.manipulate_nonzero, c.eval.manipulate_examples = 2, 1

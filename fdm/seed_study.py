@@ -132,13 +132,16 @@ POSE_LEGEND = ("psnr: held-out views rendered from the encoder's predicted camer
 LIFTING_FAMILIES = ("nerf_lifting",)   # model.family values scored by REGISTRATION
 # Representation (PDAE / DiffSiam, fdm/models/pdae.py `evaluate`; the factors data).
 PROBE_METRICS = ("probe_mean", "probe_bg_hue", "probe_quadrant", "probe_shape",
-                 "probe_obj_hue", "probe_stripe", "z_gain_q3", "eval_loss")
+                 "probe_obj_hue", "probe_stripe", "z_gain_q3", "z_invariance_colour",
+                 "z_invariance_view", "eval_loss")
 PROBE_BASELINES = ("random_encoder_probe_mean", "probe_pixels_mean", "probe_pixels_shape",
                    "probe_pixels_stripe")
 BEAT_PIXELS = ("shape", "stripe")       # factors whose probe must beat the raw pixels'
 PROBE_LEGEND = ("probe_<factor>: linear-probe test accuracy on z (fraction); probe_mean: "
                 "their mean; z_gain_q3: how much z lowers the loss in the noisiest quarter "
-                "of t; baselines: random_encoder_probe_mean (the random-init encoder's mean "
+                "of t; z_invariance_colour / _view: how little the views' colour jitter / a "
+                "whole view moves z (1: not at all, 0: as far as another image); "
+                "baselines: random_encoder_probe_mean (the random-init encoder's mean "
                 "probe), probe_pixels_<factor> (the same probe on raw pixels); train min: "
                 "wall time of the training subprocesses.")
 REPRESENTATION_FAMILIES = ("pdae",)

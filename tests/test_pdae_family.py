@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import ddpm as ddpm_configs, pdae as pdae_configs
-from fdm import data
+from fdm import data, run
 from fdm.data import factors
 from fdm.diffusion import ddim_sample, mean_flat, q_sample
 from fdm.diffusion.pdae import pdae_weight, sample_stages, segment_of_dims, stage_of_timestep
@@ -42,7 +42,6 @@ def tiny_dm_config(num_timesteps: int = T):
 @pytest.fixture(scope="module")
 def dm_workdir(tmp_path_factory) -> str:
     """A DDPM trained for one step (configs/ddpm.py:factors, shrunk): the frozen DM."""
-    from fdm import run
     workdir = str(tmp_path_factory.mktemp("pdae") / "dm")
     run.run(tiny_dm_config(), workdir)
     return workdir
@@ -179,6 +178,34 @@ def test_views_are_deterministic_and_in_range():
                                x01, atol=1e-5)
 
 
+def test_colour_views_jitter_colour_only():
+    """colour_views: the views' colour jitter per example (deterministic, in range); a
+    hue-only jitter keeps each pixel's saturation and value and moves its hue; zero
+    strengths are the identity."""
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 3), minval=-1.0, maxval=1.0)
+    hue_only = simsiam.ViewSpec(jitter=(0.0, 0.0, 0.0, 0.3))
+    v = simsiam.colour_views(jax.random.PRNGKey(1), x, hue_only)
+    np.testing.assert_array_equal(v, simsiam.colour_views(jax.random.PRNGKey(1), x, hue_only))
+    assert float(jnp.min(v)) >= -1.0 and float(jnp.max(v)) <= 1.0
+    hsv, hsv_v = (simsiam.rgb_to_hsv((a + 1) / 2) for a in (x, v))
+    np.testing.assert_allclose(hsv_v[..., 1:], hsv[..., 1:], atol=1e-5)
+    turn = jnp.abs(hsv_v[..., 0] - hsv[..., 0])
+    assert float(jnp.max(jnp.minimum(turn, 1 - turn))) > 0.05
+    still = simsiam.colour_views(jax.random.PRNGKey(1), x, simsiam.ViewSpec(jitter=(0,) * 4))
+    np.testing.assert_allclose(still, x, atol=1e-5)
+
+
+def test_invariance_metrics_of_an_identity_jitter(dm_workdir):
+    """With zero jitter strengths the colour views are the images, so z_invariance_colour is
+    1; a whole view moves z (crop, flip), so z_invariance_view is below 1."""
+    family = get_family(smoke_config(dm_workdir, aug_jitter=(0.0, 0.0, 0.0, 0.0)))
+    params, _ = init(family)
+    batches = list(run.eval_batches(family.config))
+    metrics = family.invariance_metrics(params, batches, jax.random.PRNGKey(0))
+    assert metrics["z_invariance_colour"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["z_invariance_view"] < 0.999
+
+
 def test_hsv_matches_colorsys():
     import colorsys
     rgb = np.random.default_rng(0).uniform(size=(64, 3)).astype(np.float32)
@@ -213,7 +240,7 @@ def test_smoke_config_trains_and_evaluates_through_the_command_line(dm_workdir, 
     assert results["step"] == 2
     for key in ("eval_loss", "eval_loss_zero", "eval_loss_dm", "recon_mse_plain",
                 "recon_mse_guided", "probe_shape", "probe_obj_hue", "probe_stripe_seg1",
-                "fewshot_stripe_2way_1shot"):
+                "fewshot_stripe_2way_1shot", "z_invariance_colour", "z_invariance_view"):
         assert np.isfinite(results[key]), key
     assert any(k.startswith("z_gain_q") for k in results)
     z = np.load(os.path.join(workdir, "z.npz"))

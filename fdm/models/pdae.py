@@ -77,6 +77,10 @@ Evaluation (`evaluate`, EMA params):
     eval.few_shot_episodes episodes: 5-way, or all the classes that have C + queries
     examples when fewer than 5 do (skipped, with a log line, below 2):
     fewshot_<name>_<ways>way_<C>shot (mean query accuracy) and ..._ci95;
+  * with eval.invariance_examples > 0, how far the views move z on that many eval images
+    (`fdm.metrics.invariance`; 1: not at all, 0: as far as another image):
+    z_invariance_colour (the views' colour jitter alone, always applied) and
+    z_invariance_view (one whole SimSiam view), the thesis's argument measured directly;
   * eval.num_samples > 0: DDIM reconstructions (eval.sample_steps steps, eta 0) of the
     first eval images from the same noise x_T: plain (the DM alone) and guided by z(x0):
     recon_mse_plain, recon_mse_guided (mean squared error to x0).
@@ -127,9 +131,10 @@ from fdm.diffusion.pdae import (SEGMENT_MODES, STAGE_MAPS, guided_eps, lerp_segm
 from fdm.diffusion.reverse import LEARNED_VARIANCES
 from fdm.errors import UserError
 from fdm.host import to_host, write_json_atomic
-from fdm.metrics import probes
+from fdm.metrics import invariance, probes
 from fdm.models.base import LossOutput, ModelFamily, with_frozen
-from fdm.models.simsiam import HEAD_NORMS, SimSiamHeads, two_views, view_spec_from_config
+from fdm.models.simsiam import (HEAD_NORMS, SimSiamHeads, colour_views, two_views,
+                                view_spec_from_config)
 from fdm.nn.pdae import ResNetEncoder, ShiftDecoder
 from fdm.nn.unet import UNet, unet_from_config
 
@@ -234,6 +239,7 @@ PDAE_RULES = {
     "eval.probe_metric": rules.one_of(*probes.METRICS),
     "eval.probe_segments": rules.int_at_least(0),
     "eval.probe_segment_groups": _groups_rule(),
+    "eval.invariance_examples": rules.int_at_least(0),
     "eval.num_samples": rules.int_at_least(0),
     "eval.sample_steps": rules.int_at_least(1),
     "eval.few_shot_shots": _numbers(lambda c: isinstance(c, int) and c >= 1,
@@ -436,6 +442,7 @@ class PDAEFamily(ModelFamily):
             self.frozen_params()
         self._jit_eval_terms = jax.jit(self._eval_terms)
         self._jit_encode = jax.jit(self.encode)
+        self._jit_view_codes = jax.jit(self.view_codes)
 
     # ---- the frozen DM (inputs, frozen params) --------------------------
     @classmethod
@@ -685,6 +692,7 @@ class PDAEFamily(ModelFamily):
         if pixels:
             metrics.update(self.probe_metrics(train, test, "pixels"))
         metrics.update(self.few_shot_metrics(train, test))
+        metrics.update(self.invariance_metrics(full, batches, jax.random.fold_in(rng, 2)))
         if e.num_samples:
             x0 = jnp.asarray(_first_images(batches, int(e.num_samples)))
             recon = self.reconstructions(full, x0, jax.random.fold_in(rng, 1), invert=False)
@@ -720,6 +728,31 @@ class PDAEFamily(ModelFamily):
                                                 **protocol)
                 metrics.update({f"probe_{n}_seg{i}": r.accuracy for i, r in enumerate(results)})
         return metrics
+
+    def invariance_metrics(self, params, batches, rng) -> dict[str, float]:
+        """z_invariance_colour and z_invariance_view (`fdm.metrics.invariance`) of the first
+        eval.invariance_examples valid images of `batches` ({} when 0): z against z of one
+        draw of the views' colour jitter alone (`simsiam.colour_views`) and of one whole
+        SimSiam view (`simsiam.two_views`, model.aug_*), per image."""
+        num, size = int(self.config.eval.invariance_examples), int(self.config.eval.batch_size)
+        if not num:
+            return {}
+        images = _first_images(batches, num)
+        if len(images) < 2:
+            raise UserError(f"eval.invariance_examples={num}: the eval split has "
+                            f"{len(images)} valid image(s); the invariance needs two")
+        parts = [self._jit_view_codes(params, jnp.asarray(images[i:i + size]),
+                                      jax.random.fold_in(rng, i))
+                 for i in range(0, len(images), size)]
+        z, colour, view = (np.concatenate([to_host(p[j]) for p in parts]) for j in range(3))
+        return {"z_invariance_colour": invariance.relative_invariance(z, colour),
+                "z_invariance_view": invariance.relative_invariance(z, view)}
+
+    def view_codes(self, params, x, key) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(z, z of colour_views, z of the first of two_views) [B, d] of x [B, S, S, C]."""
+        colour = colour_views(jax.random.fold_in(key, 0), x, self.views)
+        view = two_views(jax.random.fold_in(key, 1), x, self.views)[0]
+        return self.encode(params, x), self.encode(params, colour), self.encode(params, view)
 
     def few_shot_label_sets(self, test: dict) -> dict[str, np.ndarray]:
         """{name: int labels [N]} of the few-shot episodes: every label column of `test`

@@ -15,6 +15,7 @@ Views (brief D8, SimSiam's CIFAR recipe), per example, on images x [S, S, C] in
         in this fixed order (torchvision draws the order at random), each clipped to
         [0, 1] as torchvision does (1-channel images: brightness and contrast only);
     grayscale with probability gray_prob (0.299 R + 0.587 G + 0.114 B, 3 channels).
+`colour_views` applies the colour jitter alone, always (the invariance evaluation).
 
 Heads (SimSiam, on z [B, d]):
 
@@ -165,14 +166,26 @@ def augment(key: jax.Array, x: jax.Array, spec: ViewSpec) -> jax.Array:
     return x01 * 2.0 - 1.0
 
 
+def _per_example(key: jax.Array, x: jax.Array, fn) -> jax.Array:
+    """fn(fold_in(key, b), x[b]) for every example b of x [B, ...], stacked."""
+    keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(x.shape[0]))
+    return jax.vmap(fn)(keys, x)
+
+
 def two_views(key: jax.Array, x: jax.Array, spec: ViewSpec) -> tuple[jax.Array, jax.Array]:
     """The two views (v1, v2) [B, S, S, C] of a batch x [B, S, S, C] in [-1, 1]: example
     b of view i uses the key fold_in(fold_in(key, i), b)."""
-    def view(i):
-        keys = jax.vmap(lambda b: jax.random.fold_in(jax.random.fold_in(key, i), b))(
-            jnp.arange(x.shape[0]))
-        return jax.vmap(lambda k, im: augment(k, im, spec))(keys, x)
+    view = lambda i: _per_example(jax.random.fold_in(key, i), x,  # noqa: E731
+                                  lambda k, im: augment(k, im, spec))
     return view(1), view(2)
+
+
+def colour_views(key: jax.Array, x: jax.Array, spec: ViewSpec) -> jax.Array:
+    """The views' colour jitter alone, always applied (no crop, flip or grayscale), of a
+    batch x [B, S, S, C] in [-1, 1] -> [B, S, S, C]; example b uses fold_in(key, b)."""
+    def jitter(k, im):
+        return color_jitter(k, (im + 1.0) / 2.0, spec.jitter) * 2.0 - 1.0
+    return _per_example(key, x, jitter)
 
 
 # ---------------------------------------------------------------------------- heads
