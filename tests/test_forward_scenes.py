@@ -267,7 +267,9 @@ def test_density_from_context_reads_sigma_from_the_context_slot_alone():
     values, density = apply(field, signal)
     np.testing.assert_allclose(density, apply(default, pn.view_alone(signal, pn.CONTEXT_SLOT))[1],
                                rtol=1e-6)
-    np.testing.assert_allclose(values, apply(default, signal)[0], rtol=1e-6)
+    # colour through two differently fused graphs: float32 rounding of O(1) terms, so an
+    # absolute floor for outputs near 0 (one mismatch of 6e-8 at -0.0099 seen on one core)
+    np.testing.assert_allclose(values, apply(default, signal)[0], rtol=1e-6, atol=1e-6)
     features, c2w, t = pn.unpack(signal)
     other = pn.pack(features.at[:, pn.TARGET_SLOT].set(-features[:, pn.TARGET_SLOT]), c2w, t)
     moved_values, moved_density = apply(field, other)
