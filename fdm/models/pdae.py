@@ -1008,6 +1008,11 @@ def _valid_rows(batch) -> np.ndarray:
 
 
 def _first_images(batches, num: int) -> np.ndarray:
-    """The first `num` valid images [num, S, S, C] of `batches`."""
-    images = np.concatenate([to_host(b["image"])[_valid_rows(b)] for b in batches])
-    return images[:num]
+    """The first `num` valid images [num, S, S, C] of `batches` (reads no further)."""
+    parts, have = [], 0
+    for batch in batches:
+        parts.append(to_host(batch["image"])[_valid_rows(batch)])
+        have += len(parts[-1])
+        if have >= num:
+            break
+    return np.concatenate(parts)[:num]
