@@ -4,7 +4,9 @@ Modes (SPEC "Command-line contract"):
   train     train, resuming from the newest checkpoint in `workdir`; with eval.at_end,
             then evaluate and sample, unless a SIGTERM stopped training short.
   evaluate  EMA params of the newest checkpoint -> `family.evaluate` ->
-            `workdir/results.json` = {metric: number, "step": s, "config": name}.
+            `workdir/results.json` = {metric: number, "step": s, "config": name}; the
+            machine and software that scored it appended to `workdir/environment.jsonl`
+            (`fdm.provenance`, as training does).
   sample / segment / render: EMA params -> the family's hook, which writes to
             `workdir/samples/`, `workdir/segment/`, `workdir/render/`.
   landscape EMA params + the eval split -> `family.landscape` (NeRF lifting: pose
@@ -23,6 +25,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from fdm import provenance
 from fdm.checkpoint_io import restore_ema_params
 from fdm.errors import UserError
 from fdm.host import write_json_atomic
@@ -53,6 +56,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, family, params: An
     results = {k: _as_number(v) for k, v in metrics.items()}
     results.update(step=int(step), config=config.name)
     write_json_atomic(results, os.path.join(workdir, RESULTS_FILE))
+    provenance.record(workdir, "evaluate", step)
     return results
 
 
@@ -96,6 +100,7 @@ def likelihood(config: ml_collections.ConfigDict, workdir: str, diffusers: str =
     results = {k: _as_number(v) for k, v in metrics.items()}
     results.update(step=int(step), config=config.name, checkpoint=diffusers or workdir)
     write_json_atomic(results, os.path.join(workdir, LIKELIHOOD_FILE))
+    provenance.record(workdir, "likelihood", step)
     return results
 
 

@@ -74,7 +74,9 @@ total. Subprocess output is appended to `DIR/seed_{s}/log.txt`.
 Report. `build_row` turns one seed's result dicts into a row (None where a family
 does not write a key), `summarise` gives mean / sample std per numeric column, the
 trivial baselines, "k of n seeds" and the selection, `render_markdown` makes the
-table; `run_study` writes `DIR/seed_study.json` and `DIR/seed_study.md`.
+table; `run_study` writes `DIR/seed_study.json` and `DIR/seed_study.md`. Each row also
+names the machines its seed trained on (`fdm.provenance`, from the seed's
+environment.jsonl), and the report says when the seeds trained on different machines.
 
 Everything above `run_seed` is pure (or only reads files); the runner is a thread pool
 around `subprocess.run`, at most `parallel` seeds at once. This module needs no JAX.
@@ -96,6 +98,7 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
+from fdm import provenance
 from fdm.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -798,6 +801,24 @@ def selection_lines(summary: dict) -> list[str]:
     return out
 
 
+def machine_lines(rows: Sequence[dict]) -> list[str]:
+    """'Trained on: LABEL (every seed)' when every seed trained on one machine, else
+    which seeds trained where (float rounding differs between machines, so a seed need
+    not repeat across them; `fdm.provenance`); [] when no seed recorded its machine."""
+    where: dict[str, list[int]] = {}
+    for r in rows:
+        label = " + ".join(r.get("machines") or []) or "not recorded"
+        where.setdefault(label, []).append(r["seed"])
+    if set(where) == {"not recorded"}:
+        return []
+    if len(where) == 1:
+        return [f"Trained on: {next(iter(where))} (every seed)"]
+    parts = [("seed " if len(s) == 1 else "seeds ") + ", ".join(map(str, s)) + f": {label}"
+             for label, s in where.items()]
+    return ["Trained on different machines (float rounding differs between them, so a seed "
+            "need not repeat across them): " + "; ".join(parts)]
+
+
 def render_markdown(study: dict) -> str:
     """The study as markdown: per-seed table, mean/std table, baselines, k-of-n line,
     the --select_by pick, failures and the command line. `study` as written to
@@ -825,6 +846,8 @@ def render_markdown(study: dict) -> str:
         out += [f"Trivial baselines ({source}): {cells}", ""]
     out += [success_line(summary), ""]
     for line in selection_lines(summary):
+        out += [line, ""]
+    for line in machine_lines(rows):
         out += [line, ""]
     out += [criterion.legend, ""]
     for r in rows:
@@ -1053,6 +1076,8 @@ def study_document(study: Study, outcomes: dict) -> dict:
     extra = (selection.key,) if selection else ()
     rows = [build_row(s, o.final, o.at_steps, o.timing, study.min_iou, o.error, criterion,
                       extra, study.baselines) for s, o in sorted(outcomes.items())]
+    for row in rows:
+        row["machines"] = provenance.training_machines(seed_dir(study.workdir, row["seed"]))
     return {"config": study.config_name, "config_file": study.config_arg,
             "workdir": study.workdir, "seeds": list(study.seeds), "eval_at": list(study.eval_at),
             "num_steps": study.num_steps, "overrides": list(study.overrides),

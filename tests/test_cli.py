@@ -68,6 +68,11 @@ def test_train_one_step_then_evaluate(tmp_path):
     assert results["step"] == 1 and results["config"] == "ddpm_tiny"
     assert {"eval_loss", "train_loss"} <= set(results)
     assert all(isinstance(v, (int, float)) for k, v in results.items() if k != "config")
+    from fdm import provenance
+    records = provenance.read_records(workdir)       # where each mode ran
+    assert [(r["mode"], r["step"]) for r in records] == [("train", 0), ("evaluate", 1)]
+    assert all(r["backend"] == "cpu" and r["packages"]["jax"] for r in records)
+    assert "--xla_backend_optimization_level=0" in records[0]["xla_flags"]   # the suite's
 
 
 @pytest.mark.parametrize("stopped_at, evaluated", [(3, False), (6, True)])

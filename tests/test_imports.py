@@ -26,7 +26,7 @@ PACKAGE = "fdm"
 MATH = ("diffusion", "nn", "nerf", "metrics", "autoregressive", "forward")
 ABOVE_MATH = ("models", "train", "baselines", "experiments", "run", "api", "seed_study", "fdm")
 # What every layer may import (fdm/host.py, fdm/checkpoint_io.py, ...): nothing above math.
-NEUTRAL = ("errors", "host", "checkpoint_io", "config_rules", "viz", "trees")
+NEUTRAL = ("errors", "host", "checkpoint_io", "config_rules", "viz", "trees", "provenance")
 FORBIDDEN = {**{pkg: ABOVE_MATH for pkg in MATH + NEUTRAL},
              "models": ("train", "baselines", "experiments", "run", "api", "seed_study", "fdm")}
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from fdm import provenance
 from fdm import seed_study as ss
 from fdm.errors import UserError
 from tests import helpers
@@ -899,6 +900,11 @@ def test_end_to_end_two_seeds_eval_at_and_resume(tmp_path):
         assert seed_config[seed]["train"]["learning_rate"] == 0.002
         assert seed_config[seed]["eval"]["at_end"] is False
         assert "--mode=evaluate" in (d / "log.txt").read_text()
+        assert [(r["mode"], r["step"]) for r in provenance.read_records(str(d))] == [
+            ("train", 0), ("evaluate", 2), ("train", 2), ("evaluate", 4)]
+    machine = provenance.training_machines(str(workdir / "seed_0"))
+    assert [r["machines"] for r in doc["rows"]] == [machine, machine] and len(machine) == 1
+    assert f"Trained on: {machine[0]} (every seed)" in md
     timing = {s: (workdir / f"seed_{s}" / "timing.json").read_text() for s in (0, 1)}
     # Again: everything is done, nothing retrains.
     start = time.time()

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from fdm import provenance
 from fdm.baselines.common import load_baseline_data
 from fdm.errors import UserError
 from fdm.host import write_json_atomic
@@ -70,4 +71,5 @@ def run_baseline(name: str, config, workdir: str, ddpm_workdir: str | None = Non
                    wall_s=round(time.time() - start, 1))
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(results, os.path.join(workdir, RESULTS_FILE))
+    provenance.record(workdir, f"baseline {name}", step)
     return results

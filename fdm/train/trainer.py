@@ -14,7 +14,8 @@ Loop (step s = updates done, see `fdm.train.state`): data batch s from
 and at the end, auto-resume from the newest checkpoint, a checkpoint of the
 current step on SIGTERM (training returns early: `stopped_short`; callers that need the
 finished model do not evaluate it), and `NonFiniteLossError` (nothing saved) when the loss
-or gradient norm stops being finite.
+or gradient norm stops being finite. Each start appends where it runs (software,
+devices, CPU) to `workdir/environment.jsonl` (`fdm.provenance`).
 
 Warm start (`train.init_from=DIR`): a run with no checkpoint of its own starts from the
 EMA params of DIR's newest checkpoint (params and EMA both; a fresh optimizer state, step
@@ -37,7 +38,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from fdm import checkpoint_io
+from fdm import checkpoint_io, provenance
 from fdm.errors import NonFiniteLossError, UserError
 from fdm.host import to_host
 from fdm.models.base import ModelFamily, with_frozen
@@ -318,6 +319,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         os.makedirs(workdir, exist_ok=True)
         ckpt_lib.save_config(config, workdir)
         family.save_inputs(workdir)
+    provenance.record(workdir, "train", start)
     ckpt = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
     writer = log_lib.create_writer(workdir, start)
     try:
