@@ -804,17 +804,21 @@ def selection_lines(summary: dict) -> list[str]:
 def machine_lines(rows: Sequence[dict]) -> list[str]:
     """'Trained on: LABEL (every seed)' when every seed trained on one machine, else
     which seeds trained where (float rounding differs between machines, so a seed need
-    not repeat across them; `fdm.provenance`); [] when no seed recorded its machine."""
+    not repeat across them; `fdm.provenance`), seeds without a record (runs older than
+    the record) named as such; [] when no seed recorded its machine."""
+    unknown = "not recorded"
     where: dict[str, list[int]] = {}
     for r in rows:
-        label = " + ".join(r.get("machines") or []) or "not recorded"
-        where.setdefault(label, []).append(r["seed"])
-    if set(where) == {"not recorded"}:
+        where.setdefault(" + ".join(r.get("machines") or []) or unknown, []).append(r["seed"])
+    machines = [label for label in where if label != unknown]
+    if not machines:
         return []
-    if len(where) == 1:
-        return [f"Trained on: {next(iter(where))} (every seed)"]
     parts = [("seed " if len(s) == 1 else "seeds ") + ", ".join(map(str, s)) + f": {label}"
              for label, s in where.items()]
+    if len(where) == 1:
+        return [f"Trained on: {machines[0]} (every seed)"]
+    if len(machines) == 1:
+        return ["Trained on: " + "; ".join(parts)]
     return ["Trained on different machines (float rounding differs between them, so a seed "
             "need not repeat across them): " + "; ".join(parts)]
 

@@ -128,3 +128,6 @@ def test_seed_study_says_where_seeds_trained():
     assert len(mixed) == 1 and mixed[0].startswith("Trained on different machines")
     assert mixed[0].endswith(f"seeds 0, 2: {a}; seed 1: {b}; seed 3: {a} + {b}; "
                              "seed 4: not recorded")
+    assert ss.machine_lines([{"seed": 0}, {"seed": 1, "machines": [a]},
+                             {"seed": 2, "machines": [a]}]) == [
+        f"Trained on: seed 0: not recorded; seeds 1, 2: {a}"]
