@@ -41,7 +41,7 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 # /proc/cpuinfo flags that change which float kernels XLA and its libraries pick.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
-LABEL_ISA = ("avx2", "avx512f", "avx512_fp16", "amx_tile")   # the tiers a label names
+AVX2_IMPLIES = ("sse4_2", "avx", "fma")   # left out of a label that names avx2
 GIT_TIMEOUT_S = 5
 # The checkout holding the fdm package (git_revision's root). The root package fdm is
 # initialised before any of its modules, so `environment` reads its version from
@@ -90,8 +90,10 @@ class Environment:
 
     @property
     def label(self) -> str:
-        """E.g. 'cpu x1 (AMD EPYC, avx2), jaxlib 0.10.2'; the XLA_FLAGS when set."""
-        isa = [f for f in LABEL_ISA if f in self.cpu_isa]
+        """E.g. 'cpu x1 (AMD EPYC, avx2), jaxlib 0.10.2'; the XLA_FLAGS when set. Every
+        part of `machine_key` shows (the ISA flags but those every AVX2 CPU has)."""
+        implied = AVX2_IMPLIES if {"avx2", *AVX2_IMPLIES} <= set(self.cpu_isa) else ()
+        isa = [f for f in self.cpu_isa if f not in implied]
         cpu = ", ".join([self.cpu_model or "unknown CPU", *isa])
         device = (f"{self.backend} x{self.device_count}" if self.backend == "cpu" else
                   f"{self.backend} {self.device_kind} x{self.device_count}")
@@ -209,14 +211,13 @@ def record(workdir: str, mode: str, step: int, env: Optional[Environment] = None
 
 
 def training_machines(workdir: str) -> list[str]:
-    """The distinct machine labels of DIR's train records, in order of first use ([]
-    when none was recorded, e.g. a run older than this module)."""
-    labels = []
+    """The labels of the distinct machines (`machine_key`) of DIR's train records, in
+    order of first use ([] when none was recorded, e.g. a run older than this module)."""
+    machines = {}
     for entry in read_records(workdir):
         if entry.get("mode") == "train":
-            label = Environment.from_record(entry).label
-            if label not in labels:
-                labels.append(label)
-    return labels
+            env = Environment.from_record(entry)
+            machines.setdefault(env.machine_key, env.label)
+    return list(machines.values())
 
 

@@ -82,7 +82,7 @@ def test_git_revision_of_a_checkout(tmp_path):
 
 def _env(**kw):
     base = dict(packages={"jaxlib": "0.10.2"}, backend="cpu", device_kind="cpu",
-                device_count=1, cpu_model="AMD EPYC", cpu_isa=("sse4_2", "avx", "avx2"),
+                device_count=1, cpu_model="AMD EPYC", cpu_isa=("sse4_2", "avx", "avx2", "fma"),
                 hostname="a", git_commit="abc")
     return pv.Environment(**{**base, **kw})
 
@@ -93,6 +93,8 @@ def test_machine_key_and_label():
                    dict(device_count=2), dict(cpu_model="Intel Xeon"), dict(xla_flags="--x")):
         assert _env(**change).machine_key != _env().machine_key, change
     assert _env().label == "cpu x1 (AMD EPYC, avx2), jaxlib 0.10.2"
+    assert _env(cpu_isa=("sse4_2", "avx", "avx2")).label == (   # no fma: every flag shows
+        "cpu x1 (AMD EPYC, sse4_2, avx, avx2), jaxlib 0.10.2")
     gpu = _env(backend="gpu", device_kind="NVIDIA H100 80GB HBM3", xla_flags="--x=1")
     assert gpu.label == ("gpu NVIDIA H100 80GB HBM3 x1 (AMD EPYC, avx2), jaxlib 0.10.2, "
                          "XLA_FLAGS=--x=1")
@@ -105,9 +107,10 @@ def test_record_appends_and_reads_back(tmp_path):
     with open(os.path.join(workdir, pv.ENVIRONMENT_FILE), "a") as f:
         f.write("not json\n")
     pv.record(workdir, "train", 7, _env(cpu_model="Intel Xeon", cpu_isa=("avx512f",)))
+    pv.record(workdir, "train", 9, _env(hostname="another host of the same kind"))
     records = pv.read_records(workdir)
     assert [(r["mode"], r["step"]) for r in records] == [("train", 0), ("evaluate", 7),
-                                                        ("train", 7)]
+                                                        ("train", 7), ("train", 9)]
     assert records[0] == first and re.match(r"\d{4}-\d\d-\d\dT", first["time"])
     assert pv.Environment.from_record(records[1]) == _env()
     assert os.listdir(workdir) == [pv.ENVIRONMENT_FILE]       # no temporary file left
